@@ -1,0 +1,26 @@
+//! tollgate: an authenticating, rate-limiting reverse proxy.
+//!
+//! The crate is organised by owner: `config` owns the TOML contract, `store`
+//! owns persistence and the atomic admission decision, `limits` owns the pure
+//! window and calendar maths, `keys` owns secret formats and hashing, `auth`
+//! owns turning a request's credential into a verified [`auth::Principal`],
+//! `proxy` owns the public request path, `admin` owns the admin listener, and
+//! `cli` owns the command-line client of the admin API.
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod keys;
+pub mod limits;
+pub mod metrics;
+pub mod model;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod usage;

@@ -1,0 +1,65 @@
+//! The `tollgate` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tollgate::cli::{Cli, Command};
+use tollgate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = || {
+        cli.global
+            .config
+            .clone()
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(Into::into))
+            .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into())
+    };
+    match cli.command {
+        Command::Check => match Config::load(&config_path()) {
+            Ok(config) => {
+                println!("{}", config.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve => {
+            let config = match Config::load(&config_path()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match tollgate::server::serve_blocking(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        command => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tollgate: cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(tollgate::cli::execute(command, &cli.global)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate: {}", e.message);
+                    ExitCode::from(e.status)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The entities of SPEC.md (clients and API keys) and their JSON views.
+//!
+//! Records here are what the store keeps; the `*View` types are what the
+//! admin and organisation APIs return. A view never carries a secret or a hash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::iso8601;
+
+/// Built-in scopes every key may hold, besides the configured ones.
+pub const SCOPE_READ_KEYS: &str = "read:api_keys";
+pub const SCOPE_WRITE_KEYS: &str = "write:api_keys";
+pub const BUILTIN_SCOPES: [&str; 2] = [SCOPE_READ_KEYS, SCOPE_WRITE_KEYS];
+
+/// Longest key name, in characters.
+pub const MAX_KEY_NAME_CHARS: usize = 128;
+/// Accepted range of `expires_in_days`.
+pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientStatus {
+    Active,
+    Suspended,
+}
+
+impl ClientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientStatus::Active => "active",
+            ClientStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(ClientStatus::Active),
+            "suspended" => Some(ClientStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// A client (organisation). Limits of `None` follow the config defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    pub status: ClientStatus,
+    pub per_minute: Option<u64>,
+    pub monthly: Option<u64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A change to a client; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientPatch {
+    pub name: Option<String>,
+    pub status: Option<ClientStatus>,
+    pub per_minute: Option<u64>,
+    pub monthly: Option<u64>,
+}
+
+/// An API key as stored: only the bcrypt hash of its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub client_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// bcrypt hash of the secret. Never leaves the process except to the store.
+    pub hash: String,
+    /// First 12 characters of the secret, for listings.
+    pub prefix: String,
+    /// Secret generation: bumped when the secret is rotated.
+    pub gen: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("hash", &"<redacted>")
+            .field("prefix", &self.prefix)
+            .field("gen", &self.gen)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .finish()
+    }
+}
+
+impl KeyRecord {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Is `id` a valid client id: `[a-z0-9][a-z0-9_-]{0,63}`.
+pub fn valid_client_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+/// Is `name` an acceptable key name: 1 to 128 characters, no control characters.
+pub fn valid_key_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=MAX_KEY_NAME_CHARS).contains(&n) && !name.chars().any(char::is_control)
+}
+
+/// The client as the admin API shows it; limits are the effective ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientView {
+    pub id: String,
+    pub name: String,
+    pub status: ClientStatus,
+    pub per_minute: u64,
+    pub monthly: u64,
+    pub created_at: String,
+}
+
+impl ClientView {
+    pub fn new(c: &Client, default_per_minute: u64, default_monthly: u64) -> Self {
+        ClientView {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            status: c.status,
+            per_minute: c.per_minute.unwrap_or(default_per_minute),
+            monthly: c.monthly.unwrap_or(default_monthly),
+            created_at: iso8601(c.created_at),
+        }
+    }
+}
+
+/// A key in a listing: no secret, no hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+impl From<&KeyRecord> for KeyView {
+    fn from(k: &KeyRecord) -> Self {
+        KeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            scopes: k.scopes.clone(),
+            created_at: iso8601(k.created_at),
+            last_used_at: k.last_used_at.map(iso8601),
+            expires_at: k.expires_at.map(iso8601),
+        }
+    }
+}
+
+/// `{"keys": [...], "total": N}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+    pub total: usize,
+}
+
+/// The 201 body of key creation: the only place a secret is ever shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub id: String,
+    pub name: String,
+    pub key: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// `{"clients": [...]}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientList {
+    pub clients: Vec<ClientView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids() {
+        for ok in ["a", "acme", "0", "acme-corp_2", &"a".repeat(64)] {
+            assert!(valid_client_id(ok), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "Acme", "a b", "a.b", &"a".repeat(65), "é"] {
+            assert!(!valid_client_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_names() {
+        assert!(valid_key_name("ci"));
+        assert!(valid_key_name(&"é".repeat(128)));
+        assert!(!valid_key_name(""));
+        assert!(!valid_key_name(&"x".repeat(129)));
+        assert!(!valid_key_name("a\nb"));
+    }
+
+    #[test]
+    fn key_record_debug_hides_hash() {
+        let k = KeyRecord {
+            id: "key_x".into(),
+            client_id: "c".into(),
+            name: "n".into(),
+            scopes: vec![],
+            hash: "$2b$04$secret".into(),
+            prefix: "sk_live_abcd".into(),
+            gen: 1,
+            created_at: 0,
+            expires_at: None,
+            last_used_at: None,
+        };
+        assert!(!format!("{k:?}").contains("$2b$"));
+    }
+}

@@ -1,0 +1,2 @@
+//! The embedded, single-process store.
+use super::*;
