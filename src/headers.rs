@@ -1,1 +1,157 @@
-//! TODO
+//! Header names (each defined once), hop-by-hop removal (RFC 9110 §7.6.1) and
+//! the rate-limit decoration of responses.
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
+use crate::clock::iso8601;
+use crate::limits::LimitState;
+
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_TOLLGATE_CLIENT_ID: HeaderName = HeaderName::from_static("x-tollgate-client-id");
+pub static X_TOLLGATE_KEY_ID: HeaderName = HeaderName::from_static("x-tollgate-key-id");
+pub static X_TOLLGATE_SCOPES: HeaderName = HeaderName::from_static("x-tollgate-scopes");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers that are always removed (besides those `Connection` names
+/// and any `Proxy-*`).
+static HOP_BY_HOP: [&HeaderName; 6] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+];
+
+/// Removes hop-by-hop headers: the fixed set, the ones `Connection` names, and
+/// every `Proxy-*` header.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(&CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(&PROXY_CONNECTION);
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(&name);
+    }
+}
+
+/// Adds `X-RateLimit-*` (and, when enabled, the IETF draft fields) for `state`.
+pub fn decorate(headers: &mut HeaderMap, state: &LimitState, ietf: bool) {
+    headers.insert(
+        X_RATELIMIT_LIMIT.clone(),
+        HeaderValue::from(state.per_minute),
+    );
+    headers.insert(
+        X_RATELIMIT_REMAINING.clone(),
+        HeaderValue::from(state.remaining),
+    );
+    if let Ok(v) = HeaderValue::from_str(&iso8601(state.reset_at)) {
+        headers.insert(X_RATELIMIT_RESET.clone(), v);
+    }
+    if ietf {
+        let now_s = state.now_ms.div_euclid(1000);
+        let month_reset = crate::limits::month::next_month_start(now_s);
+        let policy = format!(
+            "\"minute\";q={};w=60, \"month\";q={};w={}",
+            state.per_minute,
+            state.monthly,
+            month_reset - crate::limits::month::month_start(now_s)
+        );
+        let current = format!(
+            "\"minute\";r={};t={}, \"month\";r={};t={}",
+            state.remaining,
+            (state.reset_at - now_s).max(0),
+            state.monthly_remaining(),
+            (month_reset - now_s).max(0)
+        );
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            headers.insert(RATELIMIT_POLICY.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&current) {
+            headers.insert(RATELIMIT.clone(), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+            ("content-length", "5"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn decoration() {
+        let st = LimitState {
+            now_ms: 1_770_717_600_500,
+            per_minute: 7,
+            remaining: 4,
+            reset_at: 1_770_717_660,
+            monthly: 100,
+            monthly_used: 3,
+            window_retry_at_ms: None,
+        };
+        let mut h = HeaderMap::new();
+        decorate(&mut h, &st, false);
+        assert_eq!(h[&X_RATELIMIT_LIMIT], "7");
+        assert_eq!(h[&X_RATELIMIT_REMAINING], "4");
+        assert_eq!(h[&X_RATELIMIT_RESET], "2026-02-10T10:01:00Z");
+        assert!(h.get(&RATELIMIT).is_none());
+        decorate(&mut h, &st, true);
+        assert_eq!(
+            h[&RATELIMIT_POLICY],
+            "\"minute\";q=7;w=60, \"month\";q=100;w=2419200"
+        );
+        assert_eq!(
+            h[&RATELIMIT],
+            "\"minute\";r=4;t=60, \"month\";r=97;t=1605600"
+        );
+    }
+}

@@ -8,12 +8,15 @@
 //! `cli` owns the command-line client of the admin API.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod keymgmt;
 pub mod keys;
 pub mod limits;
 pub mod metrics;

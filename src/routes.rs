@@ -1,1 +1,259 @@
-//! TODO
+//! Path normalisation and route matching.
+//!
+//! Routes are matched on one normalised path, and that same path is what the
+//! upstream receives: tollgate forwards exactly the path it authorised. The
+//! normaliser decodes percent-encoded unreserved characters, resolves `.` and
+//! `..` segments and collapses empty segments; it refuses (400) what could
+//! mean different paths to different servers: encoded `/`, `\` or NUL,
+//! malformed escapes, backslashes, and `..` above the root.
+
+use http::Method;
+
+use crate::config::Route;
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Not an origin-form path (`/...`).
+    NotOriginForm,
+    /// Something whose meaning differs between servers (encoded separators, NUL, `\`).
+    Ambiguous,
+    /// A bad percent-escape.
+    BadEscape,
+    /// `..` above the root.
+    AboveRoot,
+}
+
+/// Normalises a request path (without query). Idempotent.
+pub fn normalize(path: &str) -> Result<String, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotOriginForm);
+    }
+    let mut out: Vec<String> = Vec::new();
+    let ends_with_slash = path.len() > 1 && path.ends_with('/');
+    for raw in path.split('/') {
+        let seg = decode_segment(raw)?;
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            _ => out.push(seg),
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if s.is_empty() || (ends_with_slash && !out.is_empty()) {
+        s.push('/');
+    }
+    Ok(s)
+}
+
+/// Decodes `%XX` of unreserved characters, upper-cases the other escapes, and
+/// refuses escapes of `/`, `\`, NUL and `%` itself (double encoding).
+fn decode_segment(raw: &str) -> Result<String, PathError> {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+                let v = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PathError::BadEscape)?;
+                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                    out.push(v as char);
+                } else if matches!(v, b'/' | b'\\' | 0 | b'%') {
+                    return Err(PathError::Ambiguous);
+                } else {
+                    out.push('%');
+                    out.push_str(&format!("{v:02X}"));
+                }
+                i += 3;
+            }
+            b'\\' | 0 => return Err(PathError::Ambiguous),
+            c => {
+                out.push(c as char);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a request needs, from the first route it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement<'a> {
+    /// No route matched: a valid key suffices.
+    ValidKey,
+    /// A route matched; it may name a scope.
+    Route {
+        index: usize,
+        scope: Option<&'a str>,
+    },
+}
+
+/// The routes of the config, in order: first match wins.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Self {
+        RouteTable { routes }
+    }
+
+    /// The requirement for `method` on a normalised `path`. Matrix parameters
+    /// (`;x=1`) are ignored for matching, as servers that honour them do, so
+    /// `/private;x` needs what `/private` needs.
+    pub fn requirement(&self, method: &Method, path: &str) -> Requirement<'_> {
+        let stripped;
+        let path = if path.contains(';') {
+            stripped = strip_params(path);
+            stripped.as_str()
+        } else {
+            path
+        };
+        for (index, r) in self.routes.iter().enumerate() {
+            if prefix_matches(&r.path, path) && method_matches(r.methods.as_deref(), method) {
+                return Requirement::Route {
+                    index,
+                    scope: r.scope.as_deref(),
+                };
+            }
+        }
+        Requirement::ValidKey
+    }
+}
+
+/// The path with every segment's `;...` parameters removed.
+fn strip_params(path: &str) -> String {
+    path.split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Prefix match on segment boundaries.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// HEAD is served by whatever serves GET, so a GET route covers HEAD too.
+fn method_matches(methods: Option<&[Method]>, method: &Method) -> bool {
+    match methods {
+        None => true,
+        Some(ms) => ms
+            .iter()
+            .any(|m| m == method || (*method == Method::HEAD && *m == Method::GET)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_table() {
+        let ok = [
+            ("/", "/"),
+            ("//", "/"),
+            ("/a//b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/x/../b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("/%62illing", "/billing"),
+            ("/a/%2e%2E/b", "/b"),
+            ("/a/%7euser", "/a/~user"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3bb", "/a%3Bb"),
+            ("/a/b;x=1", "/a/b;x=1"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(normalize(input).as_deref(), Ok(want), "{input}");
+            assert_eq!(normalize(want).as_deref(), Ok(want), "idempotent {want}");
+        }
+        let bad = [
+            ("a", PathError::NotOriginForm),
+            ("*", PathError::NotOriginForm),
+            ("/a%2Fb", PathError::Ambiguous),
+            ("/a%5cb", PathError::Ambiguous),
+            ("/a\\b", PathError::Ambiguous),
+            ("/a%00", PathError::Ambiguous),
+            ("/a%252e", PathError::Ambiguous),
+            ("/a%2", PathError::BadEscape),
+            ("/a%zz", PathError::BadEscape),
+            ("/..", PathError::AboveRoot),
+            ("/a/../..", PathError::AboveRoot),
+        ];
+        for (input, want) in bad {
+            assert_eq!(normalize(input), Err(want), "{input}");
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            Route {
+                path: "/api/v1/charge_points".into(),
+                methods: Some(vec![Method::GET]),
+                scope: Some("read:charge_points".into()),
+            },
+            Route {
+                path: "/api/v1/charge_points".into(),
+                methods: None,
+                scope: Some("write:charge_points".into()),
+            },
+        ])
+    }
+
+    #[test]
+    fn first_match_wins_on_segment_boundaries() {
+        let t = table();
+        let scope = |m: Method, p: &str| match t.requirement(&m, p) {
+            Requirement::Route { scope, .. } => scope.map(str::to_owned),
+            Requirement::ValidKey => None,
+        };
+        assert_eq!(
+            scope(Method::GET, "/api/v1/charge_points").as_deref(),
+            Some("read:charge_points")
+        );
+        assert_eq!(
+            scope(Method::HEAD, "/api/v1/charge_points/7").as_deref(),
+            Some("read:charge_points")
+        );
+        assert_eq!(
+            scope(Method::POST, "/api/v1/charge_points").as_deref(),
+            Some("write:charge_points")
+        );
+        assert_eq!(
+            t.requirement(&Method::GET, "/api/v1/charge_pointsX"),
+            Requirement::ValidKey
+        );
+        assert_eq!(
+            t.requirement(&Method::GET, "/api/v1"),
+            Requirement::ValidKey
+        );
+        assert_eq!(
+            scope(Method::GET, "/api/v1/charge_points;x=1").as_deref(),
+            Some("read:charge_points")
+        );
+        assert_eq!(
+            scope(Method::GET, "/api;v/v1/charge_points/2").as_deref(),
+            Some("read:charge_points")
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Forwarding to the upstream: the pooled client, the request rewrite of
+//! SPEC.md ("Forwarding") and the response clean-up. Bodies stream both ways.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::auth::{CredentialSource, Principal};
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use crate::error::ApiError;
+use crate::headers::{
+    strip_hop_by_hop, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
+};
+
+/// Method-override headers: stripped so a GET-only scope cannot become a write.
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// The upstream and a keep-alive pool of connections to it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+    authority: Authority,
+    base_path: String,
+    timeout: Duration,
+    keep_credential: bool,
+}
+
+/// What the forwarding stage needs to know about the request it forwards.
+#[derive(Debug)]
+pub struct ForwardContext<'a> {
+    pub principal: &'a Principal,
+    pub credential: CredentialSource,
+    pub peer: SocketAddr,
+    /// The normalised path that was authorised, and the raw query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .build(connector);
+        Upstream {
+            client,
+            authority: cfg.authority.clone(),
+            base_path: cfg.base_path.clone(),
+            timeout: cfg.timeout,
+            keep_credential: cfg.keep_credential,
+        }
+    }
+
+    /// Sends the request upstream; answers with the upstream's response, its
+    /// hop-by-hop headers removed, and the time to its headers.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        ctx: ForwardContext<'_>,
+    ) -> Result<(Response<ProxyBody>, Duration), ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        parts.uri = self.uri(ctx.path, ctx.query)?;
+        parts.version = Version::HTTP_11;
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        for name in &METHOD_OVERRIDES {
+            h.remove(name);
+        }
+        if !self.keep_credential {
+            if ctx.credential.api_key_header {
+                h.remove(&X_API_KEY);
+            }
+            if ctx.credential.bearer {
+                remove_bearer(h);
+            }
+        }
+        append_forwarded_for(h, ctx.peer);
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        match &original_host {
+            Some(host) => {
+                h.insert(X_FORWARDED_HOST.clone(), host.clone());
+                h.entry(HOST).or_insert_with(|| host.clone());
+            }
+            None => {
+                h.remove(&X_FORWARDED_HOST);
+            }
+        }
+        set_identity(h, ctx.principal);
+
+        let started = Instant::now();
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let resp = match tokio::time::timeout(self.timeout, sent).await {
+            Err(_) => {
+                return Err(ApiError::GatewayTimeout(
+                    "The upstream did not answer in time.".into(),
+                ))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+                return Err(ApiError::BadGateway(
+                    "The upstream refused or broke the connection.".into(),
+                ));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let elapsed = started.elapsed();
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok((
+            Response::from_parts(parts, body.map_err(Into::into).boxed()),
+            elapsed,
+        ))
+    }
+
+    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+        let mut pq = String::with_capacity(
+            self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
+        );
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::try_from(pq)
+            .map_err(|_| ApiError::BadRequest("The request target is not valid.".into()))?;
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| ApiError::BadRequest("The request target is not valid.".into()))
+    }
+}
+
+/// Removes `Authorization: Bearer ...` values, keeping any other scheme.
+fn remove_bearer(h: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = h
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter(|v| {
+            let b = v.as_bytes();
+            !(b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"bearer "))
+        })
+        .cloned()
+        .collect();
+    h.remove(AUTHORIZATION);
+    for v in kept {
+        h.append(AUTHORIZATION, v);
+    }
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let prior: Vec<&str> = h
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if prior.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", prior.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// Replaces any client-sent `X-Tollgate-*` with the verified identity.
+fn set_identity(h: &mut HeaderMap, p: &Principal) {
+    for (name, value) in [
+        (&X_TOLLGATE_CLIENT_ID, p.client_id.to_string()),
+        (&X_TOLLGATE_KEY_ID, p.key_id.to_string()),
+        (&X_TOLLGATE_SCOPES, p.scopes.join(" ")),
+    ] {
+        h.remove(name);
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name.clone(), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn identity_replaces_client_copies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            X_TOLLGATE_CLIENT_ID.clone(),
+            HeaderValue::from_static("evil"),
+        );
+        h.append(
+            X_TOLLGATE_CLIENT_ID.clone(),
+            HeaderValue::from_static("evil2"),
+        );
+        let p = Principal {
+            key_id: Arc::from("key_abc"),
+            client_id: Arc::from("acme"),
+            gen: 1,
+            scopes: Arc::from(vec!["read:x".to_string(), "write:x".to_string()]),
+        };
+        set_identity(&mut h, &p);
+        let all: Vec<_> = h.get_all(&X_TOLLGATE_CLIENT_ID).iter().collect();
+        assert_eq!(all, ["acme"]);
+        assert_eq!(h[&X_TOLLGATE_SCOPES], "read:x write:x");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_static("10.0.0.1"),
+        );
+        append_forwarded_for(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+    }
+
+    #[test]
+    fn only_bearer_authorization_is_removed() {
+        let mut h = HeaderMap::new();
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer sk"));
+        h.append(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcg=="));
+        remove_bearer(&mut h);
+        let all: Vec<_> = h.get_all(AUTHORIZATION).iter().collect();
+        assert_eq!(all, ["Basic dXNlcg=="]);
+    }
+}

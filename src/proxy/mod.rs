@@ -1,0 +1,304 @@
+//! The public listener's request path, top to bottom:
+//! normalise → authenticate → (tollgate's own endpoints) → route scope →
+//! admit (key, client, scope and limits in one store operation) → forward →
+//! decorate. Every refusal becomes a response in one place, [`Refusal::into_response`].
+
+pub mod forward;
+mod org;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::auth::{self, AuthError, Principal};
+use crate::body::ProxyBody;
+use crate::clock::iso8601;
+use crate::error::{json_response, ApiError};
+use crate::headers::decorate;
+use crate::limits::{month, LimitState, Verdict};
+use crate::metrics::{AuthRejection, Outcome};
+use crate::routes::{normalize, Requirement};
+use crate::store::{AdmitRequest, UsageRequest};
+use crate::usage::UsageDoc;
+use forward::ForwardContext;
+
+/// tollgate's own usage endpoint on the public listener.
+pub const USAGE_PATH: &str = "/api/v1/client/usage";
+/// tollgate's own organisation key-management endpoints.
+pub const ORG_KEYS_PATH: &str = "/api/v1/org/api-keys";
+
+/// A request refused by tollgate, with the limit state to report if the key was valid.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    pub state: Option<LimitState>,
+    pub outcome: Outcome,
+}
+
+impl Refusal {
+    fn new(error: ApiError, outcome: Outcome) -> Self {
+        Refusal {
+            error,
+            state: None,
+            outcome,
+        }
+    }
+
+    fn with_state(mut self, state: Option<LimitState>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The one place a refusal becomes a response.
+    pub fn into_response(self, ietf: bool) -> Response<ProxyBody> {
+        let mut resp = self.error.to_response();
+        if let Some(st) = &self.state {
+            decorate(resp.headers_mut(), st, ietf);
+        }
+        resp
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Rejected(reason) => unauthorized(reason),
+            AuthError::Store(e) => store_failure(e),
+        }
+    }
+}
+
+fn unauthorized(reason: AuthRejection) -> Refusal {
+    let msg = match reason {
+        AuthRejection::missing => {
+            "An API key is required: send it in X-API-Key or Authorization: Bearer."
+        }
+        AuthRejection::ambiguous => {
+            "Send one API key, in X-API-Key or Authorization: Bearer, not two."
+        }
+        _ => "The API key is invalid, expired or revoked.",
+    };
+    Refusal::new(ApiError::Unauthorized(msg.into()), Outcome::unauthorized)
+}
+
+fn store_failure(e: crate::store::StoreError) -> Refusal {
+    tracing::warn!(error = %e, "store call failed");
+    Refusal::new(ApiError::from(e), Outcome::store_error)
+}
+
+/// What the access log records about a request.
+#[derive(Debug, Default)]
+struct Trace {
+    client_id: Option<Arc<str>>,
+    key_id: Option<Arc<str>>,
+    upstream_status: Option<u16>,
+}
+
+/// Serves one public request; never fails.
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let _in_flight = app.metrics.in_flight();
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_owned();
+    let mut trace = Trace::default();
+    let (resp, outcome) = match serve(&app, req, peer, &mut trace).await {
+        Ok(done) => done,
+        Err(refusal) => {
+            let outcome = refusal.outcome;
+            (refusal.into_response(app.config.headers.ietf), outcome)
+        }
+    };
+    let elapsed = started.elapsed();
+    app.metrics.request(outcome, elapsed);
+    tracing::info!(
+        target: "tollgate::access",
+        method = %method,
+        path = %raw_path,
+        status = resp.status().as_u16(),
+        client_id = trace.client_id.as_deref().unwrap_or("-"),
+        key_id = trace.key_id.as_deref().unwrap_or("-"),
+        upstream_status = trace.upstream_status.unwrap_or(0),
+        decision = ?outcome,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+async fn serve(
+    app: &App,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    trace: &mut Trace,
+) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
+    // 1. One normalised path: what routes match and what the upstream receives.
+    let path = normalize(req.uri().path()).map_err(|_| {
+        Refusal::new(
+            ApiError::BadRequest("The request path is malformed or ambiguous.".into()),
+            Outcome::bad_request,
+        )
+    })?;
+
+    // 2. Authenticate: the credential must verify before anything else happens.
+    let credential = auth::extract(req.headers()).map_err(|reason| {
+        app.metrics.auth_rejected(reason);
+        unauthorized(reason)
+    })?;
+    let principal = app.auth.authenticate(&credential).await?;
+    trace.client_id = Some(principal.client_id.clone());
+    trace.key_id = Some(principal.key_id.clone());
+
+    // 3. tollgate's own endpoints, never forwarded.
+    if path == USAGE_PATH {
+        return usage(app, &principal, req.method()).await;
+    }
+    if path == ORG_KEYS_PATH
+        || path.starts_with(ORG_KEYS_PATH) && path[ORG_KEYS_PATH.len()..].starts_with('/')
+    {
+        return org::handle(app, &principal, req, &path[ORG_KEYS_PATH.len()..]).await;
+    }
+
+    // 4. The scope the route needs.
+    let scope = match app.routes.requirement(req.method(), &path) {
+        Requirement::Route { scope, .. } => scope,
+        Requirement::ValidKey => None,
+    };
+
+    // 5. Admission: key and client status, scope, both limits, in one atomic store call.
+    let state = admit(app, &principal, scope).await?;
+
+    // 6. Forward, streaming both ways.
+    let query = req.uri().query().map(str::to_owned);
+    let ctx = ForwardContext {
+        principal: &principal,
+        credential: credential.source,
+        peer,
+        path: &path,
+        query: query.as_deref(),
+    };
+    let (mut resp, upstream_elapsed) = app
+        .upstream
+        .forward(req, ctx)
+        .await
+        .map_err(|e| Refusal::new(e, Outcome::upstream_error).with_state(Some(state)))?;
+    app.metrics.upstream(upstream_elapsed);
+    trace.upstream_status = Some(resp.status().as_u16());
+
+    // 7. Decorate.
+    decorate(resp.headers_mut(), &state, app.config.headers.ietf);
+    Ok((resp, Outcome::forwarded))
+}
+
+/// Runs the admission check; `Ok` only for an admitted (and counted) request.
+async fn admit(app: &App, p: &Principal, scope: Option<&str>) -> Result<LimitState, Refusal> {
+    let req = AdmitRequest {
+        client_id: &p.client_id,
+        key_id: &p.key_id,
+        gen: p.gen,
+        scope,
+        defaults: app.defaults(),
+    };
+    let started = Instant::now();
+    let result = app.store.admit(&req).await;
+    app.metrics.store_call(started.elapsed(), result.is_ok());
+    let decision = result.map_err(store_failure)?;
+    verdict_to_result(app, p, decision.verdict, decision.state, scope)
+}
+
+/// Maps a store verdict to "go on" or the refusal SPEC.md prescribes.
+fn verdict_to_result(
+    app: &App,
+    p: &Principal,
+    verdict: Verdict,
+    state: Option<LimitState>,
+    scope: Option<&str>,
+) -> Result<LimitState, Refusal> {
+    let refuse =
+        |error: ApiError, outcome: Outcome| Err(Refusal::new(error, outcome).with_state(state));
+    match (verdict, state) {
+        (Verdict::Admitted, Some(st)) => Ok(st),
+        (Verdict::Admitted, None) => refuse(
+            ApiError::Internal("The store returned no limit state.".into()),
+            Outcome::store_error,
+        ),
+        (Verdict::KeyInvalid | Verdict::ClientMissing, _) => {
+            app.auth.forget(&p.key_id);
+            app.metrics.auth_rejected(AuthRejection::invalid_key);
+            Err(unauthorized(AuthRejection::invalid_key))
+        }
+        (Verdict::ClientSuspended, _) => refuse(
+            ApiError::Forbidden("The client is suspended.".into()),
+            Outcome::forbidden,
+        ),
+        (Verdict::ScopeDenied, _) => refuse(
+            ApiError::Forbidden(format!(
+                "This key lacks the scope \"{}\" that this route needs.",
+                scope.unwrap_or_default()
+            )),
+            Outcome::forbidden,
+        ),
+        (Verdict::RateLimited, st) => {
+            let retry_after = st.and_then(|s| s.retry_after_secs(verdict)).unwrap_or(1);
+            refuse(
+                ApiError::RateLimited {
+                    message: format!("Rate limit exceeded. Retry after {retry_after} seconds."),
+                    retry_after,
+                },
+                Outcome::rate_limited,
+            )
+        }
+        (Verdict::QuotaExhausted, st) => {
+            let now_s = st.map_or(0, |s| s.now_ms.div_euclid(1000));
+            let reset = iso8601(month::next_month_start(now_s));
+            let retry_after = st.and_then(|s| s.retry_after_secs(verdict)).unwrap_or(1);
+            refuse(
+                ApiError::RateLimited {
+                    message: format!("Monthly quota exhausted. It resets at {reset}."),
+                    retry_after,
+                },
+                Outcome::quota_exceeded,
+            )
+        }
+    }
+}
+
+/// Reads the caller's limit state without counting; checks the key as admission does.
+async fn checked_usage(app: &App, p: &Principal) -> Result<LimitState, Refusal> {
+    let req = UsageRequest {
+        client_id: &p.client_id,
+        key: Some((&p.key_id, p.gen)),
+        defaults: app.defaults(),
+    };
+    let started = Instant::now();
+    let result = app.store.usage(&req).await;
+    app.metrics.store_call(started.elapsed(), result.is_ok());
+    let decision = result.map_err(store_failure)?;
+    verdict_to_result(app, p, decision.verdict, decision.state, None)
+}
+
+/// `GET /api/v1/client/usage`: answered even when the limits are exhausted.
+async fn usage(
+    app: &App,
+    p: &Principal,
+    method: &Method,
+) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
+    let state = checked_usage(app, p).await?;
+    if method != Method::GET && method != Method::HEAD {
+        return Err(Refusal::new(
+            ApiError::MethodNotAllowed("Use GET.".into()),
+            Outcome::bad_request,
+        )
+        .with_state(Some(state)));
+    }
+    let mut resp = json_response(http::StatusCode::OK, &UsageDoc::from(&state));
+    decorate(resp.headers_mut(), &state, app.config.headers.ietf);
+    Ok((resp, Outcome::served))
+}
