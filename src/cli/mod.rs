@@ -6,6 +6,8 @@
 //! API's response body; without it, a table or summary. Failures go to stderr;
 //! the exit status is 2 for bad usage or input, 1 otherwise.
 
+pub mod output;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
