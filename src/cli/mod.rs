@@ -6,7 +6,9 @@
 //! API's response body; without it, a table or summary. Failures go to stderr;
 //! the exit status is 2 for bad usage or input, 1 otherwise.
 
+pub mod http;
 pub mod output;
+pub mod target;
 
 use std::path::PathBuf;
 
@@ -108,6 +110,32 @@ pub struct CliError {
     /// 2 for bad usage or input, 1 otherwise.
     pub status: u8,
 }
+
+impl CliError {
+    /// Bad usage or input: exit 2.
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            status: 2,
+        }
+    }
+
+    /// Anything else (server refused, unreachable, broken): exit 1.
+    pub fn failure(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            status: 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
 
 /// Runs a `clients`, `keys` or `usage` verb against the admin API.
 pub async fn execute(_command: Command, _global: &GlobalOpts) -> Result<(), CliError> {
