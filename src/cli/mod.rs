@@ -1,0 +1,978 @@
+//! The command line: argument definitions for every verb of SPEC.md, and the
+//! client side of the `clients`, `keys` and `usage` verbs, which talk to a
+//! running server's admin API.
+//!
+//! With `--json` a verb prints exactly one JSON document on stdout, the admin
+//! API's response body; without it, a table or summary. Failures go to stderr;
+//! the exit status is 2 for bad usage or input, 1 otherwise.
+//!
+//! A verb runs in four steps, each in its own place: [`plan`] validates the
+//! arguments and decides the request (nothing is sent for bad input);
+//! [`target`] resolves the base URL and token; [`http`] sends the request;
+//! [`answer`] turns the response into what is printed, with [`output`]
+//! formatting the human-readable forms.
+
+pub mod http;
+pub mod output;
+pub mod target;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use ::http::{Method, StatusCode};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use self::http::{encode_segment, ApiRequest, ApiResponse};
+
+use crate::keys::valid_key_id;
+use crate::model::{
+    valid_client_id, valid_key_name, ClientList, ClientStatus, ClientView, CreatedKey, KeyList,
+    EXPIRES_IN_DAYS,
+};
+use output::{ClientEvent, UsageView};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An authenticating, rate-limiting reverse proxy",
+    after_help = "Environment:\n  \
+        TOLLGATE_CONFIG       config file, when --config is not given\n  \
+        TOLLGATE_ADMIN_URL    admin API base URL, when --admin-url is not given\n  \
+        TOLLGATE_ADMIN_TOKEN  admin API bearer token (or the variable the config's admin.token_env names)"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Config file (default: $TOLLGATE_CONFIG, else tollgate.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin API base URL (default: $TOLLGATE_ADMIN_URL, else the config's [admin] listen).
+    #[arg(long, global = true, value_name = "URL")]
+    pub admin_url: Option<String>,
+    /// Print the admin API's JSON response instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve,
+    /// Validate the config, print what was understood, exit 0 (valid) or 2.
+    Check,
+    /// Manage clients (organisations).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show a client's rate-limit and quota usage.
+    Usage {
+        /// Client id.
+        #[arg(long, value_name = "ID")]
+        client: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Create a client.
+    Create {
+        /// Client id: 1-64 characters of a-z, 0-9, '_' and '-'.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests per minute (default: the config's [limits] per_minute).
+        #[arg(long, value_name = "N")]
+        per_minute: Option<u64>,
+        /// Requests per calendar month (default: the config's [limits] monthly).
+        #[arg(long, value_name = "N")]
+        monthly: Option<u64>,
+    },
+    /// List clients.
+    List,
+    /// Show one client.
+    Show {
+        /// Client id.
+        id: String,
+    },
+    /// Suspend a client: its keys are refused with 403.
+    Suspend {
+        /// Client id.
+        id: String,
+    },
+    /// Re-activate a suspended client.
+    Activate {
+        /// Client id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        /// The client the key belongs to.
+        #[arg(long, value_name = "ID")]
+        client: String,
+        /// Key name, unique within the client (1-128 characters).
+        #[arg(long)]
+        name: String,
+        /// A scope the key holds; repeat for several.
+        #[arg(long = "scope", value_name = "S", required = true)]
+        scopes: Vec<String>,
+        /// Days until the key expires, 1-3650 (default: never).
+        #[arg(long, value_name = "N")]
+        expires_in_days: Option<i64>,
+    },
+    /// List a client's keys.
+    List {
+        /// Client id.
+        #[arg(long, value_name = "ID")]
+        client: String,
+    },
+    /// Revoke a key.
+    ///
+    /// From the moment this succeeds, every tollgate process sharing the store
+    /// refuses the key. The admin API answers 204 with an empty body, so with
+    /// --json this prints {"id":"<KEY_ID>","revoked":true} instead.
+    Revoke {
+        /// Key id (key_ followed by 16 characters).
+        key_id: String,
+    },
+}
+
+/// A failure of an admin verb, with its exit status.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    /// 2 for bad usage or input, 1 otherwise.
+    pub status: u8,
+}
+
+impl CliError {
+    /// Bad usage or input: exit 2.
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            status: 2,
+        }
+    }
+
+    /// Anything else (server refused, unreachable, broken): exit 1.
+    pub fn failure(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            status: 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Runs a `clients`, `keys` or `usage` verb against the admin API.
+pub async fn execute(command: Command, global: &GlobalOpts) -> Result<(), CliError> {
+    // 1. Validate the arguments: bad input is refused before anything is sent.
+    let plan = plan(command)?;
+    // 2. Where to, and with which token.
+    let env = |name: &str| std::env::var(name).ok();
+    let target = target::resolve(global, &env, &target::load_admin_settings)?;
+    // 3. One request, bounded by http::REQUEST_TIMEOUT.
+    let response = http::send(&target, &plan.request).await?;
+    // 4. Error statuses become errors; a success becomes the text to print.
+    let out = answer(&plan, &response, global.json, target.token.is_some())?;
+    write_stdout(&out)
+}
+
+/// A verb, validated: the request it sends and how its answer is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub request: ApiRequest,
+    pub view: View,
+}
+
+/// How a successful answer is shown without `--json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Client(ClientEvent),
+    ClientList,
+    CreatedKey { client: String },
+    KeyList { client: String },
+    Revoked { key_id: String },
+    Usage,
+}
+
+const CLIENTS_PATH: &str = "/admin/v1/clients";
+const KEYS_PATH: &str = "/admin/v1/keys";
+
+/// Validates a verb's arguments and decides its request. Bad input is a
+/// [`CliError::usage`] (exit 2), so nothing is sent.
+pub fn plan(command: Command) -> Result<Plan, CliError> {
+    let request = |method: Method, path: String, body: Option<serde_json::Value>| ApiRequest {
+        method,
+        path,
+        body,
+    };
+    let plan = match command {
+        Command::Serve | Command::Check => {
+            return Err(CliError::usage(
+                "`serve` and `check` do not talk to the admin API",
+            ))
+        }
+        Command::Clients(ClientsCommand::Create {
+            id,
+            name,
+            per_minute,
+            monthly,
+        }) => {
+            check_client_id(&id)?;
+            let mut body = serde_json::Map::new();
+            body.insert("id".into(), id.into());
+            if let Some(name) = name {
+                body.insert("name".into(), name.into());
+            }
+            if let Some(n) = positive("--per-minute", per_minute)? {
+                body.insert("per_minute".into(), n.into());
+            }
+            if let Some(n) = positive("--monthly", monthly)? {
+                body.insert("monthly".into(), n.into());
+            }
+            Plan {
+                request: request(Method::POST, CLIENTS_PATH.into(), Some(body.into())),
+                view: View::Client(ClientEvent::Created),
+            }
+        }
+        Command::Clients(ClientsCommand::List) => Plan {
+            request: request(Method::GET, CLIENTS_PATH.into(), None),
+            view: View::ClientList,
+        },
+        Command::Clients(ClientsCommand::Show { id }) => Plan {
+            request: request(Method::GET, client_path(&id, "")?, None),
+            view: View::Client(ClientEvent::Shown),
+        },
+        Command::Clients(ClientsCommand::Suspend { id }) => {
+            set_status(&id, ClientStatus::Suspended, ClientEvent::Suspended)?
+        }
+        Command::Clients(ClientsCommand::Activate { id }) => {
+            set_status(&id, ClientStatus::Active, ClientEvent::Activated)?
+        }
+        Command::Keys(KeysCommand::Create {
+            client,
+            name,
+            scopes,
+            expires_in_days,
+        }) => {
+            let path = client_path(&client, "/keys")?;
+            if !valid_key_name(&name) {
+                return Err(CliError::usage(format!(
+                    "invalid key name {name:?}: 1 to {} characters, no control characters",
+                    crate::model::MAX_KEY_NAME_CHARS
+                )));
+            }
+            if scopes.is_empty() {
+                return Err(CliError::usage("at least one --scope is required"));
+            }
+            if scopes.iter().any(|s| s.trim().is_empty()) {
+                return Err(CliError::usage("--scope cannot be empty"));
+            }
+            let mut body = serde_json::Map::new();
+            body.insert("name".into(), name.into());
+            body.insert("scopes".into(), scopes.into());
+            if let Some(days) = expires_in_days {
+                if !EXPIRES_IN_DAYS.contains(&days) {
+                    return Err(CliError::usage(format!(
+                        "--expires-in-days must be between {} and {}, got {days}",
+                        EXPIRES_IN_DAYS.start(),
+                        EXPIRES_IN_DAYS.end()
+                    )));
+                }
+                body.insert("expires_in_days".into(), days.into());
+            }
+            Plan {
+                request: request(Method::POST, path, Some(body.into())),
+                view: View::CreatedKey { client },
+            }
+        }
+        Command::Keys(KeysCommand::List { client }) => Plan {
+            request: request(Method::GET, client_path(&client, "/keys")?, None),
+            view: View::KeyList { client },
+        },
+        Command::Keys(KeysCommand::Revoke { key_id }) => {
+            if !valid_key_id(&key_id) {
+                return Err(CliError::usage(format!(
+                    "invalid key id {key_id:?}: expected key_ followed by 16 characters \
+                     of A-Z, a-z, 0-9, '-' and '_'"
+                )));
+            }
+            Plan {
+                request: request(
+                    Method::DELETE,
+                    format!("{KEYS_PATH}/{}", encode_segment(&key_id)),
+                    None,
+                ),
+                view: View::Revoked { key_id },
+            }
+        }
+        Command::Usage { client } => Plan {
+            request: request(Method::GET, client_path(&client, "/usage")?, None),
+            view: View::Usage,
+        },
+    };
+    Ok(plan)
+}
+
+fn check_client_id(id: &str) -> Result<(), CliError> {
+    if valid_client_id(id) {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!(
+            "invalid client id {id:?}: expected 1 to 64 characters of a-z, 0-9, '_' and '-', \
+             starting with a letter or digit"
+        )))
+    }
+}
+
+/// `/admin/v1/clients/{id}{rest}`, after checking the id.
+fn client_path(id: &str, rest: &str) -> Result<String, CliError> {
+    check_client_id(id)?;
+    Ok(format!("{CLIENTS_PATH}/{}{rest}", encode_segment(id)))
+}
+
+fn positive(flag: &str, value: Option<u64>) -> Result<Option<u64>, CliError> {
+    match value {
+        Some(0) => Err(CliError::usage(format!("{flag} must be at least 1"))),
+        other => Ok(other),
+    }
+}
+
+fn set_status(id: &str, status: ClientStatus, event: ClientEvent) -> Result<Plan, CliError> {
+    Ok(Plan {
+        request: ApiRequest {
+            method: Method::PATCH,
+            path: client_path(id, "")?,
+            body: Some(serde_json::json!({ "status": status.as_str() })),
+        },
+        view: View::Client(event),
+    })
+}
+
+/// The exit status for an error response: 2 when the server judged the
+/// input bad, 1 for everything else (auth, server trouble, surprises).
+pub fn exit_status_for(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 | 404 | 409 | 422 => 2,
+        _ => 1,
+    }
+}
+
+/// The admin API's error body.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Longest excerpt of an unexpected error body quoted in a message.
+const BODY_EXCERPT_CHARS: usize = 200;
+
+/// The error for a non-success response: `<error> (<code>)` from the body,
+/// or the status and an excerpt when the body is not the API's error shape.
+pub fn api_error(response: &ApiResponse, token_sent: bool) -> CliError {
+    let mut message = match serde_json::from_slice::<ErrorBody>(&response.body) {
+        Ok(ErrorBody {
+            error,
+            code: Some(code),
+        }) => format!("{} ({})", output::clean(&error), output::clean(&code)),
+        Ok(ErrorBody { error, code: None }) => output::clean(&error),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&response.body);
+            let excerpt: String = text.trim().chars().take(BODY_EXCERPT_CHARS).collect();
+            if excerpt.is_empty() {
+                format!("the admin API answered {}", response.status)
+            } else {
+                format!(
+                    "the admin API answered {}: {}",
+                    response.status,
+                    output::clean(&excerpt)
+                )
+            }
+        }
+    };
+    if response.status == StatusCode::UNAUTHORIZED && !token_sent {
+        message.push_str(&format!(
+            "\nhint: no admin token was sent; set ${} (or the variable the config's \
+             admin.token_env names)",
+            target::ADMIN_TOKEN_ENV
+        ));
+    }
+    CliError {
+        message,
+        status: exit_status_for(response.status),
+    }
+}
+
+/// What a verb prints on stdout for `response`, or the error it fails with.
+///
+/// With `json`, a success prints the body exactly as sent (checked to be one
+/// JSON document) plus a newline; an empty revoke answer prints
+/// `{"id":"<key_id>","revoked":true}`.
+pub fn answer(
+    plan: &Plan,
+    response: &ApiResponse,
+    json: bool,
+    token_sent: bool,
+) -> Result<Vec<u8>, CliError> {
+    if !response.status.is_success() {
+        return Err(api_error(response, token_sent));
+    }
+    if json {
+        return json_output(&plan.view, response);
+    }
+    let text = match &plan.view {
+        View::Client(event) => output::client_summary(*event, &decode::<ClientView>(response)?),
+        View::ClientList => output::clients_table(&decode::<ClientList>(response)?.clients),
+        View::CreatedKey { client } => {
+            output::created_key_summary(client, &decode::<CreatedKey>(response)?)
+        }
+        View::KeyList { client } => {
+            let list = decode::<KeyList>(response)?;
+            output::keys_table(client, &list.keys, list.total)
+        }
+        View::Revoked { key_id } => output::revoked_summary(key_id),
+        View::Usage => output::usage_summary(&decode::<UsageView>(response)?),
+    };
+    Ok(text.into_bytes())
+}
+
+fn json_output(view: &View, response: &ApiResponse) -> Result<Vec<u8>, CliError> {
+    let body = response.body.trim_ascii();
+    if let (View::Revoked { key_id }, true) = (view, body.is_empty()) {
+        let doc = serde_json::json!({ "id": key_id, "revoked": true });
+        return Ok(format!("{doc}\n").into_bytes());
+    }
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(body) {
+        return Err(unexpected_body(response, &e));
+    }
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.extend_from_slice(body);
+    out.push(b'\n');
+    Ok(out)
+}
+
+fn decode<'a, T: Deserialize<'a>>(response: &'a ApiResponse) -> Result<T, CliError> {
+    serde_json::from_slice(&response.body).map_err(|e| unexpected_body(response, &e))
+}
+
+fn unexpected_body(response: &ApiResponse, e: &serde_json::Error) -> CliError {
+    CliError::failure(format!(
+        "the admin API answered {} with a body tollgate does not understand: {e}",
+        response.status
+    ))
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::failure(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use clap::Parser;
+
+    use super::*;
+
+    const KEY_ID: &str = "key_AbCdEfGh01234-_x";
+
+    fn parse(args: &[&str]) -> Cli {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn plan_of(args: &[&str]) -> Result<Plan, CliError> {
+        plan(parse(args).command)
+    }
+
+    fn response(status: u16, body: &str) -> ApiResponse {
+        ApiResponse {
+            status: StatusCode::from_u16(status).expect("test status"),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).expect("utf-8 output")
+    }
+
+    #[test]
+    fn global_options_are_accepted_anywhere() {
+        let lines: [&[&str]; 4] = [
+            &["tollgate", "keys", "list", "--client", "acme", "--json"],
+            &["tollgate", "--json", "keys", "list", "--client", "acme"],
+            &["tollgate", "keys", "--json", "list", "--client", "acme"],
+            &["tollgate", "keys", "list", "--json", "--client", "acme"],
+        ];
+        for line in lines {
+            let cli = parse(line);
+            assert!(cli.global.json, "{line:?}");
+            assert!(
+                matches!(&cli.command, Command::Keys(KeysCommand::List { client }) if client == "acme"),
+                "{line:?}"
+            );
+        }
+        let cli = parse(&[
+            "tollgate",
+            "usage",
+            "--client",
+            "acme",
+            "--admin-url",
+            "http://127.0.0.1:9090",
+            "--config",
+            "/etc/tollgate.toml",
+        ]);
+        assert_eq!(
+            cli.global.admin_url.as_deref(),
+            Some("http://127.0.0.1:9090")
+        );
+        assert_eq!(
+            cli.global.config.as_deref(),
+            Some(std::path::Path::new("/etc/tollgate.toml"))
+        );
+        assert!(!cli.global.json);
+    }
+
+    #[test]
+    fn keys_create_takes_repeated_scopes_and_requires_one() {
+        let cli = parse(&[
+            "tollgate",
+            "keys",
+            "create",
+            "--client",
+            "acme",
+            "--name",
+            "ci",
+            "--scope",
+            "a:b",
+            "--scope",
+            "c:d",
+            "--expires-in-days",
+            "30",
+        ]);
+        match cli.command {
+            Command::Keys(KeysCommand::Create {
+                scopes,
+                expires_in_days,
+                ..
+            }) => {
+                assert_eq!(scopes, ["a:b", "c:d"]);
+                assert_eq!(expires_in_days, Some(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err =
+            Cli::try_parse_from(["tollgate", "keys", "create", "--client", "a", "--name", "n"])
+                .expect_err("no scope");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn revoke_help_documents_the_json_output() {
+        let err = Cli::try_parse_from(["tollgate", "keys", "revoke", "--help"]).expect_err("help");
+        assert!(
+            err.to_string()
+                .contains(r#"{"id":"<KEY_ID>","revoked":true}"#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn requests_follow_the_admin_api() {
+        let cases: [(&[&str], Method, &str, Option<serde_json::Value>); 10] = [
+            (
+                &[
+                    "tollgate",
+                    "clients",
+                    "create",
+                    "acme",
+                    "--name",
+                    "Acme Corp",
+                    "--per-minute",
+                    "5",
+                    "--monthly",
+                    "99",
+                ],
+                Method::POST,
+                "/admin/v1/clients",
+                Some(
+                    serde_json::json!({"id": "acme", "name": "Acme Corp", "per_minute": 5, "monthly": 99}),
+                ),
+            ),
+            (
+                &["tollgate", "clients", "create", "acme"],
+                Method::POST,
+                "/admin/v1/clients",
+                Some(serde_json::json!({"id": "acme"})),
+            ),
+            (
+                &["tollgate", "clients", "list"],
+                Method::GET,
+                "/admin/v1/clients",
+                None,
+            ),
+            (
+                &["tollgate", "clients", "show", "acme"],
+                Method::GET,
+                "/admin/v1/clients/acme",
+                None,
+            ),
+            (
+                &["tollgate", "clients", "suspend", "acme"],
+                Method::PATCH,
+                "/admin/v1/clients/acme",
+                Some(serde_json::json!({"status": "suspended"})),
+            ),
+            (
+                &["tollgate", "clients", "activate", "acme"],
+                Method::PATCH,
+                "/admin/v1/clients/acme",
+                Some(serde_json::json!({"status": "active"})),
+            ),
+            (
+                &[
+                    "tollgate",
+                    "keys",
+                    "create",
+                    "--client",
+                    "acme",
+                    "--name",
+                    "ci",
+                    "--scope",
+                    "read:x",
+                    "--expires-in-days",
+                    "7",
+                ],
+                Method::POST,
+                "/admin/v1/clients/acme/keys",
+                Some(serde_json::json!({"name": "ci", "scopes": ["read:x"], "expires_in_days": 7})),
+            ),
+            (
+                &["tollgate", "keys", "list", "--client", "acme"],
+                Method::GET,
+                "/admin/v1/clients/acme/keys",
+                None,
+            ),
+            (
+                &["tollgate", "keys", "revoke", KEY_ID],
+                Method::DELETE,
+                "/admin/v1/keys/key_AbCdEfGh01234-_x",
+                None,
+            ),
+            (
+                &["tollgate", "usage", "--client", "acme"],
+                Method::GET,
+                "/admin/v1/clients/acme/usage",
+                None,
+            ),
+        ];
+        for (args, method, path, body) in cases {
+            let p = plan_of(args).unwrap_or_else(|e| panic!("{args:?}: {}", e.message));
+            assert_eq!(p.request.method, method, "{args:?}");
+            assert_eq!(p.request.path, path, "{args:?}");
+            assert_eq!(p.request.body, body, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused_locally_with_exit_2() {
+        let cases: [(&[&str], &str); 12] = [
+            (
+                &["tollgate", "clients", "create", "Acme"],
+                "invalid client id \"Acme\"",
+            ),
+            (
+                &["tollgate", "clients", "create", "-", "--name", "x"],
+                "invalid client id",
+            ),
+            (&["tollgate", "clients", "show", "a/b"], "invalid client id"),
+            (
+                &["tollgate", "clients", "suspend", "a b"],
+                "invalid client id",
+            ),
+            (
+                &["tollgate", "clients", "create", "acme", "--per-minute", "0"],
+                "--per-minute must be at least 1",
+            ),
+            (
+                &["tollgate", "clients", "create", "acme", "--monthly", "0"],
+                "--monthly must be at least 1",
+            ),
+            (
+                &["tollgate", "keys", "list", "--client", "../x"],
+                "invalid client id",
+            ),
+            (&["tollgate", "usage", "--client", ""], "invalid client id"),
+            (
+                &[
+                    "tollgate",
+                    "keys",
+                    "create",
+                    "--client",
+                    "acme",
+                    "--name",
+                    "ci",
+                    "--scope",
+                    "s",
+                    "--expires-in-days",
+                    "0",
+                ],
+                "--expires-in-days must be between 1 and 3650, got 0",
+            ),
+            (
+                &[
+                    "tollgate",
+                    "keys",
+                    "create",
+                    "--client",
+                    "acme",
+                    "--name",
+                    "ci",
+                    "--scope",
+                    "s",
+                    "--expires-in-days",
+                    "3651",
+                ],
+                "between 1 and 3650",
+            ),
+            (
+                &[
+                    "tollgate", "keys", "create", "--client", "acme", "--name", "ci", "--scope", "",
+                ],
+                "--scope cannot be empty",
+            ),
+            (
+                &["tollgate", "keys", "revoke", "key_short"],
+                "invalid key id",
+            ),
+        ];
+        for (args, want) in cases {
+            let err = plan_of(args).expect_err(&format!("{args:?}"));
+            assert_eq!(err.status, 2, "{args:?}");
+            assert!(err.message.contains(want), "{args:?}: {}", err.message);
+        }
+        let long_name = "x".repeat(129);
+        let err = plan_of(&[
+            "tollgate", "keys", "create", "--client", "acme", "--name", &long_name, "--scope", "s",
+        ])
+        .expect_err("long name");
+        assert_eq!(err.status, 2);
+        let err = plan(Command::Keys(KeysCommand::Create {
+            client: "acme".into(),
+            name: "ci".into(),
+            scopes: vec![],
+            expires_in_days: None,
+        }))
+        .expect_err("no scopes");
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (2, "at least one --scope is required")
+        );
+        assert_eq!(plan(Command::Serve).expect_err("serve").status, 2);
+    }
+
+    #[test]
+    fn negative_limits_are_refused_by_the_parser() {
+        let err = Cli::try_parse_from([
+            "tollgate",
+            "clients",
+            "create",
+            "acme",
+            "--per-minute",
+            "-1",
+        ])
+        .expect_err("negative");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn exit_status_mapping() {
+        let table = [
+            (400, 2),
+            (404, 2),
+            (409, 2),
+            (422, 2),
+            (401, 1),
+            (403, 1),
+            (405, 1),
+            (429, 1),
+            (500, 1),
+            (502, 1),
+            (503, 1),
+            (301, 1),
+        ];
+        for (status, want) in table {
+            let got = exit_status_for(StatusCode::from_u16(status).expect("status"));
+            assert_eq!(got, want, "{status}");
+        }
+    }
+
+    #[test]
+    fn error_responses_print_error_and_code() {
+        let p = plan_of(&["tollgate", "clients", "show", "acme"]).expect("plan");
+        let err = answer(
+            &p,
+            &response(404, r#"{"error":"no such client","code":"not_found"}"#),
+            true,
+            true,
+        )
+        .expect_err("404");
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (2, "no such client (not_found)")
+        );
+
+        let err =
+            answer(&p, &response(502, "<html>bad gateway</html>"), false, true).expect_err("502");
+        assert_eq!(err.status, 1);
+        assert_eq!(
+            err.message,
+            "the admin API answered 502 Bad Gateway: <html>bad gateway</html>"
+        );
+
+        let err = answer(&p, &response(503, ""), false, true).expect_err("503");
+        assert_eq!(
+            err.message,
+            "the admin API answered 503 Service Unavailable"
+        );
+    }
+
+    #[test]
+    fn unauthorized_without_a_token_hints_at_the_variable() {
+        let p = plan_of(&["tollgate", "clients", "list"]).expect("plan");
+        let body = r#"{"error":"missing admin token","code":"unauthorized"}"#;
+        let err = answer(&p, &response(401, body), false, false).expect_err("401");
+        assert_eq!(err.status, 1);
+        assert!(err
+            .message
+            .starts_with("missing admin token (unauthorized)\nhint:"));
+        assert!(err.message.contains("TOLLGATE_ADMIN_TOKEN"));
+        let err = answer(&p, &response(401, body), false, true).expect_err("401");
+        assert_eq!(err.message, "missing admin token (unauthorized)");
+    }
+
+    #[test]
+    fn json_prints_the_body_as_sent() {
+        let p = plan_of(&["tollgate", "clients", "list"]).expect("plan");
+        // Field order and spacing are the server's, not re-serialised.
+        let body = r#"{"clients": [ {"status":"active","id":"acme"} ]}"#;
+        let out = answer(&p, &response(200, body), true, true).expect("ok");
+        assert_eq!(text(out), format!("{body}\n"));
+        let out = answer(&p, &response(200, &format!("{body}\n")), true, true).expect("ok");
+        assert_eq!(text(out), format!("{body}\n"));
+    }
+
+    #[test]
+    fn json_refuses_a_body_that_is_not_one_document() {
+        let p = plan_of(&["tollgate", "clients", "list"]).expect("plan");
+        for body in ["", "not json", "{} {}", "{\"a\":"] {
+            let err = answer(&p, &response(200, body), true, true).expect_err(body);
+            assert_eq!(err.status, 1, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn json_revoke_prints_a_document_for_the_empty_204() {
+        let p = plan_of(&["tollgate", "keys", "revoke", KEY_ID]).expect("plan");
+        let out = answer(&p, &response(204, ""), true, true).expect("ok");
+        assert_eq!(
+            text(out),
+            format!("{{\"id\":\"{KEY_ID}\",\"revoked\":true}}\n")
+        );
+        let out = answer(&p, &response(204, ""), false, true).expect("ok");
+        assert_eq!(
+            text(out),
+            format!("Key {KEY_ID} revoked: it is refused from now on.\n")
+        );
+    }
+
+    #[test]
+    fn human_output_decodes_each_view() {
+        let client = r#"{"id":"acme","name":"Acme","status":"active","per_minute":100,"monthly":10000,"created_at":"2026-02-10T10:00:00Z"}"#;
+        let p = plan_of(&["tollgate", "clients", "create", "acme"]).expect("plan");
+        let out = text(answer(&p, &response(201, client), false, true).expect("create"));
+        assert!(out.starts_with("Client acme created.\n"), "{out}");
+
+        let p = plan_of(&["tollgate", "clients", "list"]).expect("plan");
+        let out = text(
+            answer(
+                &p,
+                &response(200, &format!(r#"{{"clients":[{client}]}}"#)),
+                false,
+                true,
+            )
+            .expect("list"),
+        );
+        assert!(out.starts_with("ID    NAME  STATUS"), "{out}");
+
+        let p = plan_of(&[
+            "tollgate", "keys", "create", "--client", "acme", "--name", "ci", "--scope", "read:x",
+        ])
+        .expect("plan");
+        let created = r#"{"id":"key_AbCdEfGh01234-_x","name":"ci","key":"sk_live_SECRET","scopes":["read:x"],"created_at":"2026-02-10T10:00:00Z","expires_at":null}"#;
+        let out = text(answer(&p, &response(201, created), false, true).expect("key"));
+        assert!(
+            out.contains("store it now; it cannot be shown again"),
+            "{out}"
+        );
+        assert!(out.contains("sk_live_SECRET"));
+
+        let p = plan_of(&["tollgate", "keys", "list", "--client", "acme"]).expect("plan");
+        let out = text(
+            answer(&p, &response(200, r#"{"keys":[],"total":0}"#), false, true).expect("keys"),
+        );
+        assert_eq!(out, "No keys for client acme.\n");
+
+        let p = plan_of(&["tollgate", "usage", "--client", "acme"]).expect("plan");
+        let usage = r#"{"rate_limit":{"limit":100,"remaining":87,"period":"minute","reset_at":"2026-02-10T10:01:00Z"},"monthly_quota":{"limit":10000,"used":3456,"remaining":6544,"period":"month","period_start":"2026-02-01","period_end":"2026-02-28"}}"#;
+        let out = text(answer(&p, &response(200, usage), false, true).expect("usage"));
+        assert!(
+            out.starts_with("rate limit: 87/100 remaining this minute"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn human_output_refuses_an_unexpected_body() {
+        let p = plan_of(&["tollgate", "clients", "show", "acme"]).expect("plan");
+        let err = answer(&p, &response(200, r#"{"id":"acme"}"#), false, true).expect_err("short");
+        assert_eq!(err.status, 1);
+        assert!(
+            err.message.contains("does not understand"),
+            "{}",
+            err.message
+        );
+    }
+}
