@@ -67,6 +67,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub headers: HeadersConfig,
     pub log: LogConfig,
+    /// Settings accepted but without effect, formatted like problems
+    /// (`line 18: store.url: ...`); `describe` shows them as comments.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,9 +196,12 @@ impl Config {
         let mut check = Checker {
             text,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
-        let config = check.config(raw, path);
+        let mut config = check.config(raw, path);
         if check.problems.is_empty() {
+            check.warnings.sort_by_key(|p| p.line.unwrap_or(0));
+            config.warnings = check.warnings.iter().map(Problem::to_string).collect();
             Ok(config)
         } else {
             // File order; problems without a line (a missing section) first.
@@ -209,15 +215,23 @@ impl Config {
     /// The output is itself a valid config file (bar the masked password).
     pub fn describe(&self) -> String {
         let effective = Effective::from(self);
-        let header = format!(
+        let mut header = format!(
             "# Effective configuration from {}: every default filled in, secrets masked.\n",
-            self.path.display().to_string().replace(['\n', '\r'], " ")
+            one_line(&self.path.display().to_string())
         );
+        for warning in &self.warnings {
+            header.push_str(&format!("# warning: {}\n", one_line(warning)));
+        }
         match toml::to_string(&effective) {
             Ok(body) => header + &body,
             Err(e) => format!("{header}# cannot render the configuration as TOML: {e}\n"),
         }
     }
+}
+
+/// `text` fit for a TOML comment.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
 }
 
 impl LogFormat {
@@ -402,12 +416,72 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// A syntax, type or unknown-key error from the TOML reader, with the key
 /// path recovered from its span.
 fn toml_problem(text: &str, err: &toml::de::Error) -> Problem {
-    let span = err.span();
-    Problem {
-        line: span.as_ref().map(|s| line_of(text, s.start)),
-        key: span.map(|s| key_at(text, &s)).unwrap_or_default(),
-        message: humanize(err.message()),
+    let mut message = humanize(err.message());
+    let Some(span) = err.span() else {
+        return Problem {
+            line: None,
+            key: String::new(),
+            message,
+        };
+    };
+    let mut key = key_at(text, &span);
+    if err.message() == "duplicate key" {
+        // The second definition is not in the parsed tree: name it from the text.
+        let name = text.get(span.clone()).map(str::trim).unwrap_or_default();
+        if !name.is_empty() {
+            message = format!("duplicate key `{name}`");
+            if key.is_empty() {
+                key = match table_before(text, span.start) {
+                    Some(table) => format!("{table}.{name}"),
+                    None => name.to_owned(),
+                };
+            }
+        }
     }
+    Problem {
+        line: Some(line_of(text, span.start)),
+        key,
+        message,
+    }
+}
+
+/// The path of the table whose header is the last one before `offset`.
+fn table_before(text: &str, offset: usize) -> Option<String> {
+    fn visit(
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        offset: usize,
+        best: &mut Option<(usize, String)>,
+    ) {
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                let start = value.span().start;
+                if start <= offset && best.as_ref().is_none_or(|(b, _)| start >= *b) {
+                    *best = Some((start, path.to_owned()));
+                }
+                for (k, v) in table {
+                    visit(
+                        v,
+                        &format!("{path}.{}", key_segment(k.get_ref())),
+                        offset,
+                        best,
+                    );
+                }
+            }
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    visit(item, &format!("{path}[{i}]"), offset, best);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (doc, _) = DeTable::parse_recoverable(text);
+    let mut best = None;
+    for (k, v) in doc.get_ref() {
+        visit(v, &key_segment(k.get_ref()), offset, &mut best);
+    }
+    best.map(|(_, path)| path)
 }
 
 /// The path (`routes[1].scope`) of the innermost key or value whose span
@@ -485,6 +559,13 @@ fn key_segment(key: &str) -> String {
 
 /// serde's wording, in TOML's terms.
 fn humanize(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("invalid type: integer `") {
+        if let Some((number, tail)) = rest.split_once('`') {
+            if tail.starts_with(" as i128") {
+                return format!("integer {number} is too large");
+            }
+        }
+    }
     let mut m = message
         .replace("unknown field", "unknown key")
         .replace("missing field", "missing key")
@@ -507,6 +588,7 @@ fn humanize(message: &str) -> String {
 struct Checker<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Checker<'_> {
@@ -515,12 +597,27 @@ impl Checker<'_> {
     }
 
     fn report(&mut self, span: Option<&Range<usize>>, key: &str, message: impl Into<String>) {
-        let line = span.map(|s| self.line(s));
-        self.problems.push(Problem {
-            line,
+        let problem = self.problem(span, key, message);
+        self.problems.push(problem);
+    }
+
+    /// A setting that is accepted but does nothing.
+    fn warn(&mut self, span: Option<&Range<usize>>, key: &str, message: impl Into<String>) {
+        let problem = self.problem(span, key, message);
+        self.warnings.push(problem);
+    }
+
+    fn problem(
+        &self,
+        span: Option<&Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            line: span.map(|s| self.line(s)),
             key: key.to_owned(),
             message: message.into(),
-        });
+        }
     }
 
     /// An integer in `min..=max`, or `default` when absent.
@@ -584,6 +681,7 @@ impl Checker<'_> {
             routes,
             headers,
             log,
+            warnings: Vec::new(),
         }
     }
 
@@ -710,12 +808,14 @@ impl Checker<'_> {
         let backend_span = raw.backend.as_ref().map(Spanned::span);
         let backend = match backend {
             "memory" => {
+                // SPEC.md's own example sets url beside backend = "memory" and
+                // calls itself a complete working config: a warning, not an error.
                 if let Some(url) = &raw.url {
-                    self.report(
+                    self.warn(
                         Some(&url.span()),
                         "store.url",
-                        "store.url is set but store.backend is \"memory\"; \
-                         set backend = \"redis\" or remove url",
+                        "ignored because store.backend is \"memory\"; \
+                         set backend = \"redis\" to use it, or remove it",
                     );
                 }
                 StoreBackend::Memory
@@ -1319,5 +1419,197 @@ impl From<&Config> for Effective {
                 level: c.log.level.clone(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_paths_are_normalised() {
+        for (given, want) in [
+            ("/", "/"),
+            ("//", "/"),
+            ("/api/", "/api"),
+            ("/api//v1///x/", "/api/v1/x"),
+            ("/a:b@c/~d/e.f", "/a:b@c/~d/e.f"),
+        ] {
+            assert_eq!(normalize_route_path(given).as_deref(), Ok(want), "{given}");
+        }
+    }
+
+    #[test]
+    fn bad_route_paths_are_refused() {
+        for bad in [
+            "", "api", "/a/../b", "/a/./b", "/..", "/a%20b", "/a?b", "/a#b", "/a b", "/a\tb", "/é",
+            "/a\"b", "/a\\b",
+        ] {
+            assert!(normalize_route_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        for ok in [
+            "read",
+            "read:charge_points",
+            "a.b-c_d:e*:f",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(check_scope(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ":a",
+            "a:",
+            "a::b",
+            "*:a",
+            "a b",
+            "a\n",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(check_scope(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        for ok in ["A", "_", "TOLLGATE_ADMIN_TOKEN", "a1"] {
+            assert!(valid_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A=B"] {
+            assert!(!valid_env_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let ok = |url: &str| parse_upstream_url(url).map(|(a, p)| (a.to_string(), p));
+        assert_eq!(ok("http://h"), Ok(("h".into(), "".into())));
+        assert_eq!(ok("http://h:3000/"), Ok(("h:3000".into(), "".into())));
+        assert_eq!(ok("http://h/base//"), Ok(("h".into(), "/base".into())));
+        assert_eq!(ok("http://[::1]:8/b"), Ok(("[::1]:8".into(), "/b".into())));
+        for bad in [
+            "https://h",
+            "h:3000",
+            "/x",
+            "http://h:0",
+            "http://h:65536",
+            "http://u:p@h",
+            "http://h/?q",
+            "http://h/#f",
+            "http://h b",
+        ] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redis_urls() {
+        assert_eq!(check_redis_url("redis://127.0.0.1:6379/0"), Ok(()));
+        assert_eq!(check_redis_url("redis://:pw@redis"), Ok(()));
+        for bad in [
+            "http://h",
+            "127.0.0.1:6379",
+            "redis://h/notadb",
+            "redis://0.0.0.0",
+            "unix:///tmp/r.sock",
+        ] {
+            assert!(check_redis_url(bad).is_err(), "{bad}");
+        }
+        // Messages never repeat the URL, which may hold a password.
+        let err = check_redis_url("redis://:hunter2@h/x").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@h:6380/2"),
+            "redis://user:***@h:6380/2"
+        );
+        assert_eq!(redact_url("redis://:hunter2@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(redact_url("weird://u:hunter2@h"), "weird://***@h");
+    }
+
+    #[test]
+    fn listener_clashes() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(listeners_clash(a("0.0.0.0:80"), a("0.0.0.0:80")));
+        assert!(listeners_clash(a("0.0.0.0:80"), a("127.0.0.1:80")));
+        assert!(listeners_clash(a("[::1]:80"), a("[::]:80")));
+        assert!(!listeners_clash(a("127.0.0.1:80"), a("127.0.0.2:80")));
+        assert!(!listeners_clash(a("0.0.0.0:80"), a("0.0.0.0:81")));
+        assert!(!listeners_clash(a("0.0.0.0:0"), a("0.0.0.0:0")));
+    }
+
+    #[test]
+    fn route_coverage() {
+        let r = |path: &str, methods: Option<&[&str]>| Route {
+            path: path.into(),
+            methods: methods.map(|ms| ms.iter().map(|m| parse_method(m).unwrap()).collect()),
+            scope: None,
+        };
+        assert!(covers(&r("/", None), &r("/a", Some(&["GET"]))));
+        assert!(covers(&r("/a", None), &r("/a/b", None)));
+        assert!(covers(
+            &r("/a", Some(&["GET", "POST"])),
+            &r("/a", Some(&["POST"]))
+        ));
+        assert!(!covers(&r("/a", None), &r("/ab", None)));
+        assert!(!covers(&r("/a/b", None), &r("/a", None)));
+        assert!(!covers(&r("/a", Some(&["GET"])), &r("/a", None)));
+        assert!(!covers(
+            &r("/a", Some(&["GET"])),
+            &r("/a", Some(&["GET", "PUT"]))
+        ));
+    }
+
+    #[test]
+    fn toml_errors_get_their_key_path_and_line() {
+        let text = "[upstream]\nurl = \"http://h\"\n\n[server]\nlisten = 5\n";
+        let err = match toml::from_str::<RawConfig>(text) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        };
+        let p = toml_problem(text, &err).to_string();
+        assert!(p.starts_with("line 5: server.listen: invalid type"), "{p}");
+
+        let text = "[[routes]]\npath = \"/\"\n[[routes]]\npath = \"/x\"\nbogus = 1\n";
+        let err = match toml::from_str::<RawConfig>(text) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        };
+        let p = toml_problem(text, &err).to_string();
+        assert!(
+            p.starts_with("line 5: routes[1].bogus: unknown key `bogus`"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn serde_wording_is_translated() {
+        assert_eq!(
+            humanize("invalid type: integer `3`, expected struct RawServer"),
+            "invalid type: integer `3`, expected a table"
+        );
+        assert_eq!(
+            humanize("invalid type: map, expected a sequence"),
+            "invalid type: table, expected an array"
+        );
+        assert_eq!(
+            humanize("invalid type: integer `99999999999999999999` as i128, expected i64"),
+            "integer 99999999999999999999 is too large"
+        );
+    }
+
+    #[test]
+    fn lines_are_one_based() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
     }
 }
