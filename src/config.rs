@@ -1,15 +1,30 @@
 //! The TOML configuration: raw, deserialized with `deny_unknown_fields`, then
 //! validated into [`Config`], whose types cannot hold a bad value.
 //!
-//! Every error names the key and, where the file gives it, the line. Every
-//! default is a `DEFAULT_*` constant here.
+//! This module owns the file's contract (SPEC.md "Configuration (TOML)" and
+//! `docs/configuration.md`): which keys exist, their defaults (every one a
+//! `DEFAULT_*` constant here), what values are accepted, and the wording of
+//! every error. Every error names the key path (`routes[1].scope`) and, where
+//! the file gives it, the line; all semantic problems are reported at once.
+//! [`Config::describe`] renders the understood config back as TOML, secrets
+//! masked. It does no I/O beyond reading the file and must not connect to
+//! anything: `tollgate check` has to work offline.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::uri::Authority;
+use redis::IntoConnectionInfo;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
 use crate::limits::Limits;
+use crate::model::BUILTIN_SCOPES;
 
 pub const DEFAULT_CONFIG_PATH: &str = "tollgate.toml";
 pub const CONFIG_ENV: &str = "TOLLGATE_CONFIG";
@@ -26,6 +41,17 @@ pub const DEFAULT_PER_MINUTE: u64 = 100;
 pub const DEFAULT_MONTHLY: u64 = 10_000;
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+/// Port of an upstream URL that names none.
+pub const DEFAULT_UPSTREAM_PORT: u16 = 80;
+pub const DEFAULT_KEEP_CREDENTIAL: bool = false;
+pub const DEFAULT_HEADERS_IETF: bool = false;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Accepted `store.timeout_ms`.
+pub const STORE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+/// Accepted `auth.bcrypt_cost` (bcrypt's own bounds).
+pub const BCRYPT_COST: RangeInclusive<u32> = 4..=31;
+/// Longest scope name, in bytes.
+pub const MAX_SCOPE_LEN: usize = 64;
 
 /// A configuration that has passed validation.
 #[derive(Debug, Clone)]
@@ -41,6 +67,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub headers: HeadersConfig,
     pub log: LogConfig,
+    /// Settings accepted but without effect, formatted like problems
+    /// (`line 18: store.url: ...`); `describe` shows them as comments.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +89,7 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// `http://host:port` plus an optional base path (no trailing slash, may be empty).
+    /// As written in the URL (with a port only if the URL names one; see [`UpstreamConfig::port`]).
     pub authority: http::uri::Authority,
     pub base_path: String,
     /// Time to the upstream's response headers; past it, 504.
@@ -153,15 +183,1433 @@ impl Config {
     }
 
     /// Validates TOML text; `path` is only for messages.
-    pub fn parse(_text: &str, path: &Path) -> Result<Config, ConfigError> {
-        Err(ConfigError {
+    ///
+    /// A syntax or type error stops at the first one (that is all the TOML
+    /// reader reports); past that, every semantic problem is collected.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<Problem>| ConfigError {
             path: path.to_owned(),
-            problems: vec!["not implemented".into()],
-        })
+            problems: problems.iter().map(Problem::to_string).collect(),
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| fail(vec![toml_problem(text, &e)]))?;
+        let mut check = Checker {
+            text,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let mut config = check.config(raw, path);
+        if check.problems.is_empty() {
+            check.warnings.sort_by_key(|p| p.line.unwrap_or(0));
+            config.warnings = check.warnings.iter().map(Problem::to_string).collect();
+            Ok(config)
+        } else {
+            // File order; problems without a line (a missing section) first.
+            check.problems.sort_by_key(|p| p.line.unwrap_or(0));
+            Err(fail(check.problems))
+        }
     }
 
     /// The config as understood, defaults filled in, secrets masked: what `check` prints.
+    ///
+    /// The output is itself a valid config file (bar the masked password).
     pub fn describe(&self) -> String {
-        format!("{self:#?}")
+        let effective = Effective::from(self);
+        let mut header = format!(
+            "# Effective configuration from {}: every default filled in, secrets masked.\n",
+            one_line(&self.path.display().to_string())
+        );
+        for warning in &self.warnings {
+            header.push_str(&format!("# warning: {}\n", one_line(warning)));
+        }
+        match toml::to_string(&effective) {
+            Ok(body) => header + &body,
+            Err(e) => format!("{header}# cannot render the configuration as TOML: {e}\n"),
+        }
+    }
+}
+
+/// `text` fit for a TOML comment.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+impl LogFormat {
+    /// The config file's spelling: `"text"` or `"json"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The upstream as a URL: `http://` + authority + base path.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.authority, self.base_path)
+    }
+
+    /// The port to connect to: the URL's, else [`DEFAULT_UPSTREAM_PORT`].
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(DEFAULT_UPSTREAM_PORT)
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: for logs and `check`.
+pub fn redact_url(url: &str) -> String {
+    if let Some(mut parsed) = redis::parse_redis_url(url) {
+        if parsed.password().is_none() {
+            return url.to_owned();
+        }
+        if parsed.set_password(Some("***")).is_ok() {
+            return parsed.to_string();
+        }
+    }
+    // Not a URL the redis crate understands: mask all user information.
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file as written: every key optional here, so that validation (not the
+// TOML reader) decides what is required and can report all problems at once.
+// Integers are read as `i64` so that 0 and negative numbers get our message.
+// ---------------------------------------------------------------------------
+
+type Opt<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Opt<RawServer>,
+    admin: Opt<RawAdmin>,
+    upstream: Opt<RawUpstream>,
+    store: Opt<RawStore>,
+    limits: Opt<RawLimits>,
+    auth: Opt<RawAuth>,
+    routes: Option<Vec<Spanned<RawRoute>>>,
+    headers: Opt<RawHeaders>,
+    log: Opt<RawLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Opt<String>,
+    header_read_timeout_ms: Opt<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Opt<String>,
+    token_env: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Opt<String>,
+    timeout_ms: Opt<i64>,
+    connect_timeout_ms: Opt<i64>,
+    pool_idle_timeout_ms: Opt<i64>,
+    pool_max_idle_per_host: Opt<i64>,
+    keep_credential: Opt<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    backend: Opt<String>,
+    url: Opt<String>,
+    timeout_ms: Opt<i64>,
+    // Named by SPEC.md for later versions: recognised, then refused.
+    urls: Opt<IgnoredAny>,
+    sentinels: Opt<IgnoredAny>,
+    master_name: Opt<IgnoredAny>,
+    failure_mode: Opt<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    per_minute: Opt<i64>,
+    monthly: Opt<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    scopes: Opt<Vec<Spanned<String>>>,
+    bcrypt_cost: Opt<i64>,
+    cache_capacity: Opt<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: Opt<String>,
+    methods: Opt<Vec<Spanned<String>>>,
+    scope: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    ietf: Opt<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Opt<String>,
+    level: Opt<String>,
+}
+
+/// A section's span (for "missing key" messages) and its contents.
+fn section<T: Default>(raw: Opt<T>) -> (Option<Range<usize>>, T) {
+    match raw {
+        Some(s) => (Some(s.span()), s.into_inner()),
+        None => (None, T::default()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Problems and where they are.
+// ---------------------------------------------------------------------------
+
+/// One thing wrong with the file: `line 14: routes[1].scope: unknown scope ...`.
+#[derive(Debug)]
+struct Problem {
+    line: Option<usize>,
+    key: String,
+    message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// 1-based line of the byte at `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A syntax, type or unknown-key error from the TOML reader, with the key
+/// path recovered from its span.
+fn toml_problem(text: &str, err: &toml::de::Error) -> Problem {
+    let mut message = humanize(err.message());
+    let Some(span) = err.span() else {
+        return Problem {
+            line: None,
+            key: String::new(),
+            message,
+        };
+    };
+    let mut key = key_at(text, &span);
+    if err.message() == "duplicate key" {
+        // The second definition is not in the parsed tree: name it from the text.
+        let name = text.get(span.clone()).map(str::trim).unwrap_or_default();
+        if !name.is_empty() {
+            message = format!("duplicate key `{name}`");
+            if key.is_empty() {
+                key = match table_before(text, span.start) {
+                    Some(table) => format!("{table}.{name}"),
+                    None => name.to_owned(),
+                };
+            }
+        }
+    }
+    Problem {
+        line: Some(line_of(text, span.start)),
+        key,
+        message,
+    }
+}
+
+/// The path of the table whose header is the last one before `offset`.
+fn table_before(text: &str, offset: usize) -> Option<String> {
+    fn visit(
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        offset: usize,
+        best: &mut Option<(usize, String)>,
+    ) {
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                let start = value.span().start;
+                if start <= offset && best.as_ref().is_none_or(|(b, _)| start >= *b) {
+                    *best = Some((start, path.to_owned()));
+                }
+                for (k, v) in table {
+                    visit(
+                        v,
+                        &format!("{path}.{}", key_segment(k.get_ref())),
+                        offset,
+                        best,
+                    );
+                }
+            }
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    visit(item, &format!("{path}[{i}]"), offset, best);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (doc, _) = DeTable::parse_recoverable(text);
+    let mut best = None;
+    for (k, v) in doc.get_ref() {
+        visit(v, &key_segment(k.get_ref()), offset, &mut best);
+    }
+    best.map(|(_, path)| path)
+}
+
+/// The path (`routes[1].scope`) of the innermost key or value whose span
+/// contains `target`; empty if there is none (a syntax error between keys).
+fn key_at(text: &str, target: &Range<usize>) -> String {
+    let (doc, _) = DeTable::parse_recoverable(text);
+    let mut best: Option<(usize, String)> = None;
+    walk_table(doc.get_ref(), "", target, &mut best);
+    best.map(|(_, path)| path).unwrap_or_default()
+}
+
+fn walk_table(
+    table: &DeTable<'_>,
+    prefix: &str,
+    target: &Range<usize>,
+    best: &mut Option<(usize, String)>,
+) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key_segment(key.get_ref())
+        } else {
+            format!("{prefix}.{}", key_segment(key.get_ref()))
+        };
+        consider(&key.span(), &path, target, best);
+        walk_value(value, &path, target, best);
+    }
+}
+
+fn walk_value(
+    value: &Spanned<DeValue<'_>>,
+    path: &str,
+    target: &Range<usize>,
+    best: &mut Option<(usize, String)>,
+) {
+    consider(&value.span(), path, target, best);
+    match value.get_ref() {
+        DeValue::Table(table) => walk_table(table, path, target, best),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_value(item, &format!("{path}[{i}]"), target, best);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Keeps the narrowest span containing `target`; on a tie, the deeper path
+/// (visited later).
+fn consider(
+    span: &Range<usize>,
+    path: &str,
+    target: &Range<usize>,
+    best: &mut Option<(usize, String)>,
+) {
+    if span.start <= target.start && target.end <= span.end {
+        let width = span.end - span.start;
+        if best.as_ref().is_none_or(|(w, _)| width <= *w) {
+            *best = Some((width, path.to_owned()));
+        }
+    }
+}
+
+/// A key as written in a path: bare if TOML allows it, else quoted.
+fn key_segment(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// serde's wording, in TOML's terms.
+fn humanize(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("invalid type: integer `") {
+        if let Some((number, tail)) = rest.split_once('`') {
+            if tail.starts_with(" as i128") {
+                return format!("integer {number} is too large");
+            }
+        }
+    }
+    let mut m = message
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+        .replace("invalid type: map", "invalid type: table")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected i64", "expected an integer")
+        .replace(" as i128", "");
+    if let Some(at) = m.find("expected struct ") {
+        m.truncate(at);
+        m.push_str("expected a table");
+    }
+    m
+}
+
+// ---------------------------------------------------------------------------
+// Validation: raw → validated, collecting every problem.
+// ---------------------------------------------------------------------------
+
+struct Checker<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        line_of(self.text, span.start)
+    }
+
+    fn report(&mut self, span: Option<&Range<usize>>, key: &str, message: impl Into<String>) {
+        let problem = self.problem(span, key, message);
+        self.problems.push(problem);
+    }
+
+    /// A setting that is accepted but does nothing.
+    fn warn(&mut self, span: Option<&Range<usize>>, key: &str, message: impl Into<String>) {
+        let problem = self.problem(span, key, message);
+        self.warnings.push(problem);
+    }
+
+    fn problem(
+        &self,
+        span: Option<&Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            line: span.map(|s| self.line(s)),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// An integer in `min..=max`, or `default` when absent.
+    fn int(&mut self, key: &str, value: &Opt<i64>, default: u64, min: u64, max: u64) -> u64 {
+        let Some(v) = value else { return default };
+        match u64::try_from(*v.get_ref()) {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                let bounds = if max == u64::MAX {
+                    format!("must be at least {min}")
+                } else {
+                    format!("must be between {min} and {max}")
+                };
+                self.report(
+                    Some(&v.span()),
+                    key,
+                    format!("{bounds}, got {}", v.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, key: &str, value: &Opt<i64>, default: u64) -> Duration {
+        Duration::from_millis(self.int(key, value, default, 1, u64::MAX))
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &Opt<String>, default: &str) -> SocketAddr {
+        let (text, span) = match value {
+            Some(v) => (v.get_ref().as_str(), Some(v.span())),
+            None => (default, None),
+        };
+        text.parse().unwrap_or_else(|_| {
+            self.report(
+                span.as_ref(),
+                key,
+                format!("{text:?} is not an IP address and port, like \"0.0.0.0:8080\" or \"[::1]:8080\""),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+
+    fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
+        let server = self.server(raw.server);
+        let admin = self.admin(raw.admin, &server);
+        let upstream = self.upstream(raw.upstream);
+        let store = self.store(raw.store);
+        let limits = self.limits(raw.limits);
+        let (auth, declared) = self.auth(raw.auth);
+        let routes = self.routes(raw.routes.unwrap_or_default(), &auth, &declared);
+        let headers = self.headers(raw.headers);
+        let log = self.log(raw.log);
+        Config {
+            path: path.to_owned(),
+            server,
+            admin,
+            upstream,
+            store,
+            limits,
+            auth,
+            routes,
+            headers,
+            log,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn server(&mut self, raw: Opt<RawServer>) -> ServerConfig {
+        let (_, raw) = section(raw);
+        ServerConfig {
+            listen: self.socket_addr("server.listen", &raw.listen, DEFAULT_SERVER_LISTEN),
+            header_read_timeout: self.millis(
+                "server.header_read_timeout_ms",
+                &raw.header_read_timeout_ms,
+                DEFAULT_HEADER_READ_TIMEOUT_MS,
+            ),
+        }
+    }
+
+    fn admin(&mut self, raw: Opt<RawAdmin>, server: &ServerConfig) -> AdminConfig {
+        let (_, raw) = section(raw);
+        let listen = self.socket_addr("admin.listen", &raw.listen, DEFAULT_ADMIN_LISTEN);
+        if listeners_clash(listen, server.listen) {
+            let span = raw.listen.as_ref().map(Spanned::span);
+            self.report(
+                span.as_ref(),
+                "admin.listen",
+                format!(
+                    "{listen} clashes with server.listen {}: the admin listener needs its own port",
+                    server.listen
+                ),
+            );
+        }
+        let token_env = match &raw.token_env {
+            None => DEFAULT_TOKEN_ENV.to_owned(),
+            Some(v) => {
+                let name = v.get_ref();
+                if !valid_env_name(name) {
+                    self.report(
+                        Some(&v.span()),
+                        "admin.token_env",
+                        format!(
+                            "{name:?} is not an environment variable name \
+                             (letters, digits and _, not starting with a digit)"
+                        ),
+                    );
+                }
+                name.clone()
+            }
+        };
+        AdminConfig { listen, token_env }
+    }
+
+    fn upstream(&mut self, raw: Opt<RawUpstream>) -> UpstreamConfig {
+        let (span, raw) = section(raw);
+        let (authority, base_path) = match &raw.url {
+            None => {
+                let message = "required: the API to forward to, e.g. \
+                               [upstream] url = \"http://127.0.0.1:3000\"";
+                self.report(span.as_ref(), "upstream.url", message);
+                (Authority::from_static("invalid"), String::new())
+            }
+            Some(url) => match parse_upstream_url(url.get_ref()) {
+                Ok(parts) => parts,
+                Err(message) => {
+                    self.report(Some(&url.span()), "upstream.url", message);
+                    (Authority::from_static("invalid"), String::new())
+                }
+            },
+        };
+        let pool_max_idle = self.int(
+            "upstream.pool_max_idle_per_host",
+            &raw.pool_max_idle_per_host,
+            DEFAULT_UPSTREAM_POOL_MAX_IDLE as u64,
+            0,
+            u64::MAX,
+        );
+        UpstreamConfig {
+            authority,
+            base_path,
+            timeout: self.millis(
+                "upstream.timeout_ms",
+                &raw.timeout_ms,
+                DEFAULT_UPSTREAM_TIMEOUT_MS,
+            ),
+            connect_timeout: self.millis(
+                "upstream.connect_timeout_ms",
+                &raw.connect_timeout_ms,
+                DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+            ),
+            pool_idle_timeout: self.millis(
+                "upstream.pool_idle_timeout_ms",
+                &raw.pool_idle_timeout_ms,
+                DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS,
+            ),
+            pool_max_idle_per_host: usize::try_from(pool_max_idle).unwrap_or(usize::MAX),
+            keep_credential: raw
+                .keep_credential
+                .map_or(DEFAULT_KEEP_CREDENTIAL, Spanned::into_inner),
+        }
+    }
+
+    fn store(&mut self, raw: Opt<RawStore>) -> StoreConfig {
+        let (span, raw) = section(raw);
+        // Keys SPEC.md names for later versions: recognised, then refused.
+        let one_server = "is not supported by this version: the redis backend is one \
+                          server (backend = \"redis\" with store.url)";
+        let reserved = [
+            ("store.urls", &raw.urls, one_server),
+            ("store.sentinels", &raw.sentinels, one_server),
+            ("store.master_name", &raw.master_name, one_server),
+            (
+                "store.failure_mode",
+                &raw.failure_mode,
+                "is not supported by this version: the store always fails closed \
+                 (503 while it cannot be reached)",
+            ),
+        ];
+        for (key, value, message) in reserved {
+            if let Some(v) = value {
+                self.report(Some(&v.span()), key, message);
+            }
+        }
+        let backend = raw
+            .backend
+            .as_ref()
+            .map_or("memory", |b| b.get_ref().as_str());
+        let backend_span = raw.backend.as_ref().map(Spanned::span);
+        let backend = match backend {
+            "memory" => {
+                // SPEC.md's own example sets url beside backend = "memory" and
+                // calls itself a complete working config: a warning, not an error.
+                if let Some(url) = &raw.url {
+                    self.warn(
+                        Some(&url.span()),
+                        "store.url",
+                        "ignored because store.backend is \"memory\"; \
+                         set backend = \"redis\" to use it, or remove it",
+                    );
+                }
+                StoreBackend::Memory
+            }
+            "redis" => match &raw.url {
+                None => {
+                    let at = backend_span.or(span);
+                    self.report(
+                        at.as_ref(),
+                        "store.url",
+                        "required when store.backend is \"redis\", \
+                         e.g. url = \"redis://127.0.0.1:6379/0\"",
+                    );
+                    StoreBackend::Memory
+                }
+                Some(url) => {
+                    if let Err(message) = check_redis_url(url.get_ref()) {
+                        self.report(Some(&url.span()), "store.url", message);
+                    }
+                    StoreBackend::Redis {
+                        url: url.get_ref().clone(),
+                    }
+                }
+            },
+            "redis-cluster" | "redis-sentinel" => {
+                self.report(
+                    backend_span.as_ref(),
+                    "store.backend",
+                    format!("{backend:?} is not supported by this version (use \"memory\" or \"redis\")"),
+                );
+                StoreBackend::Memory
+            }
+            other => {
+                self.report(
+                    backend_span.as_ref(),
+                    "store.backend",
+                    format!("unknown backend {other:?} (known: \"memory\", \"redis\")"),
+                );
+                StoreBackend::Memory
+            }
+        };
+        let timeout_ms = self.int(
+            "store.timeout_ms",
+            &raw.timeout_ms,
+            DEFAULT_STORE_TIMEOUT_MS,
+            *STORE_TIMEOUT_MS.start(),
+            *STORE_TIMEOUT_MS.end(),
+        );
+        StoreConfig {
+            backend,
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn limits(&mut self, raw: Opt<RawLimits>) -> Limits {
+        let (_, raw) = section(raw);
+        Limits {
+            per_minute: self.int(
+                "limits.per_minute",
+                &raw.per_minute,
+                DEFAULT_PER_MINUTE,
+                1,
+                u64::MAX,
+            ),
+            monthly: self.int("limits.monthly", &raw.monthly, DEFAULT_MONTHLY, 1, u64::MAX),
+        }
+    }
+
+    /// The validated section, and the scopes as listed (configured ones in
+    /// file order, then the built-ins) for "known: ..." messages.
+    fn auth(&mut self, raw: Opt<RawAuth>) -> (AuthConfig, Vec<String>) {
+        let (_, raw) = section(raw);
+        let mut declared: Vec<String> = Vec::new();
+        for (i, scope) in raw
+            .scopes
+            .iter()
+            .flat_map(|s| s.get_ref().iter())
+            .enumerate()
+        {
+            let key = format!("auth.scopes[{i}]");
+            let name = scope.get_ref();
+            if let Err(message) = check_scope(name) {
+                self.report(Some(&scope.span()), &key, message);
+            } else if declared.contains(name) {
+                self.report(
+                    Some(&scope.span()),
+                    &key,
+                    format!("scope {name:?} is listed twice"),
+                );
+            } else {
+                declared.push(name.clone());
+            }
+        }
+        for builtin in BUILTIN_SCOPES {
+            if !declared.iter().any(|s| s == builtin) {
+                declared.push(builtin.to_owned());
+            }
+        }
+        let bcrypt_cost = self.int(
+            "auth.bcrypt_cost",
+            &raw.bcrypt_cost,
+            u64::from(DEFAULT_BCRYPT_COST),
+            u64::from(*BCRYPT_COST.start()),
+            u64::from(*BCRYPT_COST.end()),
+        );
+        let cache_capacity = self.int(
+            "auth.cache_capacity",
+            &raw.cache_capacity,
+            DEFAULT_CACHE_CAPACITY as u64,
+            1,
+            u64::MAX,
+        );
+        let auth = AuthConfig {
+            scopes: declared.iter().cloned().collect(),
+            bcrypt_cost: u32::try_from(bcrypt_cost).unwrap_or(DEFAULT_BCRYPT_COST),
+            cache_capacity: usize::try_from(cache_capacity).unwrap_or(usize::MAX),
+        };
+        (auth, declared)
+    }
+
+    fn routes(
+        &mut self,
+        raw: Vec<Spanned<RawRoute>>,
+        auth: &AuthConfig,
+        declared: &[String],
+    ) -> Vec<Route> {
+        // (route, span of its table) for the routes without problems.
+        let mut valid: Vec<(usize, Route, Range<usize>)> = Vec::new();
+        for (i, spanned) in raw.into_iter().enumerate() {
+            let span = spanned.span();
+            let raw = spanned.into_inner();
+            let before = self.problems.len();
+
+            let path = match &raw.path {
+                None => {
+                    self.report(
+                        Some(&span),
+                        &format!("routes[{i}].path"),
+                        "required: the path prefix this route matches, e.g. path = \"/api/v1\"",
+                    );
+                    String::new()
+                }
+                Some(p) => normalize_route_path(p.get_ref()).unwrap_or_else(|message| {
+                    self.report(Some(&p.span()), &format!("routes[{i}].path"), message);
+                    String::new()
+                }),
+            };
+
+            let methods = raw.methods.as_ref().map(|list| {
+                if list.get_ref().is_empty() {
+                    self.report(
+                        Some(&list.span()),
+                        &format!("routes[{i}].methods"),
+                        "is empty, so the route could never match; remove the key to match any method",
+                    );
+                }
+                let mut methods: Vec<http::Method> = Vec::new();
+                for (j, m) in list.get_ref().iter().enumerate() {
+                    let key = format!("routes[{i}].methods[{j}]");
+                    match parse_method(m.get_ref()) {
+                        Err(message) => self.report(Some(&m.span()), &key, message),
+                        Ok(method) if methods.contains(&method) => {
+                            self.report(Some(&m.span()), &key, format!("method {method} is listed twice"));
+                        }
+                        Ok(method) => methods.push(method),
+                    }
+                }
+                methods
+            });
+
+            let scope = raw.scope.as_ref().map(|s| {
+                let name = s.get_ref();
+                if !auth.scopes.contains(name) {
+                    self.report(
+                        Some(&s.span()),
+                        &format!("routes[{i}].scope"),
+                        format!("unknown scope {name:?} (known: {})", declared.join(", ")),
+                    );
+                }
+                name.clone()
+            });
+
+            if self.problems.len() == before {
+                valid.push((
+                    i,
+                    Route {
+                        path,
+                        methods,
+                        scope,
+                    },
+                    span,
+                ));
+            }
+        }
+        self.unreachable_routes(&valid);
+        valid.into_iter().map(|(_, route, _)| route).collect()
+    }
+
+    /// First match wins, so a route that an earlier one fully covers never matches.
+    fn unreachable_routes(&mut self, routes: &[(usize, Route, Range<usize>)]) {
+        for (n, (j, later, span)) in routes.iter().enumerate() {
+            let cover = routes[..n]
+                .iter()
+                .find(|(_, earlier, _)| covers(earlier, later));
+            if let Some((i, earlier, earlier_span)) = cover {
+                let message = format!(
+                    "unreachable: routes[{i}] (line {}, path {:?}, {}) matches every request \
+                     this route would (first match wins); move this route above it or remove it",
+                    self.line(earlier_span),
+                    earlier.path,
+                    describe_methods(&earlier.methods),
+                );
+                self.report(Some(span), &format!("routes[{j}]"), message);
+            }
+        }
+    }
+
+    fn headers(&mut self, raw: Opt<RawHeaders>) -> HeadersConfig {
+        let (_, raw) = section(raw);
+        HeadersConfig {
+            ietf: raw.ietf.map_or(DEFAULT_HEADERS_IETF, Spanned::into_inner),
+        }
+    }
+
+    fn log(&mut self, raw: Opt<RawLog>) -> LogConfig {
+        let (_, raw) = section(raw);
+        let format = match &raw.format {
+            None => LogFormat::default(),
+            Some(f) => match f.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    self.report(
+                        Some(&f.span()),
+                        "log.format",
+                        format!("unknown format {other:?} (known: \"text\", \"json\")"),
+                    );
+                    LogFormat::default()
+                }
+            },
+        };
+        let level = match &raw.level {
+            None => DEFAULT_LOG_LEVEL.to_owned(),
+            Some(l) => {
+                let text = l.get_ref();
+                if text.trim().is_empty() {
+                    self.report(
+                        Some(&l.span()),
+                        "log.level",
+                        "is empty; use a level like \"info\" or a filter like \"tollgate=debug,info\"",
+                    );
+                } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(text) {
+                    self.report(
+                        Some(&l.span()),
+                        "log.level",
+                        format!("{text:?} is not a level or filter directive: {e}"),
+                    );
+                }
+                text.clone()
+            }
+        };
+        LogConfig { format, level }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Value checks, each returning the message for a bad value.
+// ---------------------------------------------------------------------------
+
+/// Two listeners that cannot both bind: same non-zero port, and the same
+/// address or either one a wildcard.
+fn listeners_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `http://host[:port][/base]` → authority, base path without a trailing slash.
+fn parse_upstream_url(url: &str) -> Result<(Authority, String), String> {
+    if url.contains('#') {
+        return Err(format!("{url:?} has a fragment (\"#...\"); remove it"));
+    }
+    let uri: http::Uri = url.parse().map_err(|e| {
+        format!("{url:?} is not a valid URL ({e}); expected e.g. \"http://127.0.0.1:3000\"")
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+            "scheme must be \"http\", not {other:?} (tollgate speaks plain HTTP to its upstream)"
+        ))
+        }
+        None => {
+            return Err(format!(
+                "{url:?} is not an absolute URL; expected e.g. \"http://127.0.0.1:3000\""
+            ))
+        }
+    }
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(format!("{url:?} has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not contain credentials (user:password@)".to_owned());
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    // `Authority::port_u16` cannot tell "no port" from "port 99999".
+    let port = authority
+        .as_str()
+        .strip_prefix(host)
+        .and_then(|rest| rest.strip_prefix(':'));
+    if let Some(port) = port {
+        if !port.parse::<u16>().is_ok_and(|n| n != 0) {
+            return Err(format!("port {port:?} is not a port number (1-65535)"));
+        }
+    }
+    if uri.query().is_some() {
+        return Err(format!("{url:?} has a query (\"?...\"); remove it"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok((authority, base_path))
+}
+
+/// A `redis://` or `rediss://` URL the redis client accepts. Messages never
+/// repeat the URL: it may hold a password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(
+            "must be a redis:// or rediss:// URL, e.g. \"redis://127.0.0.1:6379/0\"".to_owned(),
+        );
+    }
+    let Some(parsed) = redis::parse_redis_url(url) else {
+        return Err("is not a valid URL; expected e.g. \"redis://127.0.0.1:6379/0\"".to_owned());
+    };
+    parsed.into_connection_info().map(drop).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("TLS") {
+            // The redis crate is built without a TLS feature (see Cargo.toml).
+            return "rediss:// (Redis over TLS) is not supported by this build; use redis://"
+                .to_owned();
+        }
+        // RedisError's Display appends " - <kind>"; the description is enough.
+        let description = text.split(" - ").next().unwrap_or_default();
+        format!("cannot be used: {description}")
+    })
+}
+
+/// `^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.*-]+)*$`, at most [`MAX_SCOPE_LEN`] bytes.
+fn check_scope(scope: &str) -> Result<(), String> {
+    let shape = "a scope is letters, digits, _ . - and : separators \
+                 (* allowed after the first :), like \"read:charge_points\"";
+    if scope.is_empty() {
+        return Err(format!("empty scope; {shape}"));
+    }
+    if scope.len() > MAX_SCOPE_LEN {
+        return Err(format!(
+            "scope {scope:?} is longer than {MAX_SCOPE_LEN} characters"
+        ));
+    }
+    let mut parts = scope.split(':');
+    let head_ok = parts.next().is_some_and(|head| {
+        !head.is_empty()
+            && head
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    });
+    let tail_ok = parts.all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*'))
+    });
+    if head_ok && tail_ok {
+        Ok(())
+    } else {
+        Err(format!("invalid scope {scope:?}: {shape}"))
+    }
+}
+
+/// The methods a route may name.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+fn parse_method(method: &str) -> Result<http::Method, String> {
+    let upper = method.to_ascii_uppercase();
+    if !KNOWN_METHODS.contains(&upper.as_str()) {
+        return Err(format!(
+            "unknown HTTP method {method:?} (known: {})",
+            KNOWN_METHODS.join(", ")
+        ));
+    }
+    http::Method::from_bytes(upper.as_bytes()).map_err(|e| format!("{method:?}: {e}"))
+}
+
+/// Collapses duplicate slashes and strips a trailing one; refuses what a
+/// request path could not literally contain, or would be normalised away.
+fn normalize_route_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with \"/\""));
+    }
+    for c in path.chars() {
+        let why = match c {
+            '%' => "percent-encoding (\"%\") is not supported; write the decoded character",
+            '?' => "a route matches the path only; remove the query (\"?...\")",
+            '#' => "a route matches the path only; remove the fragment (\"#...\")",
+            c if c.is_whitespace() || c.is_control() => {
+                "whitespace and control characters are not allowed"
+            }
+            c if c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c) => continue,
+            _ => "only letters, digits and -._~!$&'()*+,;=:@ may appear in a path",
+        };
+        return Err(format!("{path:?}: {why}"));
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(format!(
+            "{path:?}: \".\" and \"..\" segments are not allowed"
+        ));
+    }
+    Ok(format!("/{}", segments.join("/")))
+}
+
+/// Does `earlier` match every request `later` would?
+fn covers(earlier: &Route, later: &Route) -> bool {
+    let prefix = earlier.path == "/"
+        || later.path == earlier.path
+        || later
+            .path
+            .strip_prefix(earlier.path.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+    let methods = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => l.iter().all(|m| e.contains(m)),
+    };
+    prefix && methods
+}
+
+fn describe_methods(methods: &Option<Vec<http::Method>>) -> String {
+    match methods {
+        None => "any method".to_owned(),
+        Some(list) => list
+            .iter()
+            .map(http::Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `describe`: the validated config back in the file's shape.
+// ---------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Effective {
+    server: EffServer,
+    admin: EffAdmin,
+    upstream: EffUpstream,
+    store: EffStore,
+    limits: EffLimits,
+    auth: EffAuth,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<EffRoute>,
+    headers: EffHeaders,
+    log: EffLog,
+}
+
+#[derive(Serialize)]
+struct EffServer {
+    listen: String,
+    header_read_timeout_ms: u64,
+}
+
+#[derive(Serialize)]
+struct EffAdmin {
+    listen: String,
+    token_env: String,
+}
+
+#[derive(Serialize)]
+struct EffUpstream {
+    url: String,
+    timeout_ms: u64,
+    connect_timeout_ms: u64,
+    pool_idle_timeout_ms: u64,
+    pool_max_idle_per_host: u64,
+    keep_credential: bool,
+}
+
+#[derive(Serialize)]
+struct EffStore {
+    backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    timeout_ms: u64,
+}
+
+#[derive(Serialize)]
+struct EffLimits {
+    per_minute: u64,
+    monthly: u64,
+}
+
+#[derive(Serialize)]
+struct EffAuth {
+    scopes: Vec<String>,
+    bcrypt_cost: u32,
+    cache_capacity: u64,
+}
+
+#[derive(Serialize)]
+struct EffRoute {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methods: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EffHeaders {
+    ietf: bool,
+}
+
+#[derive(Serialize)]
+struct EffLog {
+    format: &'static str,
+    level: String,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<&Config> for Effective {
+    fn from(c: &Config) -> Self {
+        let (backend, url) = match &c.store.backend {
+            StoreBackend::Memory => ("memory", None),
+            StoreBackend::Redis { url } => ("redis", Some(redact_url(url))),
+        };
+        Effective {
+            server: EffServer {
+                listen: c.server.listen.to_string(),
+                header_read_timeout_ms: ms(c.server.header_read_timeout),
+            },
+            admin: EffAdmin {
+                listen: c.admin.listen.to_string(),
+                token_env: c.admin.token_env.clone(),
+            },
+            upstream: EffUpstream {
+                url: c.upstream.url(),
+                timeout_ms: ms(c.upstream.timeout),
+                connect_timeout_ms: ms(c.upstream.connect_timeout),
+                pool_idle_timeout_ms: ms(c.upstream.pool_idle_timeout),
+                pool_max_idle_per_host: c.upstream.pool_max_idle_per_host as u64,
+                keep_credential: c.upstream.keep_credential,
+            },
+            store: EffStore {
+                backend,
+                url,
+                timeout_ms: ms(c.store.timeout),
+            },
+            limits: EffLimits {
+                per_minute: c.limits.per_minute,
+                monthly: c.limits.monthly,
+            },
+            auth: EffAuth {
+                scopes: c.auth.scopes.iter().cloned().collect(),
+                bcrypt_cost: c.auth.bcrypt_cost,
+                cache_capacity: c.auth.cache_capacity as u64,
+            },
+            routes: c
+                .routes
+                .iter()
+                .map(|r| EffRoute {
+                    path: r.path.clone(),
+                    methods: r
+                        .methods
+                        .as_ref()
+                        .map(|ms| ms.iter().map(|m| m.as_str().to_owned()).collect()),
+                    scope: r.scope.clone(),
+                })
+                .collect(),
+            headers: EffHeaders {
+                ietf: c.headers.ietf,
+            },
+            log: EffLog {
+                format: c.log.format.as_str(),
+                level: c.log.level.clone(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_paths_are_normalised() {
+        for (given, want) in [
+            ("/", "/"),
+            ("//", "/"),
+            ("/api/", "/api"),
+            ("/api//v1///x/", "/api/v1/x"),
+            ("/a:b@c/~d/e.f", "/a:b@c/~d/e.f"),
+        ] {
+            assert_eq!(normalize_route_path(given).as_deref(), Ok(want), "{given}");
+        }
+    }
+
+    #[test]
+    fn bad_route_paths_are_refused() {
+        for bad in [
+            "", "api", "/a/../b", "/a/./b", "/..", "/a%20b", "/a?b", "/a#b", "/a b", "/a\tb", "/é",
+            "/a\"b", "/a\\b",
+        ] {
+            assert!(normalize_route_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        for ok in [
+            "read",
+            "read:charge_points",
+            "a.b-c_d:e*:f",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(check_scope(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ":a",
+            "a:",
+            "a::b",
+            "*:a",
+            "a b",
+            "a\n",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(check_scope(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        for ok in ["A", "_", "TOLLGATE_ADMIN_TOKEN", "a1"] {
+            assert!(valid_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A=B"] {
+            assert!(!valid_env_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let ok = |url: &str| parse_upstream_url(url).map(|(a, p)| (a.to_string(), p));
+        assert_eq!(ok("http://h"), Ok(("h".into(), "".into())));
+        assert_eq!(ok("http://h:3000/"), Ok(("h:3000".into(), "".into())));
+        assert_eq!(ok("http://h/base//"), Ok(("h".into(), "/base".into())));
+        assert_eq!(ok("http://[::1]:8/b"), Ok(("[::1]:8".into(), "/b".into())));
+        for bad in [
+            "https://h",
+            "h:3000",
+            "/x",
+            "http://h:0",
+            "http://h:65536",
+            "http://u:p@h",
+            "http://h/?q",
+            "http://h/#f",
+            "http://h b",
+        ] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redis_urls() {
+        assert_eq!(check_redis_url("redis://127.0.0.1:6379/0"), Ok(()));
+        assert_eq!(check_redis_url("redis://:pw@redis"), Ok(()));
+        for bad in [
+            "http://h",
+            "127.0.0.1:6379",
+            "redis://h/notadb",
+            "redis://0.0.0.0",
+            "unix:///tmp/r.sock",
+        ] {
+            assert!(check_redis_url(bad).is_err(), "{bad}");
+        }
+        // Messages never repeat the URL, which may hold a password.
+        let err = check_redis_url("redis://:hunter2@h/x").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@h:6380/2"),
+            "redis://user:***@h:6380/2"
+        );
+        assert_eq!(redact_url("redis://:hunter2@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(redact_url("weird://u:hunter2@h"), "weird://***@h");
+    }
+
+    #[test]
+    fn listener_clashes() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(listeners_clash(a("0.0.0.0:80"), a("0.0.0.0:80")));
+        assert!(listeners_clash(a("0.0.0.0:80"), a("127.0.0.1:80")));
+        assert!(listeners_clash(a("[::1]:80"), a("[::]:80")));
+        assert!(!listeners_clash(a("127.0.0.1:80"), a("127.0.0.2:80")));
+        assert!(!listeners_clash(a("0.0.0.0:80"), a("0.0.0.0:81")));
+        assert!(!listeners_clash(a("0.0.0.0:0"), a("0.0.0.0:0")));
+    }
+
+    #[test]
+    fn route_coverage() {
+        let r = |path: &str, methods: Option<&[&str]>| Route {
+            path: path.into(),
+            methods: methods.map(|ms| ms.iter().map(|m| parse_method(m).unwrap()).collect()),
+            scope: None,
+        };
+        assert!(covers(&r("/", None), &r("/a", Some(&["GET"]))));
+        assert!(covers(&r("/a", None), &r("/a/b", None)));
+        assert!(covers(
+            &r("/a", Some(&["GET", "POST"])),
+            &r("/a", Some(&["POST"]))
+        ));
+        assert!(!covers(&r("/a", None), &r("/ab", None)));
+        assert!(!covers(&r("/a/b", None), &r("/a", None)));
+        assert!(!covers(&r("/a", Some(&["GET"])), &r("/a", None)));
+        assert!(!covers(
+            &r("/a", Some(&["GET"])),
+            &r("/a", Some(&["GET", "PUT"]))
+        ));
+    }
+
+    #[test]
+    fn toml_errors_get_their_key_path_and_line() {
+        let text = "[upstream]\nurl = \"http://h\"\n\n[server]\nlisten = 5\n";
+        let err = match toml::from_str::<RawConfig>(text) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        };
+        let p = toml_problem(text, &err).to_string();
+        assert!(p.starts_with("line 5: server.listen: invalid type"), "{p}");
+
+        let text = "[[routes]]\npath = \"/\"\n[[routes]]\npath = \"/x\"\nbogus = 1\n";
+        let err = match toml::from_str::<RawConfig>(text) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        };
+        let p = toml_problem(text, &err).to_string();
+        assert!(
+            p.starts_with("line 5: routes[1].bogus: unknown key `bogus`"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn serde_wording_is_translated() {
+        assert_eq!(
+            humanize("invalid type: integer `3`, expected struct RawServer"),
+            "invalid type: integer `3`, expected a table"
+        );
+        assert_eq!(
+            humanize("invalid type: map, expected a sequence"),
+            "invalid type: table, expected an array"
+        );
+        assert_eq!(
+            humanize("invalid type: integer `99999999999999999999` as i128, expected i64"),
+            "integer 99999999999999999999 is too large"
+        );
+    }
+
+    #[test]
+    fn lines_are_one_based() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
     }
 }

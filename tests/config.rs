@@ -1,0 +1,997 @@
+//! The config file contract (SPEC.md "Configuration (TOML)"): what is
+//! accepted, what every default is, and the exact key and line each rejected
+//! config is reported at — through the library and through `tollgate check`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tollgate::config::*;
+use tollgate::limits::Limits;
+
+/// SPEC.md's example block, verbatim.
+const SPEC_EXAMPLE: &str = r#"[server]
+listen = "0.0.0.0:8080"               # public listener: proxied traffic + tollgate's own client endpoints
+
+[admin]
+listen = "127.0.0.1:9090"             # /healthz, /readyz, /metrics, /admin/v1/...
+token_env = "TOLLGATE_ADMIN_TOKEN"    # admin API bearer token is read from this environment variable
+
+[upstream]
+url = "http://127.0.0.1:3000"
+
+[store]
+backend = "memory"                    # "memory" (single process, the default) or "redis"
+url = "redis://127.0.0.1:6379/0"      # redis only
+
+[limits]                              # defaults for clients that set none
+per_minute = 100
+monthly = 10000
+
+[auth]
+scopes = ["read:charge_points", "write:charge_points"]   # the scopes keys may hold (besides read:/write:api_keys)
+
+[[routes]]                            # first match wins; a request that matches no route needs a valid key only
+path = "/api/v1/charge_points"        # prefix match on the normalised path, on segment boundaries
+methods = ["GET"]                     # absent: any method
+scope = "read:charge_points"
+"#;
+
+/// The smallest valid file.
+const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("tollgate.toml"))
+}
+
+fn accept(text: &str) -> Config {
+    match parse(text) {
+        Ok(c) => c,
+        Err(e) => panic!("rejected:\n{e}\n--- config ---\n{text}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(c) => panic!("accepted: {c:#?}\n--- config ---\n{text}"),
+        Err(e) => e.problems,
+    }
+}
+
+fn methods(list: &[&str]) -> Option<Vec<http::Method>> {
+    Some(
+        list.iter()
+            .map(|m| http::Method::from_bytes(m.as_bytes()).unwrap())
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Accepted configs
+// ---------------------------------------------------------------------------
+
+#[test]
+fn spec_example_is_accepted() {
+    let c = accept(SPEC_EXAMPLE);
+    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.admin.token_env, "TOLLGATE_ADMIN_TOKEN");
+    assert_eq!(c.upstream.authority.as_str(), "127.0.0.1:3000");
+    assert_eq!(c.upstream.port(), 3000);
+    assert_eq!(c.upstream.base_path, "");
+    assert_eq!(c.store.backend, StoreBackend::Memory);
+    assert_eq!(
+        c.limits,
+        Limits {
+            per_minute: 100,
+            monthly: 10_000
+        }
+    );
+    let scopes: BTreeSet<String> = [
+        "read:charge_points",
+        "write:charge_points",
+        "read:api_keys",
+        "write:api_keys",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(c.auth.scopes, scopes);
+    assert_eq!(
+        c.routes,
+        vec![Route {
+            path: "/api/v1/charge_points".into(),
+            methods: methods(&["GET"]),
+            scope: Some("read:charge_points".into()),
+        }]
+    );
+    // The example's "redis only" url does nothing with the memory backend: said so, not fatal.
+    assert_eq!(
+        c.warnings,
+        vec![
+            "line 13: store.url: ignored because store.backend is \"memory\"; \
+             set backend = \"redis\" to use it, or remove it"
+        ]
+    );
+}
+
+#[test]
+fn shipped_example_file_is_accepted_without_warnings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let c = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.path, path);
+    assert_eq!(
+        c.routes,
+        vec![
+            Route {
+                path: "/api/v1/charge_points".into(),
+                methods: methods(&["GET"]),
+                scope: Some("read:charge_points".into()),
+            },
+            Route {
+                path: "/api/v1/charge_points".into(),
+                methods: methods(&["POST", "PUT", "PATCH", "DELETE"]),
+                scope: Some("write:charge_points".into()),
+            },
+        ]
+    );
+    assert!(c.auth.scopes.contains("write:charge_points"));
+}
+
+#[test]
+fn minimal_file_gets_every_default() {
+    let c = accept(MINIMAL);
+    assert_eq!(c.server.listen, DEFAULT_SERVER_LISTEN.parse().unwrap());
+    assert_eq!(
+        c.server.header_read_timeout,
+        Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS)
+    );
+    assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+    assert_eq!(c.admin.token_env, DEFAULT_TOKEN_ENV);
+    assert_eq!(
+        c.upstream.timeout,
+        Duration::from_millis(DEFAULT_UPSTREAM_TIMEOUT_MS)
+    );
+    assert_eq!(
+        c.upstream.connect_timeout,
+        Duration::from_millis(DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS)
+    );
+    assert_eq!(
+        c.upstream.pool_idle_timeout,
+        Duration::from_millis(DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS)
+    );
+    assert_eq!(
+        c.upstream.pool_max_idle_per_host,
+        DEFAULT_UPSTREAM_POOL_MAX_IDLE
+    );
+    assert_eq!(c.upstream.keep_credential, DEFAULT_KEEP_CREDENTIAL);
+    assert_eq!(c.store.backend, StoreBackend::Memory);
+    assert_eq!(
+        c.store.timeout,
+        Duration::from_millis(DEFAULT_STORE_TIMEOUT_MS)
+    );
+    assert_eq!(
+        c.limits,
+        Limits {
+            per_minute: DEFAULT_PER_MINUTE,
+            monthly: DEFAULT_MONTHLY
+        }
+    );
+    assert_eq!(c.auth.bcrypt_cost, DEFAULT_BCRYPT_COST);
+    assert_eq!(c.auth.cache_capacity, DEFAULT_CACHE_CAPACITY);
+    assert!(c.routes.is_empty());
+    assert_eq!(c.headers.ietf, DEFAULT_HEADERS_IETF);
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.log.level, DEFAULT_LOG_LEVEL);
+    assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn builtin_scopes_are_always_added() {
+    let builtins: BTreeSet<String> = tollgate::model::BUILTIN_SCOPES.map(String::from).into();
+    assert_eq!(accept(MINIMAL).auth.scopes, builtins);
+
+    let c = accept(&format!("{MINIMAL}[auth]\nscopes = [\"billing:read\"]\n"));
+    assert!(c.auth.scopes.is_superset(&builtins));
+    assert!(c.auth.scopes.contains("billing:read"));
+    assert_eq!(c.auth.scopes.len(), 3);
+
+    // Naming a built-in explicitly is allowed (it is what `check` prints).
+    let c = accept(&format!("{MINIMAL}[auth]\nscopes = [\"read:api_keys\"]\n"));
+    assert_eq!(c.auth.scopes, builtins);
+
+    // A route may require a built-in scope without declaring it.
+    let c = accept(&format!(
+        "{MINIMAL}[[routes]]\npath = \"/admin\"\nscope = \"write:api_keys\"\n"
+    ));
+    assert_eq!(c.routes[0].scope.as_deref(), Some("write:api_keys"));
+}
+
+#[test]
+fn route_paths_are_normalised_and_methods_uppercased() {
+    let c = accept(&format!(
+        "{MINIMAL}\
+         [[routes]]\npath = \"//api//v1/charge_points/\"\nmethods = [\"get\", \"Head\"]\n\
+         [[routes]]\npath = \"/\"\n"
+    ));
+    assert_eq!(
+        c.routes,
+        vec![
+            Route {
+                path: "/api/v1/charge_points".into(),
+                methods: methods(&["GET", "HEAD"]),
+                scope: None,
+            },
+            Route {
+                path: "/".into(),
+                methods: None,
+                scope: None,
+            },
+        ]
+    );
+}
+
+#[test]
+fn every_key_can_be_set() {
+    let c = accept(
+        r#"
+[server]
+listen = "[::1]:8081"
+header_read_timeout_ms = 2500
+
+[admin]
+listen = "127.0.0.1:0"
+token_env = "MY_TOKEN"
+
+[upstream]
+url = "http://api.internal:8000/base/"
+timeout_ms = 1000
+connect_timeout_ms = 200
+pool_idle_timeout_ms = 3000
+pool_max_idle_per_host = 0
+keep_credential = true
+
+[store]
+backend = "redis"
+url = "redis://user:hunter2@redis:6380/3"
+timeout_ms = 250
+
+[limits]
+per_minute = 7
+monthly = 9
+
+[auth]
+scopes = ["a", "b:c.*"]
+bcrypt_cost = 4
+cache_capacity = 1
+
+[headers]
+ietf = true
+
+[log]
+format = "json"
+level = "tollgate=debug,info"
+"#,
+    );
+    assert_eq!(c.server.listen, "[::1]:8081".parse().unwrap());
+    assert_eq!(c.server.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(c.admin.listen.port(), 0);
+    assert_eq!(c.admin.token_env, "MY_TOKEN");
+    assert_eq!(c.upstream.authority.as_str(), "api.internal:8000");
+    assert_eq!(c.upstream.base_path, "/base");
+    assert_eq!(c.upstream.url(), "http://api.internal:8000/base");
+    assert_eq!(c.upstream.timeout, Duration::from_millis(1000));
+    assert_eq!(c.upstream.connect_timeout, Duration::from_millis(200));
+    assert_eq!(c.upstream.pool_idle_timeout, Duration::from_millis(3000));
+    assert_eq!(c.upstream.pool_max_idle_per_host, 0);
+    assert!(c.upstream.keep_credential);
+    assert_eq!(
+        c.store.backend,
+        StoreBackend::Redis {
+            url: "redis://user:hunter2@redis:6380/3".into()
+        }
+    );
+    assert_eq!(c.store.timeout, Duration::from_millis(250));
+    assert_eq!(
+        c.limits,
+        Limits {
+            per_minute: 7,
+            monthly: 9
+        }
+    );
+    assert!(c.auth.scopes.contains("b:c.*"));
+    assert_eq!(c.auth.bcrypt_cost, 4);
+    assert_eq!(c.auth.cache_capacity, 1);
+    assert!(c.headers.ietf);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.level, "tollgate=debug,info");
+}
+
+#[test]
+fn upstream_without_port_defaults_to_80() {
+    let c = accept("[upstream]\nurl = \"http://api.internal\"\n");
+    assert_eq!(c.upstream.port(), 80);
+    assert_eq!(c.upstream.base_path, "");
+}
+
+#[test]
+fn listeners_on_port_zero_may_share_an_address() {
+    accept(&format!(
+        "{MINIMAL}[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// describe(): what `tollgate check` prints
+// ---------------------------------------------------------------------------
+
+#[test]
+fn describe_fills_in_every_default() {
+    let text = accept(MINIMAL).describe();
+    for line in [
+        "[server]",
+        "listen = \"0.0.0.0:8080\"",
+        "header_read_timeout_ms = 10000",
+        "[admin]",
+        "listen = \"127.0.0.1:9090\"",
+        "token_env = \"TOLLGATE_ADMIN_TOKEN\"",
+        "[upstream]",
+        "url = \"http://127.0.0.1:3000\"",
+        "timeout_ms = 30000",
+        "connect_timeout_ms = 5000",
+        "pool_idle_timeout_ms = 90000",
+        "pool_max_idle_per_host = 256",
+        "keep_credential = false",
+        "[store]",
+        "backend = \"memory\"",
+        "timeout_ms = 1000",
+        "[limits]",
+        "per_minute = 100",
+        "monthly = 10000",
+        "[auth]",
+        "scopes = [\"read:api_keys\", \"write:api_keys\"]",
+        "bcrypt_cost = 10",
+        "cache_capacity = 100000",
+        "[headers]",
+        "ietf = false",
+        "[log]",
+        "format = \"text\"",
+        "level = \"info\"",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn describe_masks_the_redis_password() {
+    let c = accept(&format!(
+        "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"redis://tollgate:hunter2@redis:6379/0\"\n"
+    ));
+    let text = c.describe();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("url = \"redis://tollgate:***@redis:6379/0\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn describe_output_is_a_config_that_means_the_same() {
+    for input in [MINIMAL, SPEC_EXAMPLE] {
+        let first = accept(input);
+        let second = accept(&first.describe());
+        // Warnings are comments, and do not survive the round trip.
+        let body = |c: &Config| {
+            let text = c.describe();
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(body(&second), body(&first));
+        assert!(second.warnings.is_empty());
+        assert_eq!(second.routes, first.routes);
+        assert_eq!(second.auth.scopes, first.auth.scopes);
+    }
+}
+
+#[test]
+fn describe_shows_warnings_as_comments() {
+    let text = accept(SPEC_EXAMPLE).describe();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("# warning: line 13: store.url: ignored")),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Rejected configs: one case per rule, each pinned to its key and line.
+// ---------------------------------------------------------------------------
+
+/// `(config, the start of the one problem it must produce)`. Every config
+/// starts with the two lines of MINIMAL unless the case is about them.
+const REJECTED: &[(&str, &str)] = &[
+    // -- TOML syntax and types (the reader stops at the first) --
+    (
+        "bogus = 1\n[upstream]\nurl = \"http://a\"\n",
+        "line 1: bogus: unknown key `bogus`, expected one of `server`, `admin`, `upstream`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[bogus]\nx = 1\n",
+        "line 3: bogus: unknown key `bogus`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nlistn = \"0.0.0.0:1\"\n",
+        "line 4: server.listn: unknown key `listn`, expected `listen` or `header_read_timeout_ms`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\nretries = 3\n",
+        "line 3: upstream.retries: unknown key `retries`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\n[[routes]]\npath = \"/x\"\nmethod = [\"GET\"]\n",
+        "line 7: routes[1].method: unknown key `method`, expected one of `path`, `methods`, `scope`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nlisten = 8080\n",
+        "line 4: server.listen: invalid type: integer `8080`, expected a string",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nper_minute = \"100\"\n",
+        "line 4: limits.per_minute: invalid type: string \"100\", expected an integer",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nmonthly = 1.5\n",
+        "line 4: limits.monthly: invalid type: floating point `1.5`, expected an integer",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nper_minute = 99999999999999999999\n",
+        "line 4: limits.per_minute: integer 99999999999999999999 is too large",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[upstream.keep_credential]\nx = 1\n",
+        "line 3: upstream.keep_credential: invalid type: table, expected a boolean",
+    ),
+    (
+        "upstream = \"http://a\"\n",
+        "line 1: upstream: invalid type: string \"http://a\", expected a table",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nscopes = \"read:x\"\n",
+        "line 4: auth.scopes: invalid type: string \"read:x\", expected an array",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\nmethods = \"GET\"\n",
+        "line 5: routes[0].methods: invalid type: string \"GET\", expected an array",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\nmethods = [\"GET\", 1]\n",
+        "line 5: routes[0].methods[1]: invalid type: integer `1`, expected a string",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[routes]\npath = \"/\"\n",
+        "line 3: routes: invalid type: table, expected an array",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[headers]\nietf = \"yes\"\n",
+        "line 4: headers.ietf: invalid type: string \"yes\", expected a boolean",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\nurl = \"http://b\"\n",
+        "line 3: upstream.url: duplicate key `url`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[upstream]\ntimeout_ms = 5\n",
+        "line 3: upstream: duplicate key `upstream`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\n",
+        "line 2: upstream.url: invalid basic string",
+    ),
+    // -- [server] / [admin] --
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nlisten = \"localhost:8080\"\n",
+        "line 4: server.listen: \"localhost:8080\" is not an IP address and port",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nheader_read_timeout_ms = 0\n",
+        "line 4: server.header_read_timeout_ms: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[admin]\nlisten = \"0.0.0.0:8080\"\n",
+        "line 4: admin.listen: 0.0.0.0:8080 clashes with server.listen 0.0.0.0:8080",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nlisten = \"0.0.0.0:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"\n",
+        "line 6: admin.listen: 127.0.0.1:9000 clashes with server.listen 0.0.0.0:9000",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[admin]\ntoken_env = \"\"\n",
+        "line 4: admin.token_env: \"\" is not an environment variable name",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[admin]\ntoken_env = \"MY-TOKEN\"\n",
+        "line 4: admin.token_env: \"MY-TOKEN\" is not an environment variable name",
+    ),
+    // -- [upstream] --
+    ("", "upstream.url: required"),
+    (
+        "[upstream]\ntimeout_ms = 100\n",
+        "line 1: upstream.url: required",
+    ),
+    (
+        "[upstream]\nurl = \"https://api\"\n",
+        "line 2: upstream.url: scheme must be \"http\", not \"https\"",
+    ),
+    (
+        "[upstream]\nurl = \"127.0.0.1:3000\"\n",
+        "line 2: upstream.url: \"127.0.0.1:3000\" is not an absolute URL",
+    ),
+    (
+        "[upstream]\nurl = \"http://api/v1?x=1\"\n",
+        "line 2: upstream.url: \"http://api/v1?x=1\" has a query",
+    ),
+    (
+        "[upstream]\nurl = \"http://api/v1#top\"\n",
+        "line 2: upstream.url: \"http://api/v1#top\" has a fragment",
+    ),
+    (
+        "[upstream]\nurl = \"http://api:0\"\n",
+        "line 2: upstream.url: port \"0\" is not a port number",
+    ),
+    (
+        "[upstream]\nurl = \"http://api:70000\"\n",
+        "line 2: upstream.url: port \"70000\" is not a port number",
+    ),
+    (
+        "[upstream]\nurl = \"http://user:pw@api\"\n",
+        "line 2: upstream.url: must not contain credentials",
+    ),
+    (
+        "[upstream]\nurl = \"http://a b\"\n",
+        "line 2: upstream.url: \"http://a b\" is not a valid URL",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\ntimeout_ms = 0\n",
+        "line 3: upstream.timeout_ms: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\nconnect_timeout_ms = -5\n",
+        "line 3: upstream.connect_timeout_ms: must be at least 1, got -5",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\npool_idle_timeout_ms = 0\n",
+        "line 3: upstream.pool_idle_timeout_ms: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\npool_max_idle_per_host = -1\n",
+        "line 3: upstream.pool_max_idle_per_host: must be at least 0, got -1",
+    ),
+    // -- [store] --
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"postgres\"\n",
+        "line 4: store.backend: unknown backend \"postgres\" (known: \"memory\", \"redis\")",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-cluster\"\n",
+        "line 4: store.backend: \"redis-cluster\" is not supported by this version",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-sentinel\"\n",
+        "line 4: store.backend: \"redis-sentinel\" is not supported by this version",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"redis://r\"\nurls = [\"redis://r:7000\"]\n",
+        "line 6: store.urls: is not supported by this version",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nsentinels = [\"redis://r:26379\"]\n",
+        "line 4: store.sentinels: is not supported by this version",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nmaster_name = \"mymaster\"\n",
+        "line 4: store.master_name: is not supported by this version",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nfailure_mode = \"open\"\n",
+        "line 4: store.failure_mode: is not supported by this version",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\n",
+        "line 4: store.url: required when store.backend is \"redis\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"http://r:6379\"\n",
+        "line 5: store.url: must be a redis:// or rediss:// URL",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"rediss://r:6379\"\n",
+        "line 5: store.url: rediss:// (Redis over TLS) is not supported by this build",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"redis://:hunter2@r/zero\"\n",
+        "line 5: store.url: cannot be used: Invalid database number",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\ntimeout_ms = 0\n",
+        "line 4: store.timeout_ms: must be between 1 and 60000, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\ntimeout_ms = 60001\n",
+        "line 4: store.timeout_ms: must be between 1 and 60000, got 60001",
+    ),
+    // -- [limits] --
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nper_minute = 0\n",
+        "line 4: limits.per_minute: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nper_minute = -10\n",
+        "line 4: limits.per_minute: must be at least 1, got -10",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nper_minute = 5\nmonthly = 0\n",
+        "line 5: limits.monthly: must be at least 1, got 0",
+    ),
+    // -- [auth] --
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nscopes = [\"a\", \"b\", \"a\"]\n",
+        "line 4: auth.scopes[2]: scope \"a\" is listed twice",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nscopes = [\"read charge points\"]\n",
+        "line 4: auth.scopes[0]: invalid scope \"read charge points\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nscopes = [\n  \"ok\",\n  \"\",\n]\n",
+        "line 6: auth.scopes[1]: empty scope",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nscopes = [\"read:\"]\n",
+        "line 4: auth.scopes[0]: invalid scope \"read:\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nscopes = [\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]\n",
+        "line 4: auth.scopes[0]: scope \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is longer than 64 characters",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nbcrypt_cost = 3\n",
+        "line 4: auth.bcrypt_cost: must be between 4 and 31, got 3",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nbcrypt_cost = 32\n",
+        "line 4: auth.bcrypt_cost: must be between 4 and 31, got 32",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\ncache_capacity = 0\n",
+        "line 4: auth.cache_capacity: must be at least 1, got 0",
+    ),
+    // -- [[routes]] --
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\nscope = \"read:api_keys\"\n",
+        "line 3: routes[0].path: required",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"api/v1\"\n",
+        "line 4: routes[0].path: \"api/v1\" must start with \"/\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/api/../admin\"\n",
+        "line 4: routes[0].path: \"/api/../admin\": \".\" and \"..\" segments are not allowed",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/api/./v1\"\n",
+        "line 4: routes[0].path: \"/api/./v1\": \".\" and \"..\" segments are not allowed",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/caf%C3%A9\"\n",
+        "line 4: routes[0].path: \"/caf%C3%A9\": percent-encoding",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/search?q=1\"\n",
+        "line 4: routes[0].path: \"/search?q=1\": a route matches the path only",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/docs#intro\"\n",
+        "line 4: routes[0].path: \"/docs#intro\": a route matches the path only",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/api v1\"\n",
+        "line 4: routes[0].path: \"/api v1\": whitespace and control characters are not allowed",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/a\\u0000b\"\n",
+        "line 4: routes[0].path: \"/a\\0b\": whitespace and control characters are not allowed",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\nmethods = []\n",
+        "line 5: routes[0].methods: is empty, so the route could never match",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\nmethods = [\"GET\", \"FETCH\"]\n",
+        "line 5: routes[0].methods[1]: unknown HTTP method \"FETCH\" (known: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE)",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\nmethods = [\"G E T\"]\n",
+        "line 5: routes[0].methods[0]: unknown HTTP method \"G E T\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\nmethods = [\"GET\", \"get\"]\n",
+        "line 5: routes[0].methods[1]: method GET is listed twice",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\nscope = \"billing:read\"\n",
+        "line 5: routes[0].scope: unknown scope \"billing:read\" (known: read:api_keys, write:api_keys)",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/api\"\n[[routes]]\npath = \"/api/v1/x\"\nmethods = [\"GET\"]\n",
+        "line 5: routes[1]: unreachable: routes[0] (line 3, path \"/api\", any method) matches every request this route would",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/a/\"\nmethods = [\"GET\", \"POST\"]\n[[routes]]\npath = \"//a\"\nmethods = [\"POST\"]\n",
+        "line 6: routes[1]: unreachable: routes[0] (line 3, path \"/a\", GET, POST)",
+    ),
+    // -- [headers] / [log] --
+    (
+        "[upstream]\nurl = \"http://a\"\n[headers]\nietf = true\nx_ratelimit = false\n",
+        "line 5: headers.x_ratelimit: unknown key `x_ratelimit`, expected `ietf`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[log]\nformat = \"xml\"\n",
+        "line 4: log.format: unknown format \"xml\" (known: \"text\", \"json\")",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[log]\nlevel = \"\"\n",
+        "line 4: log.level: is empty",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[log]\nlevel = \"[bad\"\n",
+        "line 4: log.level: \"[bad\" is not a level or filter directive",
+    ),
+];
+
+#[test]
+fn each_rejected_config_names_its_key_and_line() {
+    let mut failures = Vec::new();
+    for (i, (text, expected)) in REJECTED.iter().enumerate() {
+        let got = match parse(text) {
+            Ok(_) => vec!["<accepted>".to_owned()],
+            Err(e) => e.problems,
+        };
+        if got.len() != 1 || !got[0].starts_with(expected) {
+            failures.push(format!(
+                "case {i}:\n  config:   {text:?}\n  expected: {expected}\n  got:      {got:#?}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        REJECTED.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn unknown_route_scope_message_lists_the_known_scopes() {
+    // The layout of the brief's example: the bad scope on line 14, in the second route.
+    let text = r#"[upstream]
+url = "http://127.0.0.1:3000"
+
+[auth]
+scopes = ["read:charge_points", "write:charge_points"]
+
+[[routes]]
+path = "/api/v1/charge_points"
+methods = ["GET"]
+scope = "read:charge_points"
+
+[[routes]]
+path = "/api/v1/invoices"
+scope = "billing:read"
+"#;
+    let err = parse(text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tollgate.toml: line 14: routes[1].scope: unknown scope \"billing:read\" \
+         (known: read:charge_points, write:charge_points, read:api_keys, write:api_keys)"
+    );
+}
+
+#[test]
+fn all_semantic_problems_are_reported_in_file_order() {
+    let text = r#"[server]
+listen = "nowhere"
+
+[limits]
+per_minute = 0
+monthly = -1
+
+[auth]
+scopes = ["a", "a"]
+
+[[routes]]
+path = "relative"
+scope = "nope"
+"#;
+    assert_eq!(
+        problems(text),
+        vec![
+            "upstream.url: required: the API to forward to, e.g. [upstream] url = \"http://127.0.0.1:3000\"",
+            "line 2: server.listen: \"nowhere\" is not an IP address and port, like \"0.0.0.0:8080\" or \"[::1]:8080\"",
+            "line 5: limits.per_minute: must be at least 1, got 0",
+            "line 6: limits.monthly: must be at least 1, got -1",
+            "line 9: auth.scopes[1]: scope \"a\" is listed twice",
+            "line 12: routes[0].path: \"relative\" must start with \"/\"",
+            "line 13: routes[0].scope: unknown scope \"nope\" (known: a, read:api_keys, write:api_keys)",
+        ]
+    );
+}
+
+#[test]
+fn error_messages_never_show_a_redis_password() {
+    let text =
+        format!("{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"redis://u:hunter2@0.0.0.0/1\"\n");
+    let all = problems(&text).join("\n");
+    assert!(
+        all.starts_with("line 5: store.url: cannot be used"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
+#[test]
+fn missing_file_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let err = Config::load(&path).unwrap_err();
+    assert_eq!(err.path, path);
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: cannot read config file", path.display())),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The binary: `tollgate check --config FILE`
+// ---------------------------------------------------------------------------
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_prints_the_effective_config_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, SPEC_EXAMPLE);
+    let out = check(&path);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(
+        stdout.contains("[upstream]\nurl = \"http://127.0.0.1:3000\"\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bcrypt_cost = 10"), "{stdout}");
+    assert!(
+        stdout.contains("scope = \"read:charge_points\""),
+        "{stdout}"
+    );
+    // What it printed is itself a valid config.
+    accept(&stdout);
+}
+
+#[test]
+fn check_rejects_an_unknown_key_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[upstream]\nurl = \"http://a\"\n[limits]\nper_minut = 5\n",
+    );
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}: line 4: limits.per_minut: unknown key `per_minut`, expected `per_minute` or `monthly`\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_rejects_a_wrong_type_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[upstream]\nurl = \"http://a\"\n[limits]\nmonthly = \"lots\"\n",
+    );
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}: line 4: limits.monthly: invalid type: string \"lots\", expected an integer\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_rejects_an_unknown_route_scope_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = SPEC_EXAMPLE.replace(
+        "scope = \"read:charge_points\"",
+        "scope = \"read:chargepoints\"",
+    );
+    let path = write_config(&dir, &bad);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}: line 25: routes[0].scope: unknown scope \"read:chargepoints\" \
+             (known: read:charge_points, write:charge_points, read:api_keys, write:api_keys)\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_prints_every_problem_on_its_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[limits]\nper_minute = 0\nmonthly = 0\n");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let p = path.display();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with(&format!("{p}: upstream.url: required")));
+    assert!(lines[1].starts_with(&format!(
+        "{p}: line 2: limits.per_minute: must be at least 1"
+    )));
+    assert!(lines[2].starts_with(&format!("{p}: line 3: limits.monthly: must be at least 1")));
+}
+
+#[test]
+fn check_fails_with_exit_2_for_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.toml");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}: cannot read config file", path.display())),
+        "{stderr}"
+    );
+}
