@@ -103,6 +103,25 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
     resp
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::Unavailable(_) => {
+                ApiError::Unavailable("The rate-limit store is unavailable.".into())
+            }
+            S::ClientExists => ApiError::Conflict("A client with this id already exists.".into()),
+            S::NoSuchClient => ApiError::NotFound("No such client.".into()),
+            S::NameTaken => {
+                ApiError::NameTaken("The organisation already has a key with this name.".into())
+            }
+            S::Corrupt(_) => {
+                ApiError::Internal("The store holds data this version cannot read.".into())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,24 +172,5 @@ mod tests {
         }
         .to_response();
         assert_eq!(resp.headers()[RETRY_AFTER], "7");
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError as S;
-        match e {
-            S::Unavailable(_) => {
-                ApiError::Unavailable("The rate-limit store is unavailable.".into())
-            }
-            S::ClientExists => ApiError::Conflict("A client with this id already exists.".into()),
-            S::NoSuchClient => ApiError::NotFound("No such client.".into()),
-            S::NameTaken => {
-                ApiError::NameTaken("The organisation already has a key with this name.".into())
-            }
-            S::Corrupt(_) => {
-                ApiError::Internal("The store holds data this version cannot read.".into())
-            }
-        }
     }
 }

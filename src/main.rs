@@ -18,7 +18,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check => match Config::load(&config_path()) {
             Ok(config) => {
-                println!("{}", config.describe());
+                use std::io::Write;
+                // A closed pipe (`tollgate check | head`) is not an error of the config.
+                let _ = writeln!(std::io::stdout(), "{}", config.describe());
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -1,0 +1,163 @@
+//! Runs the real `tollgate` binary for integration tests: writes a config with
+//! both listeners on port 0, starts `tollgate serve`, and waits for the
+//! "listening" log line that carries the bound addresses (no sleeps).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-5f2c";
+
+/// The config a test starts from; `extra` is appended verbatim (routes etc.).
+pub fn config(upstream: &str, store: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+url = "{upstream}"
+timeout_ms = 2000
+
+{store}
+
+[limits]
+per_minute = 100
+monthly = 10000
+
+[auth]
+scopes = ["read:charge_points", "write:charge_points"]
+bcrypt_cost = 4
+
+[[routes]]
+path = "/api/v1/charge_points"
+methods = ["GET"]
+scope = "read:charge_points"
+
+[[routes]]
+path = "/api/v1/charge_points"
+methods = ["POST", "PUT", "PATCH", "DELETE"]
+scope = "write:charge_points"
+{extra}
+"#
+    )
+}
+
+/// `[store]` for the memory backend.
+pub fn memory_store() -> String {
+    "[store]\nbackend = \"memory\"".to_string()
+}
+
+/// `[store]` for a Redis at `url`, with a short timeout.
+pub fn redis_store(url: &str, timeout_ms: u64) -> String {
+    format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\ntimeout_ms = {timeout_ms}")
+}
+
+pub struct Tollgate {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Tollgate {
+    /// Starts the binary with `config_text`; panics (with its output) if it does not come up.
+    pub fn start(config_text: &str) -> Tollgate {
+        Self::start_with_env(config_text, &[])
+    }
+
+    pub fn start_with_env(config_text: &str, env: &[(&str, &str)]) -> Tollgate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("tollgate.toml");
+        std::fs::write(&config_path, config_text).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tollgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let logs2 = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening") {
+                    if let (Some(p), Some(a)) = (field(&line, "public"), field(&line, "admin")) {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send((p, a));
+                        }
+                    }
+                }
+                logs2.lock().expect("logs").push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((public, admin)) => Tollgate {
+                public,
+                admin,
+                child,
+                logs,
+                _dir: dir,
+                config_path,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let out = logs.lock().expect("logs").join("\n");
+                panic!("tollgate did not start:\n{out}");
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process logged so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `name=ADDR` from a log line.
+fn field(line: &str, name: &str) -> Option<SocketAddr> {
+    let key = format!("{name}=");
+    let start = line.find(&key)? + key.len();
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].trim_matches('"').parse().ok()
+}
