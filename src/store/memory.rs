@@ -1,2 +1,309 @@
 //! The embedded, single-process store.
-use super::*;
+//!
+//! Owns every client, key, window and monthly counter of one process, behind
+//! one `parking_lot::Mutex`. Each operation takes the lock once, does its work
+//! without awaiting, and releases it, so `admit` is as atomic here as the Lua
+//! script is in Redis. Nothing is persisted: a restart forgets everything.
+//!
+//! The window is [`crate::limits::window::Window`]; the month is a
+//! `(period_id, used)` pair that restarts from zero when
+//! [`crate::limits::month::period_id`] of the current time changes. A refusal
+//! changes no count (expiring old buckets is not a change of count).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
+use crate::clock::{Clock, SystemClock};
+use crate::limits::window::Window;
+use crate::limits::{month, Decision, LimitState, Limits, Verdict};
+use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+
+/// The in-process store. Clones share the same state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Ordered by id, as `list_clients` returns them.
+    clients: BTreeMap<String, ClientEntry>,
+    /// Every key of every client, by key id.
+    keys: HashMap<String, KeyRecord>,
+}
+
+struct ClientEntry {
+    client: Client,
+    window: Window,
+    /// `(period_id, used)` of the last admitted request's month.
+    month: (u32, u64),
+    /// `(created_at, key_id)`: the listing order.
+    keys: BTreeSet<(i64, String)>,
+    /// Key name → key id, for per-client name uniqueness.
+    names: HashMap<String, String>,
+}
+
+impl ClientEntry {
+    fn limits(&self, defaults: Limits) -> Limits {
+        Limits {
+            per_minute: self.client.per_minute.unwrap_or(defaults.per_minute),
+            monthly: self.client.monthly.unwrap_or(defaults.monthly),
+        }
+    }
+
+    /// Requests counted this month at `now_ms`, without rolling anything over.
+    fn month_used(&self, now_ms: i64) -> u64 {
+        let (period, used) = self.month;
+        if period == month::period_id(now_ms.div_euclid(1000)) {
+            used
+        } else {
+            0
+        }
+    }
+
+    /// The limit state at `now_ms`; counts nothing.
+    fn state(&mut self, now_ms: i64, limits: Limits) -> LimitState {
+        self.window.expire(now_ms);
+        let w = self.window.state(now_ms, limits.per_minute);
+        LimitState {
+            now_ms,
+            per_minute: limits.per_minute,
+            remaining: w.remaining,
+            reset_at: w.reset_at,
+            monthly: limits.monthly,
+            monthly_used: self.month_used(now_ms),
+            window_retry_at_ms: w.retry_at_ms,
+        }
+    }
+}
+
+/// Why a key does not admit a request, before any counter is looked at.
+enum KeyCheck<'a> {
+    Ok(&'a mut KeyRecord),
+    Refused(Decision),
+}
+
+fn refused(verdict: Verdict, state: Option<LimitState>) -> Decision {
+    Decision { verdict, state }
+}
+
+impl MemoryStore {
+    pub fn new(time: TimeSource) -> MemoryStore {
+        let clock: Arc<dyn Clock> = match time {
+            TimeSource::Store => Arc::new(SystemClock),
+            TimeSource::Clock(c) => c,
+        };
+        MemoryStore {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            clock,
+        }
+    }
+}
+
+/// The key check shared by `admit` and `usage`: exists, belongs to the
+/// client, not expired, current generation.
+fn check_key<'a>(
+    keys: &'a mut HashMap<String, KeyRecord>,
+    client_id: &str,
+    key_id: &str,
+    gen: u64,
+    now_ms: i64,
+) -> KeyCheck<'a> {
+    let now_s = now_ms.div_euclid(1000);
+    match keys.get_mut(key_id) {
+        Some(k)
+            if k.client_id == client_id
+                && k.gen == gen
+                && k.expires_at.is_none_or(|at| at > now_s) =>
+        {
+            KeyCheck::Ok(k)
+        }
+        _ => KeyCheck::Refused(refused(Verdict::KeyInvalid, None)),
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        if inner.clients.contains_key(&client.id) {
+            return Err(StoreError::ClientExists);
+        }
+        inner.clients.insert(
+            client.id.clone(),
+            ClientEntry {
+                client: client.clone(),
+                window: Window::default(),
+                month: (0, 0),
+                keys: BTreeSet::new(),
+                names: HashMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        Ok(self.inner.lock().clients.get(id).map(|e| e.client.clone()))
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        let inner = self.inner.lock();
+        Ok(inner.clients.values().map(|e| e.client.clone()).collect())
+    }
+
+    async fn update_client(
+        &self,
+        id: &str,
+        patch: &ClientPatch,
+    ) -> Result<Option<Client>, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.clients.get_mut(id) else {
+            return Ok(None);
+        };
+        let c = &mut entry.client;
+        if let Some(name) = &patch.name {
+            c.name = name.clone();
+        }
+        if let Some(status) = patch.status {
+            c.status = status;
+        }
+        if let Some(n) = patch.per_minute {
+            c.per_minute = Some(n);
+        }
+        if let Some(n) = patch.monthly {
+            c.monthly = Some(n);
+        }
+        Ok(Some(c.clone()))
+    }
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let Some(entry) = inner.clients.get_mut(&key.client_id) else {
+            return Err(StoreError::NoSuchClient);
+        };
+        if entry.names.contains_key(&key.name) {
+            return Err(StoreError::NameTaken);
+        }
+        entry.names.insert(key.name.clone(), key.id.clone());
+        entry.keys.insert((key.created_at, key.id.clone()));
+        inner.keys.insert(key.id.clone(), key.clone());
+        Ok(())
+    }
+
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.inner.lock().keys.get(key_id).cloned())
+    }
+
+    async fn list_keys(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let inner = self.inner.lock();
+        let Some(entry) = inner.clients.get(client_id) else {
+            return Ok(Vec::new());
+        };
+        Ok(entry
+            .keys
+            .iter()
+            .filter_map(|(_, id)| inner.keys.get(id).cloned())
+            .collect())
+    }
+
+    async fn revoke_key(&self, key_id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let Some(key) = inner.keys.get(key_id) else {
+            return Ok(false);
+        };
+        if owner.is_some_and(|o| o != key.client_id) {
+            return Ok(false);
+        }
+        let Some(key) = inner.keys.remove(key_id) else {
+            return Ok(false);
+        };
+        if let Some(entry) = inner.clients.get_mut(&key.client_id) {
+            entry.keys.remove(&(key.created_at, key.id.clone()));
+            if entry.names.get(&key.name) == Some(&key.id) {
+                entry.names.remove(&key.name);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
+        let now_ms = self.clock.now_ms();
+        let now_s = now_ms.div_euclid(1000);
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+
+        let key = match check_key(&mut inner.keys, req.client_id, req.key_id, req.gen, now_ms) {
+            KeyCheck::Ok(k) => k,
+            KeyCheck::Refused(d) => return Ok(d),
+        };
+        let Some(entry) = inner.clients.get_mut(req.client_id) else {
+            return Ok(refused(Verdict::ClientMissing, None));
+        };
+        let limits = entry.limits(req.defaults);
+        let state = entry.state(now_ms, limits);
+        if entry.client.status != ClientStatus::Active {
+            return Ok(refused(Verdict::ClientSuspended, Some(state)));
+        }
+        if req.scope.is_some_and(|s| !key.has_scope(s)) {
+            return Ok(refused(Verdict::ScopeDenied, Some(state)));
+        }
+        if state.monthly_used >= limits.monthly {
+            return Ok(refused(Verdict::QuotaExhausted, Some(state)));
+        }
+        if state.remaining == 0 {
+            return Ok(refused(Verdict::RateLimited, Some(state)));
+        }
+
+        // Admitted: count it against both limits.
+        entry.window.add(now_ms, 1);
+        entry.month = (month::period_id(now_s), state.monthly_used + 1);
+        key.last_used_at = Some(now_s);
+        Ok(Decision {
+            verdict: Verdict::Admitted,
+            state: Some(entry.state(now_ms, limits)),
+        })
+    }
+
+    async fn usage(&self, req: &UsageRequest<'_>) -> Result<Decision, StoreError> {
+        let now_ms = self.clock.now_ms();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+
+        if let Some((key_id, gen)) = req.key {
+            if let KeyCheck::Refused(d) =
+                check_key(&mut inner.keys, req.client_id, key_id, gen, now_ms)
+            {
+                return Ok(d);
+            }
+        }
+        let Some(entry) = inner.clients.get_mut(req.client_id) else {
+            return Ok(refused(Verdict::ClientMissing, None));
+        };
+        let limits = entry.limits(req.defaults);
+        let state = entry.state(now_ms, limits);
+        if req.key.is_some() && entry.client.status != ClientStatus::Active {
+            return Ok(refused(Verdict::ClientSuspended, Some(state)));
+        }
+        Ok(Decision {
+            verdict: Verdict::Admitted,
+            state: Some(state),
+        })
+    }
+}

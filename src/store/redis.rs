@@ -1,1 +1,784 @@
-//! The Redis store.
+//! The Redis store: state shared by any number of tollgate processes.
+//!
+//! Owns the Redis key layout ([`layout`]), the connection to Redis, and the
+//! mapping of Redis failures to [`StoreError`]. The admission decision is one
+//! Lua script (`admit.lua`) per request over keys that share the client's
+//! hash tag, so it is atomic and runs unchanged on Redis Cluster. Time comes
+//! from the script's `TIME` unless a test supplies a clock.
+//!
+//! Connection: one multiplexed connection (requests from all tasks are
+//! pipelined on it) held by a [`ConnectionManager`] that is created lazily,
+//! so [`RedisStore::new`] never touches the network and tollgate starts (and
+//! reports not-ready) while Redis is down. Every call, connecting included,
+//! is bounded by the configured timeout. A timeout or connection error drops
+//! the connection; the next call opens a fresh one, so a hung (half-open or
+//! paused) server cannot wedge the store and a restarted one is picked up
+//! without rebuilding anything. Calls are never retried: a script whose
+//! reply was lost may have run, and running `admit` twice would count twice.
+//!
+//! Errors never carry the URL, the password or any stored value.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+
+use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
+use crate::clock::Clock;
+use crate::limits::{Decision, LimitState, Verdict};
+use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+
+/// Every Redis key and hash field tollgate uses, defined once.
+///
+/// All keys of one client carry the hash tag `{c:<client_id>}` and so live
+/// in one cluster slot; multi-key scripts touch only those. The two global
+/// keys (`tg:clients`, `tg:keyidx:<key_id>`) are written by separate
+/// commands.
+pub mod layout {
+    /// Set of all client ids.
+    pub const CLIENTS: &str = "tg:clients";
+
+    /// Hash: the client's fields and its monthly counter.
+    pub fn client(client_id: &str) -> String {
+        format!("tg:{{c:{client_id}}}:client")
+    }
+    /// Hash: one API key.
+    pub fn key(client_id: &str, key_id: &str) -> String {
+        format!("tg:{{c:{client_id}}}:key:{key_id}")
+    }
+    /// Sorted set: the client's key ids, scored by `created_at`.
+    pub fn keys(client_id: &str) -> String {
+        format!("tg:{{c:{client_id}}}:keys")
+    }
+    /// Hash: key name → key id, for per-client name uniqueness.
+    pub fn names(client_id: &str) -> String {
+        format!("tg:{{c:{client_id}}}:names")
+    }
+    /// Hash: the per-minute window (see `admit.lua`).
+    pub fn window(client_id: &str) -> String {
+        format!("tg:{{c:{client_id}}}:win")
+    }
+    /// String: key id → client id, to find a key from its id alone.
+    pub fn key_index(key_id: &str) -> String {
+        format!("tg:keyidx:{key_id}")
+    }
+
+    /// Fields of the client hash.
+    pub mod client_field {
+        pub const NAME: &str = "name";
+        pub const STATUS: &str = "status";
+        pub const PER_MINUTE: &str = "per_minute";
+        pub const MONTHLY: &str = "monthly";
+        pub const CREATED_AT: &str = "created_at";
+        /// `YYYYMM` of the month `USED` counts (written by `admit.lua`).
+        pub const MONTH: &str = "mon";
+        pub const USED: &str = "used";
+    }
+
+    /// Fields of a key hash.
+    pub mod key_field {
+        pub const CLIENT_ID: &str = "client_id";
+        pub const NAME: &str = "name";
+        /// Space-separated.
+        pub const SCOPES: &str = "scopes";
+        pub const HASH: &str = "hash";
+        pub const PREFIX: &str = "prefix";
+        pub const GEN: &str = "gen";
+        pub const CREATED_AT: &str = "created_at";
+        /// Empty or absent: never.
+        pub const EXPIRES_AT: &str = "expires_at";
+        /// Written by `admit.lua`.
+        pub const LAST_USED_AT: &str = "last_used_at";
+    }
+}
+
+use layout::{client_field as cf, key_field as kf};
+
+/// Check and count (or only read) one request. See the header of the file.
+const ADMIT_LUA: &str = include_str!("admit.lua");
+
+/// Creates the client hash unless it exists. KEYS: client. ARGV: field/value pairs.
+const CREATE_CLIENT_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+";
+
+/// Patches the client hash if it exists; returns it (nil when absent).
+/// KEYS: client. ARGV: field/value pairs, possibly none.
+const UPDATE_CLIENT_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// Stores a key. KEYS: client, key, keys, names. ARGV: key id, name,
+/// created_at, then the key hash's field/value pairs.
+/// Returns 1, or -1 no such client, -2 name taken, -3 key id in use.
+const CREATE_KEY_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -3 end
+if redis.call('HSETNX', KEYS[4], ARGV[2], ARGV[1]) == 0 then return -2 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1
+";
+
+/// Deletes a key of a client. KEYS: key, keys, names. ARGV: key id, client id.
+/// Returns 1 when deleted, 0 when there was no such key.
+const REVOKE_KEY_LUA: &str = r"
+local k = redis.call('HMGET', KEYS[1], 'client_id', 'name')
+if not k[1] or k[1] ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if k[2] and redis.call('HGET', KEYS[3], k[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[3], k[2])
+end
+return 1
+";
+
+/// Verdict codes of `admit.lua`.
+const VERDICTS: [Verdict; 7] = [
+    Verdict::Admitted,
+    Verdict::KeyInvalid,
+    Verdict::ClientMissing,
+    Verdict::ClientSuspended,
+    Verdict::ScopeDenied,
+    Verdict::RateLimited,
+    Verdict::QuotaExhausted,
+];
+
+/// The error code `admit.lua` raises for data it cannot read.
+const CORRUPT_CODE: &str = "TGCORRUPT";
+
+/// The store over one Redis server. Clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnSlot,
+    timeout: Duration,
+    /// `Some` only in tests: the script is given this clock's time instead of `TIME`.
+    clock: Option<Arc<dyn Clock>>,
+    /// `host:port`, for `Debug`; never the password.
+    addr: String,
+    /// Scrubbed from every error message, should a library ever echo it.
+    password: Option<String>,
+    admit: Script,
+    create_client: Script,
+    update_client: Script,
+    create_key: Script,
+    revoke_key: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("addr", &self.inner.addr)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The current connection, or none until the next call opens one.
+struct ConnSlot {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    current: Mutex<Option<(u64, ConnectionManager)>>,
+    next_id: AtomicU64,
+}
+
+impl ConnSlot {
+    /// The current connection (and its id), creating a lazy one when there
+    /// is none. Does not touch the network: the first command connects.
+    fn get(&self) -> RedisResult<(u64, ConnectionManager)> {
+        let mut current = self.current.lock();
+        if let Some((id, conn)) = &*current {
+            return Ok((*id, conn.clone()));
+        }
+        let conn =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        *current = Some((id, conn.clone()));
+        Ok((id, conn))
+    }
+
+    /// Forgets connection `id` (if still current) so the next call opens a new one.
+    fn drop_conn(&self, id: u64) {
+        let mut current = self.current.lock();
+        if matches!(&*current, Some((cur, _)) if *cur == id) {
+            *current = None;
+        }
+    }
+}
+
+impl RedisStore {
+    /// Parses `url`; does not connect. Every later call, connecting
+    /// included, gives up after `timeout` with [`StoreError::Unavailable`].
+    pub fn new(url: &str, timeout: Duration, time: TimeSource) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| {
+            StoreError::Unavailable(format!("invalid redis url ({})", e.category()))
+        })?;
+        let info = client.get_connection_info();
+        let addr = info.addr().to_string();
+        let password = info
+            .redis_settings()
+            .password()
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // One attempt per call: the slot opens a new connection on the next call.
+            .set_number_of_retries(0);
+        let clock = match time {
+            TimeSource::Store => None,
+            TimeSource::Clock(c) => Some(c),
+        };
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn: ConnSlot {
+                    client,
+                    config,
+                    current: Mutex::new(None),
+                    next_id: AtomicU64::new(0),
+                },
+                timeout,
+                clock,
+                addr,
+                password,
+                admit: Script::new(ADMIT_LUA),
+                create_client: Script::new(CREATE_CLIENT_LUA),
+                update_client: Script::new(UPDATE_CLIENT_LUA),
+                create_key: Script::new(CREATE_KEY_LUA),
+                revoke_key: Script::new(REVOKE_KEY_LUA),
+            }),
+        })
+    }
+
+    /// Runs one exchange with Redis, bounded by the timeout, mapping errors.
+    async fn call<'a, T, F, Fut>(&'a self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>> + 'a,
+    {
+        let inner = &self.inner;
+        let (id, conn) = inner.conn.get().map_err(|e| self.unavailable(&e))?;
+        match tokio::time::timeout(inner.timeout, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if drops_connection(&e) {
+                    inner.conn.drop_conn(id);
+                }
+                Err(self.map_err(&e))
+            }
+            Err(_elapsed) => {
+                inner.conn.drop_conn(id);
+                Err(StoreError::Unavailable(format!(
+                    "redis did not answer within {} ms",
+                    inner.timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    fn map_err(&self, e: &RedisError) -> StoreError {
+        match e.kind() {
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
+                StoreError::Corrupt("unexpected reply from redis".into())
+            }
+            _ if e.code() == Some("WRONGTYPE") => {
+                StoreError::Corrupt("a tollgate key holds the wrong type".into())
+            }
+            _ if e.code() == Some(CORRUPT_CODE) => {
+                // "<field> script: <sha>, on @user_script:<line>." → "<field>"
+                let field = e
+                    .detail()
+                    .unwrap_or("")
+                    .split(" script:")
+                    .next()
+                    .unwrap_or("");
+                StoreError::Corrupt(format!("unreadable {}", self.scrub(field.trim())))
+            }
+            _ => self.unavailable(e),
+        }
+    }
+
+    fn unavailable(&self, e: &RedisError) -> StoreError {
+        StoreError::Unavailable(format!("redis: {}", self.scrub(&e.to_string())))
+    }
+
+    /// Removes the password from a message, should it ever contain it.
+    fn scrub(&self, msg: &str) -> String {
+        match &self.inner.password {
+            Some(p) => msg.replace(p.as_str(), "***"),
+            None => msg.to_owned(),
+        }
+    }
+
+    /// `""` for `TIME`, else the test clock's milliseconds.
+    fn now_arg(&self) -> String {
+        self.inner
+            .clock
+            .as_ref()
+            .map(|c| c.now_ms().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Runs `admit.lua` in `mode` and decodes its reply.
+    async fn run_admit(
+        &self,
+        mode: &str,
+        client_id: &str,
+        key: Option<(&str, u64)>,
+        scope: Option<&str>,
+        defaults: crate::limits::Limits,
+    ) -> Result<Decision, StoreError> {
+        let (key_id, gen) = key.unwrap_or(("", 0));
+        let mut inv = self.inner.admit.prepare_invoke();
+        inv.key(layout::client(client_id))
+            .key(layout::key(client_id, key_id))
+            .key(layout::window(client_id))
+            .arg(mode)
+            .arg(client_id)
+            .arg(key_id)
+            .arg(gen.to_string())
+            .arg(scope.map(|s| format!("+{s}")).unwrap_or_default())
+            .arg(defaults.per_minute.to_string())
+            .arg(defaults.monthly.to_string())
+            .arg(self.now_arg());
+        let reply: Vec<i64> = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        decode_decision(&reply)
+    }
+}
+
+/// Whether an error means the connection is no good and a new one is needed.
+/// A reply that does not decode is a data problem, not a connection one.
+fn drops_connection(e: &RedisError) -> bool {
+    if matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType) {
+        return false;
+    }
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+fn decode_decision(reply: &[i64]) -> Result<Decision, StoreError> {
+    let bad = || StoreError::Corrupt("unexpected admit reply".into());
+    let code = *reply.first().ok_or_else(bad)?;
+    let verdict = *usize::try_from(code)
+        .ok()
+        .and_then(|i| VERDICTS.get(i))
+        .ok_or_else(bad)?;
+    match (verdict, reply) {
+        (Verdict::KeyInvalid | Verdict::ClientMissing, [_]) => Ok(Decision {
+            verdict,
+            state: None,
+        }),
+        (_, &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms]) => {
+            let u = |n: i64| u64::try_from(n).map_err(|_| bad());
+            Ok(Decision {
+                verdict,
+                state: Some(LimitState {
+                    now_ms,
+                    per_minute: u(per_minute)?,
+                    remaining: u(remaining)?,
+                    reset_at,
+                    monthly: u(monthly)?,
+                    monthly_used: u(monthly_used)?,
+                    window_retry_at_ms: (retry_at_ms >= 0).then_some(retry_at_ms),
+                }),
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("unreadable {what}"))
+}
+
+fn required<'a>(
+    h: &'a HashMap<String, String>,
+    field: &str,
+    what: &str,
+) -> Result<&'a str, StoreError> {
+    h.get(field)
+        .map(String::as_str)
+        .ok_or_else(|| corrupt(&format!("{what} {field}")))
+}
+
+fn parse_num<T: std::str::FromStr>(s: &str, field: &str, what: &str) -> Result<T, StoreError> {
+    s.parse().map_err(|_| corrupt(&format!("{what} {field}")))
+}
+
+/// An optional number: absent or empty is `None`.
+fn optional_num<T: std::str::FromStr>(
+    h: &HashMap<String, String>,
+    field: &str,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    match h.get(field).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(s) => parse_num(s, field, what).map(Some),
+    }
+}
+
+fn client_from_hash(id: &str, h: &HashMap<String, String>) -> Result<Client, StoreError> {
+    const WHAT: &str = "client";
+    let status = required(h, cf::STATUS, WHAT)?;
+    Ok(Client {
+        id: id.to_owned(),
+        name: h.get(cf::NAME).cloned().unwrap_or_default(),
+        status: ClientStatus::parse(status).ok_or_else(|| corrupt("client status"))?,
+        per_minute: optional_num(h, cf::PER_MINUTE, WHAT)?,
+        monthly: optional_num(h, cf::MONTHLY, WHAT)?,
+        created_at: parse_num(required(h, cf::CREATED_AT, WHAT)?, cf::CREATED_AT, WHAT)?,
+    })
+}
+
+fn client_fields(c: &Client) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        (cf::NAME, c.name.clone()),
+        (cf::STATUS, c.status.as_str().to_owned()),
+        (cf::CREATED_AT, c.created_at.to_string()),
+    ];
+    if let Some(n) = c.per_minute {
+        f.push((cf::PER_MINUTE, n.to_string()));
+    }
+    if let Some(n) = c.monthly {
+        f.push((cf::MONTHLY, n.to_string()));
+    }
+    f
+}
+
+fn patch_fields(p: &ClientPatch) -> Vec<(&'static str, String)> {
+    let mut f = Vec::new();
+    if let Some(name) = &p.name {
+        f.push((cf::NAME, name.clone()));
+    }
+    if let Some(status) = p.status {
+        f.push((cf::STATUS, status.as_str().to_owned()));
+    }
+    if let Some(n) = p.per_minute {
+        f.push((cf::PER_MINUTE, n.to_string()));
+    }
+    if let Some(n) = p.monthly {
+        f.push((cf::MONTHLY, n.to_string()));
+    }
+    f
+}
+
+fn key_from_hash(id: &str, h: &HashMap<String, String>) -> Result<KeyRecord, StoreError> {
+    const WHAT: &str = "key";
+    let text = |field| required(h, field, WHAT).map(str::to_owned);
+    Ok(KeyRecord {
+        id: id.to_owned(),
+        client_id: text(kf::CLIENT_ID)?,
+        name: text(kf::NAME)?,
+        scopes: required(h, kf::SCOPES, WHAT)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        hash: text(kf::HASH)?,
+        prefix: text(kf::PREFIX)?,
+        gen: parse_num(required(h, kf::GEN, WHAT)?, kf::GEN, WHAT)?,
+        created_at: parse_num(required(h, kf::CREATED_AT, WHAT)?, kf::CREATED_AT, WHAT)?,
+        expires_at: optional_num(h, kf::EXPIRES_AT, WHAT)?,
+        last_used_at: optional_num(h, kf::LAST_USED_AT, WHAT)?,
+    })
+}
+
+fn key_fields(k: &KeyRecord) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        (kf::CLIENT_ID, k.client_id.clone()),
+        (kf::NAME, k.name.clone()),
+        (kf::SCOPES, k.scopes.join(" ")),
+        (kf::HASH, k.hash.clone()),
+        (kf::PREFIX, k.prefix.clone()),
+        (kf::GEN, k.gen.to_string()),
+        (kf::CREATED_AT, k.created_at.to_string()),
+    ];
+    if let Some(t) = k.expires_at {
+        f.push((kf::EXPIRES_AT, t.to_string()));
+    }
+    if let Some(t) = k.last_used_at {
+        f.push((kf::LAST_USED_AT, t.to_string()));
+    }
+    f
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = self
+            .call(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Adds the id to `tg:clients` first, then creates the hash atomically.
+    /// A failure in between leaves an id without a hash, which listings skip
+    /// and a retried create completes; the other order could leave a client
+    /// that exists but is never listed.
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        let id = client.id.clone();
+        let _: i64 = self
+            .call(|mut c| async move {
+                redis::cmd("SADD")
+                    .arg(layout::CLIENTS)
+                    .arg(id)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut inv = self.inner.create_client.prepare_invoke();
+        inv.key(layout::client(&client.id));
+        for (field, value) in client_fields(client) {
+            inv.arg(field).arg(value);
+        }
+        let created: i64 = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::ClientExists)
+        }
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        let key = layout::client(id);
+        let h: HashMap<String, String> = self
+            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        client_from_hash(id, &h).map(Some)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        let mut ids: Vec<String> = self
+            .call(|mut c| async move {
+                redis::cmd("SMEMBERS")
+                    .arg(layout::CLIENTS)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        ids.sort();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(layout::client(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        ids.iter()
+            .zip(&hashes)
+            // An id whose hash is missing is a create that did not finish.
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(id, h)| client_from_hash(id, h))
+            .collect()
+    }
+
+    async fn update_client(
+        &self,
+        id: &str,
+        patch: &ClientPatch,
+    ) -> Result<Option<Client>, StoreError> {
+        let mut inv = self.inner.update_client.prepare_invoke();
+        inv.key(layout::client(id));
+        for (field, value) in patch_fields(patch) {
+            inv.arg(field).arg(value);
+        }
+        let h: Option<HashMap<String, String>> = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        match h {
+            Some(h) => client_from_hash(id, &h).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the global index `tg:keyidx:<id>` FIRST, then the key in the
+    /// client's slot. The index may thus point at a key that does not exist
+    /// (a create that failed half-way), which every reader treats as "no
+    /// such key"; the other order could leave a key that is listed and holds
+    /// its name but that `get_key` and `revoke_key` cannot find.
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let index = layout::key_index(&key.id);
+        let (index2, cid) = (index.clone(), key.client_id.clone());
+        let indexed: Option<String> = self
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(index2)
+                    .arg(cid)
+                    .arg("NX")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if indexed.is_none() {
+            return Err(StoreError::Corrupt("key id already in use".into()));
+        }
+
+        let cid = key.client_id.as_str();
+        let mut inv = self.inner.create_key.prepare_invoke();
+        inv.key(layout::client(cid))
+            .key(layout::key(cid, &key.id))
+            .key(layout::keys(cid))
+            .key(layout::names(cid))
+            .arg(&key.id)
+            .arg(&key.name)
+            .arg(key.created_at.to_string());
+        for (field, value) in key_fields(key) {
+            inv.arg(field).arg(value);
+        }
+        let outcome: i64 = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        let refused = match outcome {
+            1 => return Ok(()),
+            -1 => StoreError::NoSuchClient,
+            -2 => StoreError::NameTaken,
+            -3 => StoreError::Corrupt("key id already in use".into()),
+            _ => StoreError::Corrupt("unexpected create_key reply".into()),
+        };
+        // The key was not written: withdraw the index (harmless if this fails).
+        let cleanup: Result<i64, StoreError> = self
+            .call(|mut c| async move { redis::cmd("DEL").arg(index).query_async(&mut c).await })
+            .await;
+        if let Err(e) = cleanup {
+            tracing::warn!(error = %e, "could not remove the index of a key that was not created");
+        }
+        Err(refused)
+    }
+
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let index = layout::key_index(key_id);
+        let client_id: Option<String> = self
+            .call(|mut c| async move { redis::cmd("GET").arg(index).query_async(&mut c).await })
+            .await?;
+        let Some(client_id) = client_id else {
+            return Ok(None);
+        };
+        let key = layout::key(&client_id, key_id);
+        let h: HashMap<String, String> = self
+            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await?;
+        if h.is_empty() {
+            // An index left by a create that failed half-way or a revoke in progress.
+            return Ok(None);
+        }
+        let record = key_from_hash(key_id, &h)?;
+        if record.client_id != client_id {
+            return Err(corrupt("key client_id"));
+        }
+        Ok(Some(record))
+    }
+
+    async fn list_keys(&self, client_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let set = layout::keys(client_id);
+        let ids: Vec<String> = self
+            .call(|mut c| async move {
+                redis::cmd("ZRANGE")
+                    .arg(set)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(layout::key(client_id, id));
+        }
+        let hashes: Vec<HashMap<String, String>> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        ids.iter()
+            .zip(&hashes)
+            // Revoked between the two reads.
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(id, h)| key_from_hash(id, h))
+            .collect()
+    }
+
+    /// Deletes the key in its client's slot first, then the global index, so
+    /// a half-done revoke leaves only an index that points at nothing.
+    async fn revoke_key(&self, key_id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        let index = layout::key_index(key_id);
+        let index2 = index.clone();
+        let client_id: Option<String> = self
+            .call(|mut c| async move { redis::cmd("GET").arg(index2).query_async(&mut c).await })
+            .await?;
+        let Some(client_id) = client_id else {
+            return Ok(false);
+        };
+        if owner.is_some_and(|o| o != client_id) {
+            return Ok(false);
+        }
+        let mut inv = self.inner.revoke_key.prepare_invoke();
+        inv.key(layout::key(&client_id, key_id))
+            .key(layout::keys(&client_id))
+            .key(layout::names(&client_id))
+            .arg(key_id)
+            .arg(&client_id);
+        let deleted: i64 = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        // The key is gone (or never was): the index must go too. Should this
+        // fail, the index points at nothing, which readers treat as no key.
+        let cleanup: Result<i64, StoreError> = self
+            .call(|mut c| async move { redis::cmd("DEL").arg(index).query_async(&mut c).await })
+            .await;
+        if let Err(e) = cleanup {
+            tracing::warn!(error = %e, "could not remove the index of a revoked key");
+        }
+        Ok(deleted == 1)
+    }
+
+    async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
+        if req.key_id.is_empty() {
+            // The script reads an empty key id as "no key check" (usage only).
+            return Ok(Decision {
+                verdict: Verdict::KeyInvalid,
+                state: None,
+            });
+        }
+        self.run_admit(
+            "admit",
+            req.client_id,
+            Some((req.key_id, req.gen)),
+            req.scope,
+            req.defaults,
+        )
+        .await
+    }
+
+    async fn usage(&self, req: &UsageRequest<'_>) -> Result<Decision, StoreError> {
+        self.run_admit("usage", req.client_id, req.key, None, req.defaults)
+            .await
+    }
+}

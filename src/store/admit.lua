@@ -1,0 +1,265 @@
+-- tollgate: check a key and its client, then admit (count) or report usage.
+--
+-- One atomic script per request, over keys that share the client's hash tag
+-- `{c:<client_id>}`, so it runs unchanged on Redis Cluster.
+--
+-- KEYS[1]  tg:{c:<id>}:client        hash: status, per_minute, monthly, mon, used, ...
+-- KEYS[2]  tg:{c:<id>}:key:<key_id>  hash: client_id, gen, expires_at, scopes, last_used_at, ...
+-- KEYS[3]  tg:{c:<id>}:win           hash: t (total), o (oldest second), n (newest second),
+--                                     and one field per second holding that second's count
+--
+-- ARGV[1]  mode: "admit" (check, then count if both limits have room) or
+--          "usage" (check, count nothing, write nothing)
+-- ARGV[2]  client id
+-- ARGV[3]  key id; "" (usage only) skips the key check
+-- ARGV[4]  key generation the caller verified (decimal)
+-- ARGV[5]  "+" followed by the scope the route needs; "" for none
+-- ARGV[6]  default per-minute limit, ARGV[7] default monthly quota
+-- ARGV[8]  now in Unix milliseconds; "" to read the server's TIME (production)
+--
+-- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
+-- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1}.
+-- Corrupt data raises an error whose message starts with TGCORRUPT and names
+-- the field, never its value.
+--
+-- The window is the algorithm of src/limits/window.rs: at an instant in
+-- second s it counts the buckets of seconds s-60 ..= s; a bucket of second b
+-- leaves at the start of second b+61. Only an admission writes; every
+-- refusal and every usage read leaves the data exactly as it found it.
+
+local ADMITTED, KEY_INVALID, CLIENT_MISSING, CLIENT_SUSPENDED = 0, 1, 2, 3
+local SCOPE_DENIED, RATE_LIMITED, QUOTA_EXHAUSTED = 4, 5, 6
+
+local WINDOW_SECS = 60
+local BUCKET_LIFETIME_SECS = WINDOW_SECS + 1
+-- Lua numbers are doubles: limits are capped where they stay exact.
+local MAX_LIMIT = 9007199254740991
+
+local client_key, key_key, win_key = KEYS[1], KEYS[2], KEYS[3]
+local mode, client_id, key_id, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local scope = nil
+if ARGV[5] ~= '' then
+  scope = string.sub(ARGV[5], 2)
+end
+
+local function corrupt(what)
+  error({ err = 'TGCORRUPT ' .. what })
+end
+
+if mode ~= 'admit' and mode ~= 'usage' then
+  error({ err = 'ERR tollgate admit.lua: unknown mode' })
+end
+
+-- A non-negative integer field, or an error naming it.
+local function int(v, what)
+  local n = tonumber(v)
+  if n == nil or n < 0 or n ~= math.floor(n) then
+    corrupt(what)
+  end
+  return n
+end
+
+local function str(n)
+  return string.format('%d', n)
+end
+
+local function limit(own, default, what)
+  local n
+  if own and own ~= '' then
+    n = int(own, what)
+  else
+    n = int(default, 'default ' .. what)
+  end
+  return math.min(n, MAX_LIMIT)
+end
+
+-- YYYYMM of the UTC month containing `secs` (civil-from-days, H. Hinnant).
+local function period_id(secs)
+  local z = math.floor(secs / 86400) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then
+    y = y + 1
+  end
+  return y * 100 + m
+end
+
+local now_ms
+if ARGV[8] ~= '' then
+  now_ms = int(ARGV[8], 'now_ms argument')
+else
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local now_s = math.floor(now_ms / 1000)
+
+-- The key: exists, belongs to the client, not expired, current generation.
+local scopes, last_used_at = '', nil
+if key_id ~= '' then
+  local k = redis.call('HMGET', key_key, 'client_id', 'gen', 'expires_at', 'scopes', 'last_used_at')
+  if not k[1] or k[1] ~= client_id then
+    return { KEY_INVALID }
+  end
+  if k[3] and k[3] ~= '' and int(k[3], 'key expires_at') <= now_s then
+    return { KEY_INVALID }
+  end
+  if k[2] ~= gen then
+    return { KEY_INVALID }
+  end
+  scopes, last_used_at = k[4] or '', k[5]
+end
+
+-- The client: exists, and its limits.
+local c = redis.call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used')
+if not c[1] then
+  if redis.call('EXISTS', client_key) == 1 then
+    corrupt('client status')
+  end
+  return { CLIENT_MISSING }
+end
+if c[1] ~= 'active' and c[1] ~= 'suspended' then
+  corrupt('client status')
+end
+local per_minute = limit(c[2], ARGV[6], 'per_minute')
+local monthly = limit(c[3], ARGV[7], 'monthly')
+
+-- The month: `used` counts only while `mon` is the current month.
+local period = period_id(now_s)
+local used = 0
+if c[4] and int(c[4], 'client mon') == period then
+  used = int(c[5] or '0', 'client used')
+end
+
+-- The window, read without writing: expired buckets are collected, and
+-- deleted only if this request is admitted.
+local cutoff = now_s - WINDOW_SECS
+local total, oldest, newest = 0, nil, nil
+local expired = {}
+local drop_window = false
+local w = redis.call('HMGET', win_key, 't', 'o', 'n')
+if w[1] then
+  total = int(w[1], 'window t')
+  oldest = int(w[2], 'window o')
+  newest = int(w[3], 'window n')
+  if newest < cutoff then
+    -- Every bucket has left (this includes an oldest bucket over 121 s old).
+    drop_window = true
+    total, oldest, newest = 0, nil, nil
+  elseif oldest < cutoff then
+    -- At most 61 steps while time moves forward: oldest >= newest - 60.
+    for sec = oldest, cutoff - 1 do
+      local n = redis.call('HGET', win_key, str(sec))
+      if n then
+        total = total - int(n, 'window bucket')
+        expired[#expired + 1] = str(sec)
+      end
+    end
+    oldest = nil
+    for sec = cutoff, newest do
+      if redis.call('HEXISTS', win_key, str(sec)) == 1 then
+        oldest = sec
+        break
+      end
+    end
+    if oldest == nil or total < 0 then
+      corrupt('window t')
+    end
+  end
+elseif redis.call('EXISTS', win_key) == 1 then
+  corrupt('window t')
+end
+
+-- The limit state as it stands (after the writes, when admitted).
+local function state(verdict)
+  local reset_at
+  if oldest then
+    reset_at = oldest + BUCKET_LIFETIME_SECS
+  else
+    reset_at = now_s
+    if now_ms % 1000 ~= 0 then
+      reset_at = now_s + 1
+    end
+  end
+  local retry_at_ms = -1
+  if total >= per_minute then
+    -- The earliest departure that brings the count below the limit.
+    local left, at = total, now_ms
+    if oldest then
+      for sec = oldest, newest do
+        local n = redis.call('HGET', win_key, str(sec))
+        if n then
+          left = left - int(n, 'window bucket')
+          at = (sec + BUCKET_LIFETIME_SECS) * 1000
+          if left < per_minute then
+            break
+          end
+        end
+      end
+    end
+    retry_at_ms = at
+  end
+  return { verdict, now_ms, per_minute, math.max(per_minute - total, 0), reset_at,
+    monthly, used, retry_at_ms }
+end
+
+if mode == 'usage' then
+  if key_id ~= '' and c[1] ~= 'active' then
+    return state(CLIENT_SUSPENDED)
+  end
+  return state(ADMITTED)
+end
+
+if c[1] ~= 'active' then
+  return state(CLIENT_SUSPENDED)
+end
+if scope then
+  local found = false
+  for s in string.gmatch(scopes, '%S+') do
+    if s == scope then
+      found = true
+      break
+    end
+  end
+  if not found then
+    return state(SCOPE_DENIED)
+  end
+end
+if used >= monthly then
+  return state(QUOTA_EXHAUSTED)
+end
+if total >= per_minute then
+  return state(RATE_LIMITED)
+end
+
+-- Admitted: the only writes of this script.
+if drop_window then
+  redis.call('DEL', win_key)
+elseif #expired > 0 then
+  redis.call('HDEL', win_key, unpack(expired))
+end
+local new_bucket = redis.call('HINCRBY', win_key, str(now_s), 1) == 1
+total = total + 1
+oldest = oldest and math.min(oldest, now_s) or now_s
+newest = newest and math.max(newest, now_s) or now_s
+redis.call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
+if new_bucket then
+  -- Memory hygiene only: the window is empty once its newest bucket has
+  -- left, 61 s after that bucket's second began (later admissions in the
+  -- same second need not push the deadline further).
+  redis.call('EXPIRE', win_key, BUCKET_LIFETIME_SECS + 1)
+end
+
+used = used + 1
+redis.call('HSET', client_key, 'mon', str(period), 'used', str(used))
+
+if last_used_at ~= str(now_s) then
+  redis.call('HSET', key_key, 'last_used_at', str(now_s))
+end
+
+return state(ADMITTED)

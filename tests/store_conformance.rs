@@ -1,0 +1,1102 @@
+//! One conformance suite for every `Store` backend.
+//!
+//! Each case is an async fn over a [`Fx`]; the `conformance!` macro runs it
+//! against `MemoryStore` and against `RedisStore` on a real `redis-server`
+//! started for the case. Time comes from a `ManualClock`, so time-dependent
+//! cases are exact on both. Redis-only cases at the end cover failures:
+//! a paused server, a killed and restarted one, one that is down at startup,
+//! corrupt data and secrets in errors.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use tollgate::clock::{Clock, ManualClock, SystemClock};
+use tollgate::limits::{Decision, LimitState, Limits, Verdict};
+use tollgate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+use tollgate::store::memory::MemoryStore;
+use tollgate::store::redis::RedisStore;
+use tollgate::store::{AdmitRequest, SharedStore, Store, StoreError, TimeSource, UsageRequest};
+
+/// 2026-02-10T10:00:00Z, a whole minute.
+const T0: i64 = 1_770_717_600_000;
+const T0_S: i64 = T0 / 1000;
+/// 2026-03-01T00:00:00Z.
+const MAR_1: i64 = 1_772_323_200_000;
+const DEFAULTS: Limits = Limits {
+    per_minute: 7,
+    monthly: 1000,
+};
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A store under test, a second handle on the same state, and the clock.
+struct Fx {
+    store: SharedStore,
+    /// For Redis a separate `RedisStore` (its own connection) on the same server.
+    other: SharedStore,
+    clock: Arc<ManualClock>,
+    _server: Option<RedisServer>,
+}
+
+fn memory() -> Fx {
+    let clock = ManualClock::new(T0);
+    let store = MemoryStore::new(TimeSource::Clock(clock.clone()));
+    Fx {
+        store: Arc::new(store.clone()),
+        other: Arc::new(store),
+        clock,
+        _server: None,
+    }
+}
+
+fn redis() -> Fx {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let open = || -> SharedStore {
+        let time = TimeSource::Clock(clock.clone());
+        Arc::new(RedisStore::new(&server.url(), STORE_TIMEOUT, time).unwrap())
+    };
+    Fx {
+        store: open(),
+        other: open(),
+        clock: clock.clone(),
+        _server: Some(server),
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::memory()).await
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::redis()).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    client_create_duplicate_get,
+    clients_list_in_id_order,
+    client_patch_and_patch_missing,
+    key_create_get_list_order,
+    key_name_unique_per_client,
+    key_needs_a_client,
+    key_revoke_with_and_without_owner,
+    remaining_counts_down_and_refusal_counts_nothing,
+    retry_instant_is_exact,
+    window_slides,
+    monthly_quota_exhausts_and_rolls_over,
+    client_limits_override_defaults,
+    suspended_client_is_refused_with_state,
+    missing_scope_is_refused_with_state,
+    invalid_keys_are_refused_without_state,
+    last_used_at_is_written_on_admission_only,
+    usage_counts_nothing_and_agrees_with_admit,
+    concurrent_admits_admit_exactly_the_limit,
+);
+
+// ---------------------------------------------------------------- fixtures
+
+fn client(id: &str) -> Client {
+    Client {
+        id: id.into(),
+        name: format!("{id} Ltd"),
+        status: ClientStatus::Active,
+        per_minute: None,
+        monthly: None,
+        created_at: 1_770_000_000,
+    }
+}
+
+fn key(id: &str, client_id: &str, name: &str) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        client_id: client_id.into(),
+        name: name.into(),
+        scopes: vec!["read:things".into(), "read:api_keys".into()],
+        hash: "$2b$04$abcdefghijklmnopqrstuv0123456789012345678901234567890".into(),
+        prefix: "sk_live_abcd".into(),
+        gen: 1,
+        created_at: 1_770_000_100,
+        expires_at: None,
+        last_used_at: None,
+    }
+}
+
+/// Client `acme` with the given limits (None: defaults) and key `key_a`.
+async fn acme(fx: &Fx, per_minute: Option<u64>, monthly: Option<u64>) {
+    let mut c = client("acme");
+    c.per_minute = per_minute;
+    c.monthly = monthly;
+    fx.store.create_client(&c).await.unwrap();
+    fx.store
+        .create_key(&key("key_a", "acme", "default"))
+        .await
+        .unwrap();
+}
+
+fn req(scope: Option<&str>) -> AdmitRequest<'_> {
+    AdmitRequest {
+        client_id: "acme",
+        key_id: "key_a",
+        gen: 1,
+        scope,
+        defaults: DEFAULTS,
+    }
+}
+
+async fn admit(store: &SharedStore) -> Decision {
+    store.admit(&req(None)).await.unwrap()
+}
+
+async fn usage(fx: &Fx) -> LimitState {
+    let d = fx
+        .store
+        .usage(&UsageRequest {
+            client_id: "acme",
+            key: None,
+            defaults: DEFAULTS,
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Admitted);
+    d.state.unwrap()
+}
+
+fn state(d: &Decision) -> LimitState {
+    d.state
+        .unwrap_or_else(|| panic!("{:?} should carry a state", d.verdict))
+}
+
+fn ids(keys: &[KeyRecord]) -> Vec<&str> {
+    keys.iter().map(|k| k.id.as_str()).collect()
+}
+
+// ---------------------------------------------------------------- clients
+
+async fn client_create_duplicate_get(fx: Fx) {
+    let mut c = client("acme");
+    c.per_minute = Some(10);
+    fx.store.create_client(&c).await.unwrap();
+    assert_eq!(
+        fx.store.create_client(&client("acme")).await,
+        Err(StoreError::ClientExists)
+    );
+    assert_eq!(fx.store.get_client("acme").await.unwrap(), Some(c));
+    assert_eq!(fx.store.get_client("nope").await.unwrap(), None);
+}
+
+async fn clients_list_in_id_order(fx: Fx) {
+    assert!(fx.store.list_clients().await.unwrap().is_empty());
+    for id in ["zeta", "acme", "m-1", "m_0", "9lives"] {
+        fx.store.create_client(&client(id)).await.unwrap();
+    }
+    let listed: Vec<String> = fx
+        .store
+        .list_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, ["9lives", "acme", "m-1", "m_0", "zeta"]);
+}
+
+async fn client_patch_and_patch_missing(fx: Fx) {
+    fx.store.create_client(&client("acme")).await.unwrap();
+    let patch = ClientPatch {
+        name: Some("Acme Corp".into()),
+        status: Some(ClientStatus::Suspended),
+        per_minute: Some(30),
+        monthly: None,
+    };
+    let patched = fx
+        .store
+        .update_client("acme", &patch)
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = Client {
+        name: "Acme Corp".into(),
+        status: ClientStatus::Suspended,
+        per_minute: Some(30),
+        ..client("acme")
+    };
+    assert_eq!(patched, expected);
+    assert_eq!(fx.store.get_client("acme").await.unwrap(), Some(expected));
+
+    let empty = fx
+        .store
+        .update_client("acme", &ClientPatch::default())
+        .await
+        .unwrap();
+    assert_eq!(empty.map(|c| c.per_minute), Some(Some(30)));
+
+    assert_eq!(fx.store.update_client("nope", &patch).await.unwrap(), None);
+    assert_eq!(fx.store.get_client("nope").await.unwrap(), None);
+    assert_eq!(fx.store.list_clients().await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------- keys
+
+async fn key_create_get_list_order(fx: Fx) {
+    fx.store.create_client(&client("acme")).await.unwrap();
+    let mut k3 = key("key_3", "acme", "third");
+    k3.created_at = 300;
+    let mut k1 = key("key_1", "acme", "first");
+    k1.created_at = 100;
+    k1.expires_at = Some(1_900_000_000);
+    k1.scopes = vec!["write:api_keys".into()];
+    let mut k2b = key("key_2b", "acme", "second b");
+    k2b.created_at = 200;
+    let mut k2a = key("key_2a", "acme", "second a");
+    k2a.created_at = 200;
+    for k in [&k3, &k1, &k2b, &k2a] {
+        fx.store.create_key(k).await.unwrap();
+    }
+    assert_eq!(fx.store.get_key("key_1").await.unwrap(), Some(k1.clone()));
+    assert_eq!(fx.store.get_key("key_9").await.unwrap(), None);
+    let listed = fx.store.list_keys("acme").await.unwrap();
+    assert_eq!(ids(&listed), ["key_1", "key_2a", "key_2b", "key_3"]);
+    assert_eq!(listed[0], k1);
+    assert!(fx.store.list_keys("nope").await.unwrap().is_empty());
+}
+
+async fn key_name_unique_per_client(fx: Fx) {
+    fx.store.create_client(&client("acme")).await.unwrap();
+    fx.store.create_client(&client("beta")).await.unwrap();
+    fx.store
+        .create_key(&key("key_a", "acme", "ci"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.store.create_key(&key("key_b", "acme", "ci")).await,
+        Err(StoreError::NameTaken)
+    );
+    assert_eq!(fx.store.get_key("key_b").await.unwrap(), None);
+    fx.store
+        .create_key(&key("key_c", "beta", "ci"))
+        .await
+        .unwrap();
+    assert_eq!(ids(&fx.store.list_keys("acme").await.unwrap()), ["key_a"]);
+    assert_eq!(ids(&fx.store.list_keys("beta").await.unwrap()), ["key_c"]);
+}
+
+async fn key_needs_a_client(fx: Fx) {
+    assert_eq!(
+        fx.store.create_key(&key("key_a", "ghost", "ci")).await,
+        Err(StoreError::NoSuchClient)
+    );
+    assert_eq!(fx.store.get_key("key_a").await.unwrap(), None);
+    assert!(!fx.store.revoke_key("key_a", None).await.unwrap());
+}
+
+async fn key_revoke_with_and_without_owner(fx: Fx) {
+    acme(&fx, None, None).await;
+    fx.store.create_client(&client("beta")).await.unwrap();
+    fx.store
+        .create_key(&key("key_b", "acme", "second"))
+        .await
+        .unwrap();
+
+    // Another organisation cannot revoke it, and it keeps working.
+    assert!(!fx.store.revoke_key("key_a", Some("beta")).await.unwrap());
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::Admitted);
+    assert!(fx.store.get_key("key_a").await.unwrap().is_some());
+
+    assert!(fx.store.revoke_key("key_a", Some("acme")).await.unwrap());
+    assert_eq!(fx.store.get_key("key_a").await.unwrap(), None);
+    assert_eq!(ids(&fx.store.list_keys("acme").await.unwrap()), ["key_b"]);
+    assert_eq!(
+        admit(&fx.store).await,
+        Decision {
+            verdict: Verdict::KeyInvalid,
+            state: None
+        }
+    );
+    // Refused everywhere from now on, through any handle.
+    assert_eq!(admit(&fx.other).await.verdict, Verdict::KeyInvalid);
+    assert!(!fx.store.revoke_key("key_a", Some("acme")).await.unwrap());
+    assert!(!fx.store.revoke_key("key_a", None).await.unwrap());
+
+    // The name is free again.
+    fx.store
+        .create_key(&key("key_c", "acme", "default"))
+        .await
+        .unwrap();
+    // Without an owner (admin).
+    assert!(fx.store.revoke_key("key_b", None).await.unwrap());
+    assert_eq!(ids(&fx.store.list_keys("acme").await.unwrap()), ["key_c"]);
+}
+
+// ---------------------------------------------------------------- admission
+
+async fn remaining_counts_down_and_refusal_counts_nothing(fx: Fx) {
+    acme(&fx, None, None).await; // defaults: 7 per minute
+    let mut remaining = Vec::new();
+    for i in 0..7 {
+        let d = admit(&fx.store).await;
+        assert_eq!(d.verdict, Verdict::Admitted);
+        let s = state(&d);
+        assert_eq!((s.now_ms, s.per_minute, s.monthly), (T0 + i * 10, 7, 1000));
+        assert_eq!(s.reset_at, T0_S + 61);
+        remaining.push(s.remaining);
+        fx.clock.advance_ms(10);
+    }
+    assert_eq!(remaining, [6, 5, 4, 3, 2, 1, 0]);
+    for _ in 0..5 {
+        let d = admit(&fx.store).await;
+        assert_eq!(d.verdict, Verdict::RateLimited);
+        let s = state(&d);
+        assert_eq!(s.remaining, 0);
+        assert_eq!(s.monthly_used, 7);
+        assert_eq!(s.window_retry_at_ms, Some((T0_S + 61) * 1000));
+        assert_eq!(s.retry_after_secs(Verdict::RateLimited), Some(61));
+    }
+    let u = usage(&fx).await;
+    assert_eq!((u.remaining, u.monthly_used), (0, 7));
+}
+
+async fn retry_instant_is_exact(fx: Fx) {
+    acme(&fx, Some(3), None).await;
+    for i in 0..3 {
+        fx.clock.set_ms(T0 + 500 + i * 1000);
+        assert_eq!(admit(&fx.store).await.verdict, Verdict::Admitted);
+    }
+    fx.clock.set_ms(T0 + 30_250);
+    let d = admit(&fx.store).await;
+    assert_eq!(d.verdict, Verdict::RateLimited);
+    let at = state(&d).window_retry_at_ms.unwrap();
+    assert_eq!(at, T0 + 61_000);
+    assert_eq!(state(&d).retry_after_secs(d.verdict), Some(31));
+
+    fx.clock.set_ms(at - 1);
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::RateLimited);
+    fx.clock.set_ms(at);
+    let d = admit(&fx.store).await;
+    assert_eq!(d.verdict, Verdict::Admitted);
+    let s = state(&d);
+    // The first bucket left; the second (T0+1.5 s) is now the oldest.
+    assert_eq!((s.remaining, s.reset_at), (0, T0_S + 1 + 61));
+    assert_eq!(s.window_retry_at_ms, Some((T0_S + 1 + 61) * 1000));
+}
+
+async fn window_slides(fx: Fx) {
+    acme(&fx, Some(2), None).await;
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::Admitted);
+    fx.clock.set_ms(T0 + 30_000);
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::Admitted);
+    fx.clock.set_ms(T0 + 60_999);
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::RateLimited);
+    // 61 s after the first request it no longer counts.
+    fx.clock.set_ms(T0 + 61_000);
+    let s = state(&admit(&fx.store).await);
+    assert_eq!((s.remaining, s.reset_at), (0, T0_S + 30 + 61));
+    // A long idle empties the window entirely.
+    fx.clock.set_ms(T0 + 500_250);
+    let u = usage(&fx).await;
+    assert_eq!((u.remaining, u.reset_at), (2, T0_S + 501));
+    assert_eq!(u.window_retry_at_ms, None);
+    let s = state(&admit(&fx.store).await);
+    assert_eq!((s.remaining, s.reset_at), (1, T0_S + 500 + 61));
+    assert_eq!(s.monthly_used, 4);
+}
+
+async fn monthly_quota_exhausts_and_rolls_over(fx: Fx) {
+    acme(&fx, Some(100), Some(3)).await;
+    fx.clock.set_ms(MAR_1 - 10_000);
+    for used in 1..=3 {
+        let s = state(&admit(&fx.store).await);
+        assert_eq!((s.monthly, s.monthly_used), (3, used));
+    }
+    let d = admit(&fx.store).await;
+    assert_eq!(d.verdict, Verdict::QuotaExhausted);
+    let s = state(&d);
+    assert_eq!((s.monthly_used, s.remaining), (3, 97));
+    assert_eq!(s.retry_after_secs(d.verdict), Some(10));
+
+    fx.clock.set_ms(MAR_1 - 1);
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::QuotaExhausted);
+    fx.clock.set_ms(MAR_1);
+    assert_eq!(usage(&fx).await.monthly_used, 0);
+    let s = state(&admit(&fx.store).await);
+    assert_eq!(
+        (s.monthly_used, s.remaining),
+        (1, 96),
+        "the window spans months"
+    );
+}
+
+async fn client_limits_override_defaults(fx: Fx) {
+    acme(&fx, Some(2), Some(5)).await;
+    let s = state(&admit(&fx.store).await);
+    assert_eq!((s.per_minute, s.remaining, s.monthly), (2, 1, 5));
+    admit(&fx.store).await;
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::RateLimited);
+
+    // Raising the limit takes effect on the next request.
+    let patch = ClientPatch {
+        per_minute: Some(4),
+        ..ClientPatch::default()
+    };
+    fx.store.update_client("acme", &patch).await.unwrap();
+    let s = state(&admit(&fx.store).await);
+    assert_eq!((s.per_minute, s.remaining, s.monthly_used), (4, 1, 3));
+
+    // A client without limits follows the defaults.
+    fx.store.create_client(&client("beta")).await.unwrap();
+    fx.store
+        .create_key(&key("key_b", "beta", "b"))
+        .await
+        .unwrap();
+    let d = fx
+        .store
+        .admit(&AdmitRequest {
+            client_id: "beta",
+            key_id: "key_b",
+            ..req(None)
+        })
+        .await
+        .unwrap();
+    let s = state(&d);
+    assert_eq!((s.per_minute, s.remaining, s.monthly), (7, 6, 1000));
+}
+
+async fn suspended_client_is_refused_with_state(fx: Fx) {
+    acme(&fx, None, None).await;
+    admit(&fx.store).await;
+    let suspend = ClientPatch {
+        status: Some(ClientStatus::Suspended),
+        ..ClientPatch::default()
+    };
+    fx.store.update_client("acme", &suspend).await.unwrap();
+    for _ in 0..3 {
+        let d = admit(&fx.other).await;
+        assert_eq!(d.verdict, Verdict::ClientSuspended);
+        let s = state(&d);
+        assert_eq!((s.remaining, s.monthly_used, s.per_minute), (6, 1, 7));
+    }
+    let with_key = fx
+        .store
+        .usage(&UsageRequest {
+            client_id: "acme",
+            key: Some(("key_a", 1)),
+            defaults: DEFAULTS,
+        })
+        .await
+        .unwrap();
+    assert_eq!(with_key.verdict, Verdict::ClientSuspended);
+    assert_eq!(state(&with_key).remaining, 6);
+    // The admin's view (no key) still answers.
+    assert_eq!(usage(&fx).await.remaining, 6);
+
+    let activate = ClientPatch {
+        status: Some(ClientStatus::Active),
+        ..ClientPatch::default()
+    };
+    fx.store.update_client("acme", &activate).await.unwrap();
+    let s = state(&admit(&fx.store).await);
+    assert_eq!((s.remaining, s.monthly_used), (5, 2));
+}
+
+async fn missing_scope_is_refused_with_state(fx: Fx) {
+    acme(&fx, None, None).await;
+    assert_eq!(
+        fx.store
+            .admit(&req(Some("read:things")))
+            .await
+            .unwrap()
+            .verdict,
+        Verdict::Admitted
+    );
+    for scope in ["write:things", "read:thing", "read", ""] {
+        let d = fx.store.admit(&req(Some(scope))).await.unwrap();
+        assert_eq!(d.verdict, Verdict::ScopeDenied, "scope {scope:?}");
+        assert_eq!(state(&d).remaining, 6);
+        assert_eq!(state(&d).monthly_used, 1);
+    }
+    let s = state(&fx.store.admit(&req(Some("read:api_keys"))).await.unwrap());
+    assert_eq!(s.remaining, 5);
+}
+
+async fn invalid_keys_are_refused_without_state(fx: Fx) {
+    acme(&fx, None, None).await;
+    fx.store.create_client(&client("beta")).await.unwrap();
+    let invalid = Decision {
+        verdict: Verdict::KeyInvalid,
+        state: None,
+    };
+    let wrong_gen = AdmitRequest {
+        gen: 2,
+        ..req(None)
+    };
+    assert_eq!(fx.store.admit(&wrong_gen).await.unwrap(), invalid);
+    let unknown = AdmitRequest {
+        key_id: "key_zz",
+        ..req(None)
+    };
+    assert_eq!(fx.store.admit(&unknown).await.unwrap(), invalid);
+    let empty = AdmitRequest {
+        key_id: "",
+        ..req(None)
+    };
+    assert_eq!(fx.store.admit(&empty).await.unwrap(), invalid);
+    // A real key presented for another client.
+    let other_client = AdmitRequest {
+        client_id: "beta",
+        ..req(None)
+    };
+    assert_eq!(fx.store.admit(&other_client).await.unwrap(), invalid);
+    let no_client = AdmitRequest {
+        client_id: "ghost",
+        ..req(None)
+    };
+    assert_eq!(fx.store.admit(&no_client).await.unwrap(), invalid);
+
+    // Expiry: valid until the second it names.
+    let mut expiring = key("key_e", "acme", "expiring");
+    expiring.expires_at = Some(T0_S + 5);
+    fx.store.create_key(&expiring).await.unwrap();
+    let req_e = AdmitRequest {
+        key_id: "key_e",
+        ..req(None)
+    };
+    fx.clock.set_ms(T0 + 4_999);
+    assert_eq!(
+        fx.store.admit(&req_e).await.unwrap().verdict,
+        Verdict::Admitted
+    );
+    fx.clock.set_ms(T0 + 5_000);
+    assert_eq!(fx.store.admit(&req_e).await.unwrap(), invalid);
+    let u = fx
+        .store
+        .usage(&UsageRequest {
+            client_id: "acme",
+            key: Some(("key_e", 1)),
+            defaults: DEFAULTS,
+        })
+        .await
+        .unwrap();
+    assert_eq!(u, invalid);
+
+    // Nothing of the above was counted but the one admission.
+    assert_eq!(usage(&fx).await.monthly_used, 1);
+}
+
+async fn last_used_at_is_written_on_admission_only(fx: Fx) {
+    acme(&fx, Some(1), None).await;
+    let last_used = || async {
+        fx.store
+            .get_key("key_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+    };
+    assert_eq!(last_used().await, None);
+    fx.clock.set_ms(T0 + 1_500);
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::Admitted);
+    assert_eq!(last_used().await, Some(T0_S + 1));
+    // Refusals and usage reads do not touch it.
+    fx.clock.set_ms(T0 + 9_000);
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::RateLimited);
+    let _ = fx
+        .store
+        .usage(&UsageRequest {
+            client_id: "acme",
+            key: Some(("key_a", 1)),
+            defaults: DEFAULTS,
+        })
+        .await
+        .unwrap();
+    assert_eq!(last_used().await, Some(T0_S + 1));
+    assert_eq!(
+        fx.store.list_keys("acme").await.unwrap()[0].last_used_at,
+        Some(T0_S + 1)
+    );
+}
+
+async fn usage_counts_nothing_and_agrees_with_admit(fx: Fx) {
+    acme(&fx, None, None).await;
+    let before = usage(&fx).await;
+    assert_eq!((before.remaining, before.monthly_used), (7, 0));
+    assert_eq!(before.reset_at, T0_S);
+    let mut last = before;
+    for _ in 0..3 {
+        last = state(&admit(&fx.store).await);
+    }
+    for _ in 0..5 {
+        let with_key = fx
+            .store
+            .usage(&UsageRequest {
+                client_id: "acme",
+                key: Some(("key_a", 1)),
+                defaults: DEFAULTS,
+            })
+            .await
+            .unwrap();
+        assert_eq!(with_key.verdict, Verdict::Admitted);
+        assert_eq!(state(&with_key), last);
+        assert_eq!(usage(&fx).await, last);
+    }
+    let missing = fx
+        .store
+        .usage(&UsageRequest {
+            client_id: "ghost",
+            key: None,
+            defaults: DEFAULTS,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        missing,
+        Decision {
+            verdict: Verdict::ClientMissing,
+            state: None
+        }
+    );
+    // Usage of a full window still answers, with the retry instant.
+    for _ in 0..4 {
+        admit(&fx.store).await;
+    }
+    let full = usage(&fx).await;
+    assert_eq!((full.remaining, full.monthly_used), (0, 7));
+    assert_eq!(full.window_retry_at_ms, Some((T0_S + 61) * 1000));
+}
+
+async fn concurrent_admits_admit_exactly_the_limit(fx: Fx) {
+    acme(&fx, Some(50), None).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                fx.store.clone()
+            } else {
+                fx.other.clone()
+            };
+            tokio::spawn(async move { admit(&store).await.verdict })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Verdict::Admitted => admitted += 1,
+            Verdict::RateLimited => {}
+            v => panic!("unexpected {v:?}"),
+        }
+    }
+    assert_eq!(admitted, 50);
+    let u = usage(&fx).await;
+    assert_eq!((u.remaining, u.monthly_used), (0, 50));
+}
+
+// ---------------------------------------------------------------- Redis only
+
+const FAULT_TIMEOUT: Duration = Duration::from_millis(300);
+const FAULT_BOUND: Duration = Duration::from_secs(1);
+
+/// Client `acme` and key `key_a` on the server at `url` (set up with a
+/// generous timeout), and a store with `timeout` for the test to use.
+async fn redis_acme(url: &str, timeout: Duration) -> SharedStore {
+    let setup = RedisStore::new(url, STORE_TIMEOUT, TimeSource::Store).unwrap();
+    setup.create_client(&client("acme")).await.unwrap();
+    setup
+        .create_key(&key("key_a", "acme", "default"))
+        .await
+        .unwrap();
+    Arc::new(RedisStore::new(url, timeout, TimeSource::Store).unwrap())
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(r: Result<T, StoreError>, started: Instant) {
+    assert!(
+        matches!(r, Err(StoreError::Unavailable(_))),
+        "expected Unavailable, got {r:?}"
+    );
+    assert!(
+        started.elapsed() < FAULT_BOUND,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Calls `ping` until it succeeds; returns how many calls failed first.
+async fn failures_until_ping(store: &SharedStore) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut failures = 0;
+    loop {
+        match store.ping().await {
+            Ok(()) => return failures,
+            Err(e) if Instant::now() > deadline => panic!("no recovery: {e}"),
+            Err(_) => failures += 1,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_server_times_out_then_recovers() {
+    let server = RedisServer::start();
+    let store = redis_acme(&server.url(), FAULT_TIMEOUT).await;
+    assert_eq!(admit(&store).await.verdict, Verdict::Admitted);
+
+    server.pause();
+    let started = Instant::now();
+    assert_unavailable(store.admit(&req(None)).await, started);
+    let started = Instant::now();
+    assert_unavailable(store.ping().await, started);
+    server.resume();
+
+    let d = admit(&store).await;
+    assert_eq!(d.verdict, Verdict::Admitted);
+    // The request that timed out may or may not have been counted; no more.
+    assert!(state(&d).monthly_used <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_server_is_picked_up() {
+    let mut server = RedisServer::start();
+    let store = redis_acme(&server.url(), FAULT_TIMEOUT).await;
+    assert_eq!(admit(&store).await.verdict, Verdict::Admitted);
+
+    server.kill();
+    let started = Instant::now();
+    assert_unavailable(store.admit(&req(None)).await, started);
+    let started = Instant::now();
+    assert_unavailable(store.ping().await, started);
+
+    server.restart();
+    // The same instance reconnects; the first call may still discover the
+    // old connection's death.
+    assert!(failures_until_ping(&store).await <= 1);
+    // The restarted server is empty (no persistence): the key is gone.
+    assert_eq!(admit(&store).await.verdict, Verdict::KeyInvalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_startup_then_up() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let started = Instant::now();
+    let store: SharedStore =
+        Arc::new(RedisStore::new(&server.url(), FAULT_TIMEOUT, TimeSource::Store).unwrap());
+    // Well under the timeout a connection attempt could take.
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "new() must not connect"
+    );
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_unavailable(store.ping().await, started);
+        let started = Instant::now();
+        assert_unavailable(store.admit(&req(None)).await, started);
+    }
+    server.restart();
+    assert_eq!(failures_until_ping(&store).await, 0);
+    store.create_client(&client("acme")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_time_comes_from_the_server() {
+    let server = RedisServer::start();
+    let store = redis_acme(&server.url(), STORE_TIMEOUT).await;
+    let s = state(&admit(&store).await);
+    let skew = (s.now_ms - SystemClock.now_ms()).abs();
+    assert!(skew < 5_000, "server time off by {skew} ms");
+    let last_used = store.get_key("key_a").await.unwrap().unwrap().last_used_at;
+    assert_eq!(last_used, Some(s.now_ms.div_euclid(1000)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_errors_never_show_the_password() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    server.kill();
+    let url = format!("redis://tollgate:hunter2-s3cret@127.0.0.1:{port}/0");
+    let store = RedisStore::new(&url, FAULT_TIMEOUT, TimeSource::Store).unwrap();
+    assert!(!format!("{store:?}").contains("hunter2"));
+    let err = store.ping().await.unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let bad =
+        RedisStore::new("redis://:hunter2@[::1", FAULT_TIMEOUT, TimeSource::Store).unwrap_err();
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_corrupt_data_is_reported_without_its_value() {
+    let server = RedisServer::start();
+    let store = redis_acme(&server.url(), STORE_TIMEOUT).await;
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    let set = |key: &str, field: &str, value: &str| {
+        redis::cmd("HSET").arg(key).arg(field).arg(value).to_owned()
+    };
+
+    set("tg:{c:acme}:client", "per_minute", "lots-of-secret")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let err = store.admit(&req(None)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(!err.to_string().contains("lots-of-secret"), "{err}");
+    let err = store.get_client("acme").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+
+    set("tg:{c:acme}:client", "per_minute", "5")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg("tg:{c:acme}:win")
+        .arg("not a hash")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let err = store.admit(&req(None)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+
+    set("tg:{c:acme}:key:key_a", "gen", "x")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let err = store.get_key("key_a").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(!err.to_string().contains("$2b$"), "{err}");
+}
+
+/// Pins the documented key layout (docs/rate-limiting.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_key_layout() {
+    let server = RedisServer::start();
+    let store = redis_acme(&server.url(), STORE_TIMEOUT).await;
+    admit(&store).await;
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "tg:clients",
+            "tg:keyidx:key_a",
+            "tg:{c:acme}:client",
+            "tg:{c:acme}:key:key_a",
+            "tg:{c:acme}:keys",
+            "tg:{c:acme}:names",
+            "tg:{c:acme}:win",
+        ]
+    );
+}
+
+/// Measures the admit script and a busy window's memory; prints the numbers
+/// quoted in docs/rate-limiting.md. Run with
+/// `cargo test --test store_conformance -- --ignored --nocapture measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_admit_script_and_window_memory() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let store: SharedStore = Arc::new(
+        RedisStore::new(
+            &server.url(),
+            STORE_TIMEOUT,
+            TimeSource::Clock(clock.clone()),
+        )
+        .unwrap(),
+    );
+    let mut c = client("acme");
+    c.per_minute = Some(1_000_000);
+    c.monthly = Some(100_000_000);
+    store.create_client(&c).await.unwrap();
+    store
+        .create_key(&key("key_a", "acme", "default"))
+        .await
+        .unwrap();
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+
+    // 10 requests a second for 10 minutes: every admission expires one
+    // bucket a second and the window always holds 61 buckets.
+    let started = Instant::now();
+    let calls = 6_000;
+    for i in 0..calls {
+        clock.set_ms(T0 + i * 100);
+        assert_eq!(admit(&store).await.verdict, Verdict::Admitted);
+    }
+    let elapsed = started.elapsed();
+    let memory: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("tg:{c:acme}:win")
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let fields: i64 = redis::cmd("HLEN")
+        .arg("tg:{c:acme}:win")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let client_mem: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("tg:{c:acme}:client")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let key_mem: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("tg:{c:acme}:key:key_a")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let version: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    println!(
+        "{}",
+        version
+            .lines()
+            .find(|l| l.starts_with("redis_version"))
+            .unwrap_or("")
+    );
+    println!("window: {fields} fields, MEMORY USAGE {memory} bytes");
+    println!("client hash: {client_mem} bytes, key hash: {key_mem} bytes");
+    println!(
+        "{calls} admits in {elapsed:?} ({:?} per call, round trip included)",
+        elapsed / calls as u32
+    );
+    for line in stats.lines().filter(|l| l.contains("evalsha")) {
+        println!("admitted path: {line}");
+    }
+
+    // The same traffic against a limit of 50 a minute: most calls are
+    // refusals, which walk the buckets to find the retry instant.
+    let patch = ClientPatch {
+        per_minute: Some(50),
+        ..ClientPatch::default()
+    };
+    store.update_client("acme", &patch).await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for i in calls..2 * calls {
+        clock.set_ms(T0 + i * 100);
+        refused += usize::from(admit(&store).await.verdict == Verdict::RateLimited);
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    for line in stats.lines().filter(|l| l.contains("evalsha")) {
+        println!("{refused} of {calls} refused: {line}");
+    }
+}
+
+/// Both backends give the same decision, field for field, on a long random
+/// walk through time: bursts, idles across bucket departures, month ends,
+/// limit changes, suspensions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_and_memory_agree_on_a_random_walk() {
+    use rand::{Rng, SeedableRng};
+
+    let server = RedisServer::start();
+    let clock = ManualClock::new(MAR_1 - 3 * 3_600_000);
+    let time = || TimeSource::Clock(clock.clone());
+    let stores: [SharedStore; 2] = [
+        Arc::new(MemoryStore::new(time())),
+        Arc::new(RedisStore::new(&server.url(), STORE_TIMEOUT, time()).unwrap()),
+    ];
+    for s in &stores {
+        let mut c = client("acme");
+        c.per_minute = Some(5);
+        c.monthly = Some(250);
+        s.create_client(&c).await.unwrap();
+        s.create_key(&key("key_a", "acme", "default"))
+            .await
+            .unwrap();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7011_9a7e);
+    let mut seen = std::collections::HashMap::new();
+    for step in 0..3_000 {
+        let jump = match rng.random_range(0..100) {
+            0..=59 => rng.random_range(0..1_200),
+            60..=94 => rng.random_range(1_000..15_000),
+            _ => rng.random_range(55_000..130_000),
+        };
+        clock.advance_ms(jump);
+        let op = rng.random_range(0..100);
+        if op == 0 {
+            let patch = ClientPatch {
+                per_minute: Some(rng.random_range(0..8)),
+                status: Some(if rng.random_bool(0.8) {
+                    ClientStatus::Active
+                } else {
+                    ClientStatus::Suspended
+                }),
+                ..ClientPatch::default()
+            };
+            for s in &stores {
+                s.update_client("acme", &patch).await.unwrap();
+            }
+            continue;
+        }
+        let mut answers = Vec::new();
+        for s in &stores {
+            let d = if op < 85 {
+                s.admit(&req(None)).await.unwrap()
+            } else {
+                s.usage(&UsageRequest {
+                    client_id: "acme",
+                    key: Some(("key_a", 1)),
+                    defaults: DEFAULTS,
+                })
+                .await
+                .unwrap()
+            };
+            answers.push(d);
+        }
+        assert_eq!(answers[0], answers[1], "step {step} at {}", clock.now_ms());
+        if op < 85 {
+            *seen.entry(format!("{:?}", answers[0].verdict)).or_insert(0) += 1;
+        }
+    }
+    // The walk went through every outcome it can reach.
+    for v in [
+        "Admitted",
+        "RateLimited",
+        "QuotaExhausted",
+        "ClientSuspended",
+    ] {
+        assert!(seen.get(v).is_some_and(|&n| n > 10), "{v}: {seen:?}");
+    }
+}
