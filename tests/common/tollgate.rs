@@ -216,10 +216,14 @@ impl Drop for Tollgate {
     }
 }
 
-/// `name=ADDR` from a log line.
+/// `name=ADDR` from a text log line, or `"name":"ADDR"` from a JSON one.
 fn field(line: &str, name: &str) -> Option<SocketAddr> {
-    let key = format!("{name}=");
-    let start = line.find(&key)? + key.len();
+    let text_key = format!("{name}=");
+    let json_key = format!("\"{name}\":\"");
+    let start = match line.find(&text_key) {
+        Some(at) => at + text_key.len(),
+        None => line.find(&json_key)? + json_key.len(),
+    };
     let rest = &line[start..];
     let end = rest
         .find(|c: char| c.is_whitespace() || c == '"')
