@@ -97,7 +97,8 @@ async fn admin_api(
     method: &Method,
     segs: &[&str],
 ) -> Result<Response<ProxyBody>, ApiError> {
-    let (d_pm, d_mo) = (app.config.limits.per_minute, app.config.limits.monthly);
+    let live = app.live();
+    let (d_pm, d_mo) = (live.config.limits.per_minute, live.config.limits.monthly);
     let view = |c: &Client| ClientView::new(c, d_pm, d_mo);
     match (method, segs) {
         (&Method::POST, ["clients"]) => {
@@ -130,7 +131,7 @@ async fn admin_api(
         (&Method::POST, ["clients", id, "keys"]) => {
             existing_client(app, id).await?;
             let body = read_json(req.into_body()).await?;
-            let new = NewKey::from_json(&body, &app.config.auth.scopes)?;
+            let new = NewKey::from_json(&body, &live.config.auth.scopes)?;
             let created = app.keys.create(id, new, None).await?;
             Ok(json_response(StatusCode::CREATED, &created))
         }
@@ -145,7 +146,7 @@ async fn admin_api(
                 .usage(&UsageRequest {
                     client_id: id,
                     key: None,
-                    defaults: app.defaults(),
+                    defaults: live.defaults(),
                 })
                 .await?;
             let state = decision.state.ok_or_else(no_client)?;

@@ -1,6 +1,12 @@
-//! The state one tollgate process serves from, built once from a [`Config`].
+//! The state one tollgate process serves from, built once from a [`Config`],
+//! and the reloadable part of it: a [`Live`] snapshot behind an `ArcSwap`
+//! that a config reload replaces whole. A request reads the snapshot once, at
+//! its start, and uses that one snapshot throughout, so it never sees half of
+//! an old config and half of a new one.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
@@ -17,16 +23,67 @@ use crate::store::{SharedStore, TimeSource};
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct App {
+    /// The config the process started with. Use it only for what a reload
+    /// cannot change (listeners, store, admin token variable, log format,
+    /// bcrypt cost, cache capacity); everything else comes from [`App::live`].
     pub config: Config,
+    live: ArcSwap<Live>,
     pub store: SharedStore,
     pub auth: Authenticator,
     pub keys: KeyService,
-    pub routes: RouteTable,
-    pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     /// The admin API token; `None` disables the admin API.
     pub admin_token: Option<String>,
     pub clock: Arc<dyn Clock>,
+}
+
+/// The reloadable state: one consistent snapshot of the config in force.
+#[derive(Debug)]
+pub struct Live {
+    /// The config in force: the latest loaded file, with the settings that
+    /// need a restart kept at their start-up values (see [`Live::effective`]).
+    pub config: Config,
+    pub routes: RouteTable,
+    pub upstream: Upstream,
+}
+
+impl Live {
+    /// The snapshot for `config`. `previous` lends its upstream client (and
+    /// its pool of connections) when the upstream settings did not change.
+    pub fn new(config: Config, previous: Option<&Live>) -> Live {
+        let upstream = match previous {
+            Some(p) if p.config.upstream == config.upstream => p.upstream.clone(),
+            _ => Upstream::new(&config.upstream),
+        };
+        Live {
+            routes: RouteTable::new(config.routes.clone()),
+            upstream,
+            config,
+        }
+    }
+
+    /// `loaded` with every setting that a running process cannot change
+    /// taken from `boot`, the config the process started with.
+    pub fn effective(mut loaded: Config, boot: &Config) -> Config {
+        loaded.server.listen = boot.server.listen;
+        loaded.server.header_read_timeout = boot.server.header_read_timeout;
+        loaded.admin = boot.admin.clone();
+        loaded.store = boot.store.clone();
+        loaded.auth.bcrypt_cost = boot.auth.bcrypt_cost;
+        loaded.auth.cache_capacity = boot.auth.cache_capacity;
+        loaded.log.format = boot.log.format;
+        loaded
+    }
+
+    /// The default limits of the config in force.
+    pub fn defaults(&self) -> Limits {
+        self.config.limits
+    }
+
+    /// Whether to emit the IETF `RateLimit-Policy` / `RateLimit` fields.
+    pub fn ietf(&self) -> bool {
+        self.config.headers.ietf
+    }
 }
 
 impl App {
@@ -58,8 +115,7 @@ impl App {
                 bcrypt_cost: config.auth.bcrypt_cost,
                 clock: clock.clone(),
             },
-            routes: RouteTable::new(config.routes.clone()),
-            upstream: Upstream::new(&config.upstream),
+            live: ArcSwap::from_pointee(Live::new(config.clone(), None)),
             store,
             metrics,
             admin_token,
@@ -68,8 +124,19 @@ impl App {
         }))
     }
 
-    /// The default limits of the config.
+    /// The config snapshot in force. Read it once per request.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Puts `live` in force for every request that starts from now on;
+    /// requests already running finish with the snapshot they started with.
+    pub fn replace_live(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
+
+    /// The default limits of the config in force.
     pub fn defaults(&self) -> Limits {
-        self.config.limits
+        self.live.load().defaults()
     }
 }

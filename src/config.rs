@@ -46,6 +46,18 @@ pub const DEFAULT_UPSTREAM_PORT: u16 = 80;
 pub const DEFAULT_KEEP_CREDENTIAL: bool = false;
 pub const DEFAULT_HEADERS_IETF: bool = false;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Time in-flight requests get to finish after SIGTERM: below Kubernetes' 30 s grace period.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 25_000;
+/// Accepted `server.drain_timeout_ms`.
+pub const DRAIN_TIMEOUT_MS: RangeInclusive<u64> = 0..=3_600_000;
+pub const DEFAULT_METRICS_PER_CLIENT: bool = false;
+pub const DEFAULT_METRICS_PER_CLIENT_MAX: usize = 1000;
+/// Accepted `metrics.per_client_max`.
+pub const METRICS_PER_CLIENT_MAX: RangeInclusive<u64> = 1..=100_000;
+pub const DEFAULT_RELOAD_WATCH: bool = true;
+pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 1000;
+/// Accepted `reload.interval_ms`.
+pub const RELOAD_INTERVAL_MS: RangeInclusive<u64> = 100..=3_600_000;
 /// Accepted `store.timeout_ms`.
 pub const STORE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
 /// Accepted `auth.bcrypt_cost` (bcrypt's own bounds).
@@ -67,6 +79,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub headers: HeadersConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub reload: ReloadConfig,
     /// Settings accepted but without effect, formatted like problems
     /// (`line 18: store.url: ...`); `describe` shows them as comments.
     pub warnings: Vec<String>,
@@ -77,6 +91,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Time a client has to send a request's headers.
     pub header_read_timeout: Duration,
+    /// After SIGTERM: how long in-flight requests get to finish.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +102,7 @@ pub struct AdminConfig {
     pub token_env: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// `http://host:port` plus an optional base path (no trailing slash, may be empty).
     /// As written in the URL (with a port only if the URL names one; see [`UpstreamConfig::port`]).
@@ -107,7 +123,7 @@ pub enum StoreBackend {
     Redis { url: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
     /// Bound on every store call, connecting included.
@@ -135,6 +151,21 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct HeadersConfig {
     pub ietf: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Label request counts with the client id (never a key id or secret).
+    pub per_client: bool,
+    /// Most distinct client labels; later clients are counted as `_other`.
+    pub per_client_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Poll the config file and reload when its content changes (SIGHUP always reloads).
+    pub watch: bool,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -295,6 +326,8 @@ struct RawConfig {
     routes: Option<Vec<Spanned<RawRoute>>>,
     headers: Opt<RawHeaders>,
     log: Opt<RawLog>,
+    metrics: Opt<RawMetrics>,
+    reload: Opt<RawReload>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +335,7 @@ struct RawConfig {
 struct RawServer {
     listen: Opt<String>,
     header_read_timeout_ms: Opt<i64>,
+    drain_timeout_ms: Opt<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +403,20 @@ struct RawHeaders {
 struct RawLog {
     format: Opt<String>,
     level: Opt<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    per_client: Opt<bool>,
+    per_client_max: Opt<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    watch: Opt<bool>,
+    interval_ms: Opt<i64>,
 }
 
 /// A section's span (for "missing key" messages) and its contents.
@@ -670,6 +718,8 @@ impl Checker<'_> {
         let routes = self.routes(raw.routes.unwrap_or_default(), &auth, &declared);
         let headers = self.headers(raw.headers);
         let log = self.log(raw.log);
+        let metrics = self.metrics(raw.metrics);
+        let reload = self.reload(raw.reload);
         Config {
             path: path.to_owned(),
             server,
@@ -681,6 +731,8 @@ impl Checker<'_> {
             routes,
             headers,
             log,
+            metrics,
+            reload,
             warnings: Vec::new(),
         }
     }
@@ -694,6 +746,13 @@ impl Checker<'_> {
                 &raw.header_read_timeout_ms,
                 DEFAULT_HEADER_READ_TIMEOUT_MS,
             ),
+            drain_timeout: Duration::from_millis(self.int(
+                "server.drain_timeout_ms",
+                &raw.drain_timeout_ms,
+                DEFAULT_DRAIN_TIMEOUT_MS,
+                *DRAIN_TIMEOUT_MS.start(),
+                *DRAIN_TIMEOUT_MS.end(),
+            )),
         }
     }
 
@@ -1079,6 +1138,38 @@ impl Checker<'_> {
         };
         LogConfig { format, level }
     }
+
+    fn metrics(&mut self, raw: Opt<RawMetrics>) -> MetricsConfig {
+        let (_, raw) = section(raw);
+        let max = self.int(
+            "metrics.per_client_max",
+            &raw.per_client_max,
+            DEFAULT_METRICS_PER_CLIENT_MAX as u64,
+            *METRICS_PER_CLIENT_MAX.start(),
+            *METRICS_PER_CLIENT_MAX.end(),
+        );
+        MetricsConfig {
+            per_client: raw
+                .per_client
+                .map_or(DEFAULT_METRICS_PER_CLIENT, Spanned::into_inner),
+            per_client_max: usize::try_from(max).unwrap_or(DEFAULT_METRICS_PER_CLIENT_MAX),
+        }
+    }
+
+    fn reload(&mut self, raw: Opt<RawReload>) -> ReloadConfig {
+        let (_, raw) = section(raw);
+        let interval_ms = self.int(
+            "reload.interval_ms",
+            &raw.interval_ms,
+            DEFAULT_RELOAD_INTERVAL_MS,
+            *RELOAD_INTERVAL_MS.start(),
+            *RELOAD_INTERVAL_MS.end(),
+        );
+        ReloadConfig {
+            watch: raw.watch.map_or(DEFAULT_RELOAD_WATCH, Spanned::into_inner),
+            interval: Duration::from_millis(interval_ms),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1293,12 +1384,15 @@ struct Effective {
     routes: Vec<EffRoute>,
     headers: EffHeaders,
     log: EffLog,
+    metrics: EffMetrics,
+    reload: EffReload,
 }
 
 #[derive(Serialize)]
 struct EffServer {
     listen: String,
     header_read_timeout_ms: u64,
+    drain_timeout_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -1358,6 +1452,18 @@ struct EffLog {
     level: String,
 }
 
+#[derive(Serialize)]
+struct EffMetrics {
+    per_client: bool,
+    per_client_max: u64,
+}
+
+#[derive(Serialize)]
+struct EffReload {
+    watch: bool,
+    interval_ms: u64,
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -1372,6 +1478,7 @@ impl From<&Config> for Effective {
             server: EffServer {
                 listen: c.server.listen.to_string(),
                 header_read_timeout_ms: ms(c.server.header_read_timeout),
+                drain_timeout_ms: ms(c.server.drain_timeout),
             },
             admin: EffAdmin {
                 listen: c.admin.listen.to_string(),
@@ -1417,6 +1524,14 @@ impl From<&Config> for Effective {
             log: EffLog {
                 format: c.log.format.as_str(),
                 level: c.log.level.clone(),
+            },
+            metrics: EffMetrics {
+                per_client: c.metrics.per_client,
+                per_client_max: c.metrics.per_client_max as u64,
+            },
+            reload: EffReload {
+                watch: c.reload.watch,
+                interval_ms: ms(c.reload.interval),
             },
         }
     }

@@ -61,7 +61,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds `X-RateLimit-*` (and, when enabled, the IETF draft fields) for `state`.
+/// Largest Integer a structured field (RFC 9651 §3.3.1) may carry.
+const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
+
+/// `n` as a structured-field Integer: larger values are capped, not emitted invalid.
+fn sf_int(n: u64) -> u64 {
+    n.min(SF_INTEGER_MAX)
+}
+
+/// Adds `X-RateLimit-*` and, when `ietf` is set, the fields of
+/// draft-ietf-httpapi-ratelimit-headers (-10 and -11 agree on this syntax):
+/// two named quota policies, `"minute"` (the sliding window) and `"month"`
+/// (the calendar-month quota), as structured-field Lists of Strings with
+/// parameters.
+///
+/// - `RateLimit-Policy: "minute";q=<limit>;w=60, "month";q=<quota>;w=<seconds in this month>`
+/// - `RateLimit: "minute";r=<remaining>;t=<s>, "month";r=<remaining>;t=<s to the 1st>`
+///
+/// `t` is the draft's effective window: within `t` seconds the client can use
+/// no more than `r`. For the minute it counts down to the instant the oldest
+/// counted request leaves the window (`X-RateLimit-Reset`), so on a 429 it
+/// is never more than `Retry-After`, as the draft asks (Retry-After never
+/// earlier than the end of the effective window). `pk` is not sent: a key's quota is always
+/// its client's, the one partition the caller can see. `qu` is left at its
+/// default, "requests".
 pub fn decorate(headers: &mut HeaderMap, state: &LimitState, ietf: bool) {
     headers.insert(
         X_RATELIMIT_LIMIT.clone(),
@@ -78,16 +101,17 @@ pub fn decorate(headers: &mut HeaderMap, state: &LimitState, ietf: bool) {
         let now_s = state.now_ms.div_euclid(1000);
         let month_reset = crate::limits::month::next_month_start(now_s);
         let policy = format!(
-            "\"minute\";q={};w=60, \"month\";q={};w={}",
-            state.per_minute,
-            state.monthly,
+            "\"minute\";q={};w={}, \"month\";q={};w={}",
+            sf_int(state.per_minute),
+            crate::limits::window::WINDOW_SECS,
+            sf_int(state.monthly),
             month_reset - crate::limits::month::month_start(now_s)
         );
         let current = format!(
             "\"minute\";r={};t={}, \"month\";r={};t={}",
-            state.remaining,
+            sf_int(state.remaining),
             (state.reset_at - now_s).max(0),
-            state.monthly_remaining(),
+            sf_int(state.monthly_remaining()),
             (month_reset - now_s).max(0)
         );
         if let Ok(v) = HeaderValue::from_str(&policy) {
@@ -152,6 +176,29 @@ mod tests {
         assert_eq!(
             h[&RATELIMIT],
             "\"minute\";r=4;t=60, \"month\";r=97;t=1605600"
+        );
+    }
+
+    #[test]
+    fn ietf_integers_stay_within_structured_field_bounds() {
+        let st = LimitState {
+            now_ms: 1_770_717_600_500,
+            per_minute: u64::MAX,
+            remaining: u64::MAX - 1,
+            reset_at: 1_770_717_660,
+            monthly: u64::MAX,
+            monthly_used: 0,
+            window_retry_at_ms: None,
+        };
+        let mut h = HeaderMap::new();
+        decorate(&mut h, &st, true);
+        assert_eq!(
+            h[&RATELIMIT_POLICY],
+            "\"minute\";q=999999999999999;w=60, \"month\";q=999999999999999;w=2419200"
+        );
+        assert_eq!(
+            h[&RATELIMIT],
+            "\"minute\";r=999999999999999;t=60, \"month\";r=999999999999999;t=1605600"
         );
     }
 }

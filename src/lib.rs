@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod store;

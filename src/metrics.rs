@@ -1,7 +1,13 @@
-//! Prometheus metrics: every metric name is defined here, once, and nothing
-//! here ever takes a secret, a key id or a client id as a label.
+//! Prometheus metrics: every metric name is defined here, once. Nothing here
+//! ever takes a secret or a key id as a label; a client id only behind the
+//! `[metrics] per_client` opt-in, and then for at most `per_client_max`
+//! distinct clients (later ones are counted under [`OTHER_CLIENTS`]).
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -72,6 +78,31 @@ struct BuildLabels {
     version: String,
 }
 
+/// The label value for clients beyond `per_client_max`. It cannot be a client
+/// id (those start with a letter or digit).
+pub const OTHER_CLIENTS: &str = "_other";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    client: Arc<str>,
+    outcome: Outcome,
+}
+
+/// How a config reload ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    /// The new config is in force (settings that need a restart excepted).
+    ok,
+    /// The file was refused; the previous config keeps serving.
+    failed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
+}
+
 /// The process's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -85,6 +116,11 @@ pub struct Metrics {
     auth_cache: Family<CacheLabels, Counter>,
     bcrypt_verifications: Counter,
     in_flight: Gauge,
+    config_reloads: Family<ReloadLabels, Counter>,
+    client_requests: Family<ClientLabels, Counter>,
+    /// The client ids that have a label of their own.
+    labelled_clients: Mutex<HashSet<Arc<str>>>,
+    other_clients: Arc<str>,
 }
 
 impl Default for Metrics {
@@ -154,6 +190,22 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build information", build);
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or file change), by result",
+            config_reloads.clone(),
+        );
+        for result in [ReloadResult::ok, ReloadResult::failed] {
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
+        let client_requests = Family::<ClientLabels, Counter>::default();
+        registry.register(
+            "client_requests",
+            "Public requests with a valid key, by client and outcome \
+             (only with [metrics] per_client = true)",
+            client_requests.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -165,7 +217,44 @@ impl Metrics {
             auth_cache,
             bcrypt_verifications,
             in_flight,
+            config_reloads,
+            client_requests,
+            labelled_clients: Mutex::new(HashSet::new()),
+            other_clients: Arc::from(OTHER_CLIENTS),
         }
+    }
+
+    /// Counts a request of `client` when `cfg.per_client` is on. The first
+    /// `cfg.per_client_max` distinct clients get a label of their own.
+    pub fn client_request(
+        &self,
+        cfg: &crate::config::MetricsConfig,
+        client: &Arc<str>,
+        outcome: Outcome,
+    ) {
+        if !cfg.per_client {
+            return;
+        }
+        let client = {
+            let mut seen = self.labelled_clients.lock();
+            if seen.contains(client) {
+                client.clone()
+            } else if seen.len() < cfg.per_client_max {
+                seen.insert(client.clone());
+                client.clone()
+            } else {
+                self.other_clients.clone()
+            }
+        };
+        self.client_requests
+            .get_or_create(&ClientLabels { client, outcome })
+            .inc();
+    }
+
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     pub fn request(&self, outcome: Outcome, elapsed: Duration) {
@@ -198,6 +287,11 @@ impl Metrics {
 
     pub fn bcrypt_verified(&self) {
         self.bcrypt_verifications.inc();
+    }
+
+    /// Public requests being served right now.
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
     }
 
     /// Counts a request in flight until the guard drops.
@@ -249,8 +343,39 @@ mod tests {
             "tollgate_in_flight_requests 0",
             "tollgate_request_duration_seconds_bucket",
             "tollgate_build_info{version=",
+            "tollgate_config_reloads_total{result=\"ok\"} 0",
+            "tollgate_config_reloads_total{result=\"failed\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        assert!(!text.contains("tollgate_client_requests_total{"), "{text}");
+    }
+
+    #[test]
+    fn per_client_labels_are_opt_in_and_capped() {
+        use crate::config::MetricsConfig;
+        let m = Metrics::new();
+        let off = MetricsConfig {
+            per_client: false,
+            per_client_max: 10,
+        };
+        m.client_request(&off, &Arc::from("acme"), Outcome::forwarded);
+        assert!(!m.encode().contains("client=\"acme\""));
+        let on = MetricsConfig {
+            per_client: true,
+            per_client_max: 2,
+        };
+        for client in ["a", "b", "c", "d", "a"] {
+            m.client_request(&on, &Arc::from(client), Outcome::forwarded);
+        }
+        let text = m.encode();
+        for needle in [
+            "tollgate_client_requests_total{client=\"a\",outcome=\"forwarded\"} 2",
+            "tollgate_client_requests_total{client=\"b\",outcome=\"forwarded\"} 1",
+            "tollgate_client_requests_total{client=\"_other\",outcome=\"forwarded\"} 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(!text.contains("client=\"c\""), "{text}");
     }
 }

@@ -1,11 +1,17 @@
 //! Listeners and process lifetime: binds the public and admin listeners,
-//! serves connections (HTTP/1.1 and h2c on the public side), and drains
-//! in-flight requests on SIGTERM/SIGINT.
+//! serves connections (HTTP/1.1 and h2c on the public side), starts the
+//! config [`Reloader`], and drains in-flight requests on SIGTERM/SIGINT.
+//!
+//! Shutdown: the signal closes both listeners at once (new connections are
+//! refused), idle keep-alive connections are closed, requests in flight get
+//! up to `[server] drain_timeout_ms` to finish (their response bodies
+//! included), then the process exits 0 — as soon as the last one is done,
+//! not at the timeout.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper::service::service_fn;
@@ -17,9 +23,10 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::reload::Reloader;
 
-/// How long in-flight requests get to finish after a shutdown signal.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long blocking work (a bcrypt hash) may hold up the exit after the drain.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs `tollgate serve` to completion on a multi-threaded runtime.
 pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
@@ -28,32 +35,36 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
+        // Handlers first: from the "listening" line on, SIGTERM drains, never kills.
+        let shutdown = shutdown_signal()?;
         let server = Server::bind(config).await?;
-        server.run(shutdown_signal()).await
-    })
+        server.run(shutdown).await
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    result
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers the SIGTERM and SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutdown signal received");
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -95,9 +106,10 @@ impl Server {
             crate::config::StoreBackend::Memory => "memory",
             crate::config::StoreBackend::Redis { .. } => "redis",
         };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reloader = tokio::spawn(Reloader::new(self.app.clone()).run(stop_rx.clone()));
         tracing::info!(public = %public_addr, admin = %admin_addr, store, "listening");
 
-        let (stop_tx, stop_rx) = watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -148,14 +160,33 @@ impl Server {
         ));
 
         shutdown.await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let started = Instant::now();
+        let drain_timeout = self.app.live().config.server.drain_timeout;
+        // The accept loops end and drop their listeners: new connections are refused.
         let _ = stop_tx.send(true);
         let _ = public.await;
         let _ = admin.await;
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-        match tokio::time::timeout(DEFAULT_DRAIN_TIMEOUT, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("drained"),
-            Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
+        let _ = reloader.await;
+        let graceful = match Arc::try_unwrap(graceful) {
+            Ok(g) => g,
+            Err(_) => anyhow::bail!("internal error: a listener still holds the connection set"),
+        };
+        let connections = graceful.count();
+        tracing::info!(
+            connections,
+            in_flight_requests = self.app.metrics.in_flight_now(),
+            drain_timeout_ms = drain_timeout.as_millis() as u64,
+            "shutting down: listeners closed, idle connections closing, draining in-flight requests"
+        );
+        match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+            Ok(()) => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "drained: every connection finished"
+            ),
+            Err(_) => tracing::warn!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "drain timeout reached; closing the remaining connections"
+            ),
         }
         Ok(())
     }

@@ -187,6 +187,26 @@ fn minimal_file_gets_every_default() {
     assert_eq!(c.headers.ietf, DEFAULT_HEADERS_IETF);
     assert_eq!(c.log.format, LogFormat::Text);
     assert_eq!(c.log.level, DEFAULT_LOG_LEVEL);
+    assert_eq!(
+        c.server.drain_timeout,
+        Duration::from_millis(DEFAULT_DRAIN_TIMEOUT_MS)
+    );
+    assert_eq!(c.server.drain_timeout, Duration::from_secs(25));
+    assert_eq!(
+        c.metrics,
+        MetricsConfig {
+            per_client: DEFAULT_METRICS_PER_CLIENT,
+            per_client_max: DEFAULT_METRICS_PER_CLIENT_MAX,
+        }
+    );
+    assert!(!c.metrics.per_client);
+    assert_eq!(
+        c.reload,
+        ReloadConfig {
+            watch: DEFAULT_RELOAD_WATCH,
+            interval: Duration::from_millis(DEFAULT_RELOAD_INTERVAL_MS),
+        }
+    );
     assert!(c.warnings.is_empty());
 }
 
@@ -242,6 +262,7 @@ fn every_key_can_be_set() {
 [server]
 listen = "[::1]:8081"
 header_read_timeout_ms = 2500
+drain_timeout_ms = 0
 
 [admin]
 listen = "127.0.0.1:0"
@@ -275,6 +296,14 @@ ietf = true
 [log]
 format = "json"
 level = "tollgate=debug,info"
+
+[metrics]
+per_client = true
+per_client_max = 5
+
+[reload]
+watch = false
+interval_ms = 250
 "#,
     );
     assert_eq!(c.server.listen, "[::1]:8081".parse().unwrap());
@@ -309,6 +338,21 @@ level = "tollgate=debug,info"
     assert!(c.headers.ietf);
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(c.log.level, "tollgate=debug,info");
+    assert_eq!(c.server.drain_timeout, Duration::ZERO);
+    assert_eq!(
+        c.metrics,
+        MetricsConfig {
+            per_client: true,
+            per_client_max: 5
+        }
+    );
+    assert_eq!(
+        c.reload,
+        ReloadConfig {
+            watch: false,
+            interval: Duration::from_millis(250)
+        }
+    );
 }
 
 #[test]
@@ -361,6 +405,13 @@ fn describe_fills_in_every_default() {
         "[log]",
         "format = \"text\"",
         "level = \"info\"",
+        "drain_timeout_ms = 25000",
+        "[metrics]",
+        "per_client = false",
+        "per_client_max = 1000",
+        "[reload]",
+        "watch = true",
+        "interval_ms = 1000",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -430,7 +481,7 @@ const REJECTED: &[(&str, &str)] = &[
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[server]\nlistn = \"0.0.0.0:1\"\n",
-        "line 4: server.listn: unknown key `listn`, expected `listen` or `header_read_timeout_ms`",
+        "line 4: server.listn: unknown key `listn`, expected one of `listen`, `header_read_timeout_ms`, `drain_timeout_ms`",
     ),
     (
         "[upstream]\nurl = \"http://a\"\nretries = 3\n",
@@ -756,6 +807,35 @@ const REJECTED: &[(&str, &str)] = &[
         "[upstream]\nurl = \"http://a\"\n[log]\nlevel = \"[bad\"\n",
         "line 4: log.level: \"[bad\" is not a level or filter directive",
     ),
+    // -- [server] drain / [metrics] / [reload] --
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\ndrain_timeout_ms = -1\n",
+        "line 4: server.drain_timeout_ms: must be between 0 and 3600000, got -1",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\ndrain_timeout_ms = 3600001\n",
+        "line 4: server.drain_timeout_ms: must be between 0 and 3600000, got 3600001",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[metrics]\nper_client = \"yes\"\n",
+        "line 4: metrics.per_client: invalid type: string \"yes\", expected a boolean",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[metrics]\nper_client = true\nper_client_max = 0\n",
+        "line 5: metrics.per_client_max: must be between 1 and 100000, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[metrics]\nper_client_labels = true\n",
+        "line 4: metrics.per_client_labels: unknown key `per_client_labels`, expected `per_client` or `per_client_max`",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[reload]\nwatch = 1\n",
+        "line 4: reload.watch: invalid type: integer `1`, expected a boolean",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[reload]\ninterval_ms = 50\n",
+        "line 4: reload.interval_ms: must be between 100 and 3600000, got 50",
+    ),
 ];
 
 #[test]
@@ -904,6 +984,56 @@ fn check_prints_the_effective_config_and_exits_0() {
     );
     // What it printed is itself a valid config.
     accept(&stdout);
+}
+
+#[test]
+fn check_masks_the_redis_password_and_shows_the_operating_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"redis://tollgate:hunter2@redis:6379/0\"\n\
+             [server]\ndrain_timeout_ms = 5000\n[metrics]\nper_client = true\n"
+        ),
+    );
+    let out = check(&path);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(!text(&out.stderr).contains("hunter2"));
+    for line in [
+        "url = \"redis://tollgate:***@redis:6379/0\"",
+        "drain_timeout_ms = 5000",
+        "per_client = true",
+        "per_client_max = 1000",
+        "interval_ms = 1000",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_names_every_error_of_the_operating_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[upstream]\nurl = \"http://a\"\n[server]\ndrain_timeout_ms = -5\n\
+         [metrics]\nper_client_max = 0\n[reload]\ninterval_ms = 1\n[log]\nlevel = \"[x\"\n",
+    );
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    let p = path.display();
+    assert!(lines[0].starts_with(&format!("{p}: line 4: server.drain_timeout_ms:")));
+    assert!(lines[1].starts_with(&format!("{p}: line 6: metrics.per_client_max:")));
+    assert!(lines[2].starts_with(&format!("{p}: line 8: reload.interval_ms:")));
+    assert!(lines[3].starts_with(&format!("{p}: line 10: log.level:")));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::app::App;
+use crate::app::{App, Live};
 use crate::auth::{self, AuthError, Principal};
 use crate::body::ProxyBody;
 use crate::clock::iso8601;
@@ -106,18 +106,24 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
+    // One config snapshot for the whole request, even if a reload lands meanwhile.
+    let live = app.live();
     let method = req.method().clone();
     let raw_path = req.uri().path().to_owned();
     let mut trace = Trace::default();
-    let (resp, outcome) = match serve(&app, req, peer, &mut trace).await {
+    let (resp, outcome) = match serve(&app, &live, req, peer, &mut trace).await {
         Ok(done) => done,
         Err(refusal) => {
             let outcome = refusal.outcome;
-            (refusal.into_response(app.config.headers.ietf), outcome)
+            (refusal.into_response(live.ietf()), outcome)
         }
     };
     let elapsed = started.elapsed();
     app.metrics.request(outcome, elapsed);
+    if let Some(client) = &trace.client_id {
+        app.metrics
+            .client_request(&live.config.metrics, client, outcome);
+    }
     tracing::info!(
         target: "tollgate::access",
         method = %method,
@@ -135,6 +141,7 @@ pub async fn handle(
 
 async fn serve(
     app: &App,
+    live: &Live,
     req: Request<Incoming>,
     peer: SocketAddr,
     trace: &mut Trace,
@@ -158,22 +165,22 @@ async fn serve(
 
     // 3. tollgate's own endpoints, never forwarded.
     if path == USAGE_PATH {
-        return usage(app, &principal, req.method()).await;
+        return usage(app, live, &principal, req.method()).await;
     }
     if path == ORG_KEYS_PATH
         || path.starts_with(ORG_KEYS_PATH) && path[ORG_KEYS_PATH.len()..].starts_with('/')
     {
-        return org::handle(app, &principal, req, &path[ORG_KEYS_PATH.len()..]).await;
+        return org::handle(app, live, &principal, req, &path[ORG_KEYS_PATH.len()..]).await;
     }
 
     // 4. The scope the route needs.
-    let scope = match app.routes.requirement(req.method(), &path) {
+    let scope = match live.routes.requirement(req.method(), &path) {
         Requirement::Route { scope, .. } => scope,
         Requirement::ValidKey => None,
     };
 
     // 5. Admission: key and client status, scope, both limits, in one atomic store call.
-    let state = admit(app, &principal, scope).await?;
+    let state = admit(app, live, &principal, scope).await?;
 
     // 6. Forward, streaming both ways.
     let query = req.uri().query().map(str::to_owned);
@@ -184,7 +191,7 @@ async fn serve(
         path: &path,
         query: query.as_deref(),
     };
-    let (mut resp, upstream_elapsed) = app
+    let (mut resp, upstream_elapsed) = live
         .upstream
         .forward(req, ctx)
         .await
@@ -193,18 +200,23 @@ async fn serve(
     trace.upstream_status = Some(resp.status().as_u16());
 
     // 7. Decorate.
-    decorate(resp.headers_mut(), &state, app.config.headers.ietf);
+    decorate(resp.headers_mut(), &state, live.ietf());
     Ok((resp, Outcome::forwarded))
 }
 
 /// Runs the admission check; `Ok` only for an admitted (and counted) request.
-async fn admit(app: &App, p: &Principal, scope: Option<&str>) -> Result<LimitState, Refusal> {
+async fn admit(
+    app: &App,
+    live: &Live,
+    p: &Principal,
+    scope: Option<&str>,
+) -> Result<LimitState, Refusal> {
     let req = AdmitRequest {
         client_id: &p.client_id,
         key_id: &p.key_id,
         gen: p.gen,
         scope,
-        defaults: app.defaults(),
+        defaults: live.defaults(),
     };
     let started = Instant::now();
     let result = app.store.admit(&req).await;
@@ -271,11 +283,11 @@ fn verdict_to_result(
 }
 
 /// Reads the caller's limit state without counting; checks the key as admission does.
-async fn checked_usage(app: &App, p: &Principal) -> Result<LimitState, Refusal> {
+async fn checked_usage(app: &App, live: &Live, p: &Principal) -> Result<LimitState, Refusal> {
     let req = UsageRequest {
         client_id: &p.client_id,
         key: Some((&p.key_id, p.gen)),
-        defaults: app.defaults(),
+        defaults: live.defaults(),
     };
     let started = Instant::now();
     let result = app.store.usage(&req).await;
@@ -287,10 +299,11 @@ async fn checked_usage(app: &App, p: &Principal) -> Result<LimitState, Refusal> 
 /// `GET /api/v1/client/usage`: answered even when the limits are exhausted.
 async fn usage(
     app: &App,
+    live: &Live,
     p: &Principal,
     method: &Method,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
-    let state = checked_usage(app, p).await?;
+    let state = checked_usage(app, live, p).await?;
     if method != Method::GET && method != Method::HEAD {
         return Err(Refusal::new(
             ApiError::MethodNotAllowed("Use GET.".into()),
@@ -299,6 +312,6 @@ async fn usage(
         .with_state(Some(state)));
     }
     let mut resp = json_response(http::StatusCode::OK, &UsageDoc::from(&state));
-    decorate(resp.headers_mut(), &state, app.config.headers.ietf);
+    decorate(resp.headers_mut(), &state, live.ietf());
     Ok((resp, Outcome::served))
 }

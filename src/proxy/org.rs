@@ -5,7 +5,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{checked_usage, Refusal};
-use crate::app::App;
+use crate::app::{App, Live};
 use crate::auth::Principal;
 use crate::body::{empty, ProxyBody};
 use crate::error::{json_response, ApiError};
@@ -17,11 +17,12 @@ use crate::model::{SCOPE_READ_KEYS, SCOPE_WRITE_KEYS};
 /// `rest` is the path after `/api/v1/org/api-keys`: empty or `/{id}`.
 pub(super) async fn handle(
     app: &App,
+    live: &Live,
     p: &Principal,
     req: Request<Incoming>,
     rest: &str,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
-    let state = checked_usage(app, p).await?;
+    let state = checked_usage(app, live, p).await?;
     let fail = |e: ApiError| {
         let outcome = match e {
             ApiError::Forbidden(_) => Outcome::forbidden,
@@ -49,7 +50,7 @@ pub(super) async fn handle(
         (Method::POST, "") => {
             need(SCOPE_WRITE_KEYS)?;
             let body = read_json(req.into_body()).await.map_err(fail)?;
-            let new = NewKey::from_json(&body, &app.config.auth.scopes).map_err(fail)?;
+            let new = NewKey::from_json(&body, &live.config.auth.scopes).map_err(fail)?;
             let created = app
                 .keys
                 .create(&p.client_id, new, Some(p))
@@ -76,6 +77,6 @@ pub(super) async fn handle(
         }
         _ => return Err(fail(ApiError::NotFound("No such endpoint.".into()))),
     };
-    decorate(resp.headers_mut(), &state, app.config.headers.ietf);
+    decorate(resp.headers_mut(), &state, live.ietf());
     Ok((resp, Outcome::served))
 }

@@ -1,13 +1,15 @@
 //! Runs the real `tollgate` binary for integration tests: writes a config with
 //! both listeners on port 0, starts `tollgate serve`, and waits for the
 //! "listening" log line that carries the bound addresses (no sleeps).
+//! Also sends it signals and waits for its exit or for a log line, each
+//! with a deadline.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-5f2c";
 
@@ -64,7 +66,7 @@ pub struct Tollgate {
     pub admin: SocketAddr,
     child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     pub config_path: PathBuf,
 }
 
@@ -78,6 +80,19 @@ impl Tollgate {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("tollgate.toml");
         std::fs::write(&config_path, config_text).expect("write config");
+        Self::spawn(config_path, Some(dir), env)
+    }
+
+    /// Starts the binary on a config file the caller owns (e.g. a ConfigMap-style layout).
+    pub fn start_at(config_path: &Path, env: &[(&str, &str)]) -> Tollgate {
+        Self::spawn(config_path.to_owned(), None, env)
+    }
+
+    fn spawn(
+        config_path: PathBuf,
+        dir: Option<tempfile::TempDir>,
+        env: &[(&str, &str)],
+    ) -> Tollgate {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.arg("serve")
             .arg("--config")
@@ -142,6 +157,56 @@ impl Tollgate {
     pub fn log_text(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
     }
+
+    /// The log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits until a logged line contains `needle`; false at the deadline.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal (`"TERM"`, `"HUP"`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg("-s")
+            .arg(name)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Tollgate {
@@ -151,10 +216,14 @@ impl Drop for Tollgate {
     }
 }
 
-/// `name=ADDR` from a log line.
+/// `name=ADDR` from a text log line, or `"name":"ADDR"` from a JSON one.
 fn field(line: &str, name: &str) -> Option<SocketAddr> {
-    let key = format!("{name}=");
-    let start = line.find(&key)? + key.len();
+    let text_key = format!("{name}=");
+    let json_key = format!("\"{name}\":\"");
+    let start = match line.find(&text_key) {
+        Some(at) => at + text_key.len(),
+        None => line.find(&json_key)? + json_key.len(),
+    };
     let rest = &line[start..];
     let end = rest
         .find(|c: char| c.is_whitespace() || c == '"')
