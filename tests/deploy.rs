@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
+use tollgate::config::DEFAULT_DRAIN_TIMEOUT_MS;
 use tollgate::config::{CONFIG_ENV, DEFAULT_TOKEN_ENV};
-use tollgate::server::DEFAULT_DRAIN_TIMEOUT;
 
 const KUBERNETES: &str = "deploy/kubernetes";
 const BASE: &str = "deploy/kubernetes/base";
@@ -985,6 +985,9 @@ fn every_container_runs_restricted_with_resources() {
     }
     assert!(checked >= 3, "tollgate, the API and Redis");
 }
+
+/// The drain timeout of the shipped configs: they leave `server.drain_timeout_ms` at its default.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_millis(DEFAULT_DRAIN_TIMEOUT_MS);
 
 #[test]
 fn shutdown_fits_the_grace_period() {
