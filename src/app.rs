@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::proxy::forward::Upstream;
 use crate::routes::RouteTable;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{Bounds, RedisStore, Topology};
 use crate::store::{SharedStore, TimeSource};
 
 /// Everything a request handler needs.
@@ -33,11 +33,27 @@ impl App {
     /// Builds the process state. Does not connect to the store: a store that is
     /// down at start-up makes the process unready, not dead.
     pub fn new(config: Config) -> anyhow::Result<Arc<App>> {
-        let store: SharedStore = match &config.store.backend {
-            StoreBackend::Memory => Arc::new(MemoryStore::new(TimeSource::Store)),
-            StoreBackend::Redis { url } => Arc::new(
-                RedisStore::new(url, config.store.timeout, TimeSource::Store)
-                    .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
+        let bounds = Bounds {
+            timeout: config.store.timeout,
+            max_in_flight: config.store.max_in_flight,
+        };
+        let topology = match &config.store.backend {
+            StoreBackend::Memory => None,
+            StoreBackend::Redis { url } => Some(Topology::Single { url: url.clone() }),
+            StoreBackend::RedisCluster { urls } => Some(Topology::Cluster { urls: urls.clone() }),
+            StoreBackend::RedisSentinel {
+                sentinels,
+                master_name,
+            } => Some(Topology::Sentinel {
+                sentinels: sentinels.clone(),
+                master_name: master_name.clone(),
+            }),
+        };
+        let store: SharedStore = match topology {
+            None => Arc::new(MemoryStore::new(TimeSource::Store)),
+            Some(topology) => Arc::new(
+                RedisStore::with_topology(&topology, bounds, TimeSource::Store)
+                    .map_err(|e| anyhow::anyhow!("store: {e}"))?,
             ),
         };
         let metrics = Arc::new(Metrics::new());
