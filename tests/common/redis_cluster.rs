@@ -220,17 +220,23 @@ impl RedisCluster {
 
     /// The primary holding `key`'s slot, and one of its replicas.
     pub fn owner_of(&self, key: &str) -> (u16, u16) {
-        let live = self
-            .nodes
-            .iter()
-            .find(|n| n.child.is_some())
-            .expect("a live node");
-        let slot: u16 = cli(live.port, &["CLUSTER", "KEYSLOT", key])
-            .and_then(|s| s.parse().ok())
-            .expect("CLUSTER KEYSLOT");
-        let nodes = cli(live.port, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        let (id, port, nodes) = self.primary_of(key).expect("a primary for the slot");
+        let replica = nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[3] == id && !f[2].contains("fail"))
+            .map(|f| port_of(f[1]))
+            .expect("a replica of the primary");
+        (port, replica)
+    }
+
+    /// The id and port of the primary holding `key`'s slot as a live node
+    /// sees it, with that node's `CLUSTER NODES`.
+    fn primary_of(&self, key: &str) -> Option<(String, u16, String)> {
+        let live = self.nodes.iter().find(|n| n.child.is_some())?;
+        let slot: u16 = cli(live.port, &["CLUSTER", "KEYSLOT", key])?.parse().ok()?;
+        let nodes = cli(live.port, &["CLUSTER", "NODES"])?;
         // <id> <ip:port@bus> <flags> <master-id> <ping> <pong> <epoch> <state> <slots…>
-        let mut primary = None;
         for line in nodes.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             let owns = f.iter().skip(8).any(|r| match r.split_once('-') {
@@ -240,18 +246,11 @@ impl RedisCluster {
                 }
                 None => r.parse::<u16>() == Ok(slot),
             });
-            if owns && f[2].contains("master") {
-                primary = Some((f[0].to_owned(), port_of(f[1])));
+            if owns && f.len() > 2 && f[2].contains("master") && !f[2].contains("fail") {
+                return Some((f[0].to_owned(), port_of(f[1]), nodes.clone()));
             }
         }
-        let (id, port) = primary.expect("a primary for the slot");
-        let replica = nodes
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f[3] == id && !f[2].contains("fail"))
-            .map(|f| port_of(f[1]))
-            .expect("a replica of the primary");
-        (port, replica)
+        None
     }
 
     /// Promotes the replica of `key`'s primary with `CLUSTER FAILOVER` and
@@ -264,7 +263,7 @@ impl RedisCluster {
                 && cli(old, &["ROLE"]).is_some_and(|r| r.lines().next() == Some("slave"))
         });
         wait_for("cluster agrees on the new primary", || {
-            self.owner_of(key).0 == new
+            self.primary_of(key).is_some_and(|(_, p, _)| p == new)
         });
         self.wait_healthy();
         (old, new)
