@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreBackend};
+use crate::config::{Config, FailureMode, StoreBackend};
+use crate::degraded::Degraded;
 use crate::keymgmt::KeyService;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub struct App {
     /// The admin API token; `None` disables the admin API.
     pub admin_token: Option<String>,
     pub clock: Arc<dyn Clock>,
+    /// `Some` with `failure_mode = "open"`: local admission while the store is down.
+    pub degraded: Option<Degraded>,
 }
 
 impl App {
@@ -80,6 +83,8 @@ impl App {
             metrics,
             admin_token,
             clock,
+            degraded: (config.store.failure_mode == FailureMode::Open)
+                .then(|| Degraded::new(config.store.replicas)),
             config,
         }))
     }

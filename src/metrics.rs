@@ -85,6 +85,8 @@ pub struct Metrics {
     auth_cache: Family<CacheLabels, Counter>,
     bcrypt_verifications: Counter,
     in_flight: Gauge,
+    store_degraded: Gauge,
+    degraded_admissions: Counter,
 }
 
 impl Default for Metrics {
@@ -147,6 +149,18 @@ impl Metrics {
             "Public requests being served",
             in_flight.clone(),
         );
+        let store_degraded = Gauge::default();
+        registry.register(
+            "store_degraded",
+            "1 while the store is unreachable and failure_mode = \"open\" serves known keys from local limits",
+            store_degraded.clone(),
+        );
+        let degraded_admissions = Counter::default();
+        registry.register(
+            "degraded_admissions",
+            "Requests admitted by the local limiter while the store was unreachable (not counted in the store)",
+            degraded_admissions.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -165,7 +179,19 @@ impl Metrics {
             auth_cache,
             bcrypt_verifications,
             in_flight,
+            store_degraded,
+            degraded_admissions,
         }
+    }
+
+    /// Sets `tollgate_store_degraded`.
+    pub fn set_store_degraded(&self, degraded: bool) {
+        self.store_degraded.set(i64::from(degraded));
+    }
+
+    /// Counts one request admitted by the local limiter.
+    pub fn degraded_admission(&self) {
+        self.degraded_admissions.inc();
     }
 
     pub fn request(&self, outcome: Outcome, elapsed: Duration) {
