@@ -220,3 +220,34 @@ async fn hung_store_under_2000_concurrent_requests_answers_all_within_the_timeou
         assert!(Instant::now() < deadline, "no recovery");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pause_answers_503_within_the_timeout_then_serves() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let tg = Tollgate::start(&config(&upstream.url(), &store(&redis.url(), ""), ""));
+    let http = Http::default();
+    create_client(&http, &tg, "acme", json!({"per_minute": 10})).await;
+    let (_, secret) = create_key(&http, &tg, "acme", &["read:charge_points"]).await;
+    assert_eq!(http.get_key(&tg.url(CP), &secret).await.status, 200);
+
+    let paused = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "CLIENT",
+            "PAUSE",
+            "2000",
+            "ALL",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert!(String::from_utf8_lossy(&paused.stdout).contains("OK"));
+    let started = Instant::now();
+    let r = http.get_key(&tg.url(CP), &secret).await;
+    let took = started.elapsed();
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (503, "unavailable"));
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    let took = wait_until_served(&http, &tg, &secret).await;
+    eprintln!("CLIENT PAUSE 2000: 503 within the 300 ms timeout, served again {took:?} later");
+}
