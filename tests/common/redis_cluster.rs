@@ -219,15 +219,20 @@ impl RedisCluster {
     }
 
     /// The primary holding `key`'s slot, and one of its replicas.
+    /// Waits until the node asked knows both (gossip may lag `cluster_state:ok`).
     pub fn owner_of(&self, key: &str) -> (u16, u16) {
-        let (id, port, nodes) = self.primary_of(key).expect("a primary for the slot");
-        let replica = nodes
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && f[3] == id && !f[2].contains("fail"))
-            .map(|f| port_of(f[1]))
-            .expect("a replica of the primary");
-        (port, replica)
+        let mut found = None;
+        wait_for("a primary and its replica for the slot", || {
+            found = self.primary_of(key).and_then(|(id, port, nodes)| {
+                nodes
+                    .lines()
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                    .find(|f| f.len() > 3 && f[3] == id && !f[2].contains("fail"))
+                    .map(|f| (port, port_of(f[1])))
+            });
+            found.is_some()
+        });
+        found.expect("found")
     }
 
     /// The id and port of the primary holding `key`'s slot as a live node
