@@ -6,15 +6,25 @@
 //! hash tag, so it is atomic and runs unchanged on Redis Cluster. Time comes
 //! from the script's `TIME` unless a test supplies a clock.
 //!
-//! Connection: one multiplexed connection (requests from all tasks are
-//! pipelined on it) held by a [`ConnectionManager`] that is created lazily,
-//! so [`RedisStore::new`] never touches the network and tollgate starts (and
-//! reports not-ready) while Redis is down. Every call, connecting included,
-//! is bounded by the configured timeout. A timeout or connection error drops
-//! the connection; the next call opens a fresh one, so a hung (half-open or
-//! paused) server cannot wedge the store and a restarted one is picked up
-//! without rebuilding anything. Calls are never retried: a script whose
-//! reply was lost may have run, and running `admit` twice would count twice.
+//! Connection ([`Topology`]): one server, a Redis Cluster, or the primary
+//! Sentinel names, all behind one [`Conn`] so the scripts and operations are
+//! shared. For one server (and the sentinel's primary), one multiplexed
+//! connection (requests from all tasks are pipelined on it) held by a
+//! [`ConnectionManager`]; for a cluster, a cluster connection that routes
+//! each command by its first key. Connections are opened by the first call
+//! that needs one, so [`RedisStore::new`] never touches the network and
+//! tollgate starts (and reports not-ready) while Redis is down; a sentinel
+//! set-up is asked for the primary on every (re)connect, so a failover is
+//! followed. Every call, connecting included, is bounded by the configured
+//! timeout, and at most `max_in_flight` calls wait at once (more fail at
+//! once with `Unavailable`, so a hung Redis cannot pile up tasks). A
+//! timeout or connection error drops the connection; the next call opens a
+//! fresh one, so a hung (half-open or paused) server cannot wedge the store
+//! and a restarted one is picked up without rebuilding anything. tollgate
+//! never retries a call: a script whose reply was lost may have run, and
+//! running `admit` twice would count twice. (The cluster connection itself
+//! retries a command up to [`CLUSTER_RETRIES`] times to follow redirects;
+//! see docs/scaling.md for what that means for counts.)
 //!
 //! Errors never carry the URL, the password or any stored value.
 
