@@ -45,6 +45,15 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Response<ProxyBody>,
                 StatusCode::OK,
                 &serde_json::json!({"status": "ready"}),
             )),
+            // failure_mode = "open": a degraded pod still serves known keys,
+            // so it stays in the load balancer; the body says it is degraded.
+            Err(e) if app.degraded.is_some() => {
+                tracing::warn!(error = %e, "readiness: store unreachable, serving degraded");
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "degraded"}),
+                ))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "readiness: store unreachable");
                 Err(ApiError::Unavailable("The store is unreachable.".into()))

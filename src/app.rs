@@ -10,14 +10,15 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreBackend};
+use crate::config::{Config, FailureMode, StoreBackend};
+use crate::degraded::Degraded;
 use crate::keymgmt::KeyService;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::forward::Upstream;
 use crate::routes::RouteTable;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{Bounds, RedisStore, Topology};
 use crate::store::{SharedStore, TimeSource};
 
 /// Everything a request handler needs.
@@ -35,6 +36,8 @@ pub struct App {
     /// The admin API token; `None` disables the admin API.
     pub admin_token: Option<String>,
     pub clock: Arc<dyn Clock>,
+    /// `Some` with `failure_mode = "open"`: local admission while the store is down.
+    pub degraded: Option<Degraded>,
 }
 
 /// The reloadable state: one consistent snapshot of the config in force.
@@ -90,11 +93,27 @@ impl App {
     /// Builds the process state. Does not connect to the store: a store that is
     /// down at start-up makes the process unready, not dead.
     pub fn new(config: Config) -> anyhow::Result<Arc<App>> {
-        let store: SharedStore = match &config.store.backend {
-            StoreBackend::Memory => Arc::new(MemoryStore::new(TimeSource::Store)),
-            StoreBackend::Redis { url } => Arc::new(
-                RedisStore::new(url, config.store.timeout, TimeSource::Store)
-                    .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
+        let bounds = Bounds {
+            timeout: config.store.timeout,
+            max_in_flight: config.store.max_in_flight,
+        };
+        let topology = match &config.store.backend {
+            StoreBackend::Memory => None,
+            StoreBackend::Redis { url } => Some(Topology::Single { url: url.clone() }),
+            StoreBackend::RedisCluster { urls } => Some(Topology::Cluster { urls: urls.clone() }),
+            StoreBackend::RedisSentinel {
+                sentinels,
+                master_name,
+            } => Some(Topology::Sentinel {
+                sentinels: sentinels.clone(),
+                master_name: master_name.clone(),
+            }),
+        };
+        let store: SharedStore = match topology {
+            None => Arc::new(MemoryStore::new(TimeSource::Store)),
+            Some(topology) => Arc::new(
+                RedisStore::with_topology(&topology, bounds, TimeSource::Store)
+                    .map_err(|e| anyhow::anyhow!("store: {e}"))?,
             ),
         };
         let metrics = Arc::new(Metrics::new());
@@ -120,6 +139,8 @@ impl App {
             metrics,
             admin_token,
             clock,
+            degraded: (config.store.failure_mode == FailureMode::Open)
+                .then(|| Degraded::new(config.store.replicas)),
             config,
         }))
     }

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use redis::IntoConnectionInfo;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -58,6 +57,12 @@ pub const DEFAULT_RELOAD_WATCH: bool = true;
 pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 1000;
 /// Accepted `reload.interval_ms`.
 pub const RELOAD_INTERVAL_MS: RangeInclusive<u64> = 100..=3_600_000;
+pub const DEFAULT_STORE_REPLICAS: u64 = 1;
+/// Accepted `store.replicas`.
+pub const STORE_REPLICAS: RangeInclusive<u64> = 1..=10_000;
+pub const DEFAULT_STORE_MAX_IN_FLIGHT: u64 = 1024;
+/// Accepted `store.max_in_flight`.
+pub const STORE_MAX_IN_FLIGHT: RangeInclusive<u64> = 1..=1_000_000;
 /// Accepted `store.timeout_ms`.
 pub const STORE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
 /// Accepted `auth.bcrypt_cost` (bcrypt's own bounds).
@@ -120,7 +125,29 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreBackend {
     Memory,
-    Redis { url: String },
+    Redis {
+        url: String,
+    },
+    /// Seed nodes of a Redis Cluster.
+    RedisCluster {
+        urls: Vec<String>,
+    },
+    /// The primary Sentinel names `master_name`.
+    RedisSentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+    },
+}
+
+/// What the proxy does while the store cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureMode {
+    /// 503 `unavailable` for every request that needs the store.
+    #[default]
+    Closed,
+    /// Keys this process has verified keep working under a local limiter
+    /// (the client's limits divided by `replicas`); unknown keys get 503.
+    Open,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +155,12 @@ pub struct StoreConfig {
     pub backend: StoreBackend,
     /// Bound on every store call, connecting included.
     pub timeout: Duration,
+    pub failure_mode: FailureMode,
+    /// tollgate processes sharing the store; `failure_mode = "open"` divides
+    /// each client's limits by it.
+    pub replicas: u64,
+    /// Most store calls waiting at once; beyond, 503 at once.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -362,11 +395,12 @@ struct RawStore {
     backend: Opt<String>,
     url: Opt<String>,
     timeout_ms: Opt<i64>,
-    // Named by SPEC.md for later versions: recognised, then refused.
-    urls: Opt<IgnoredAny>,
-    sentinels: Opt<IgnoredAny>,
-    master_name: Opt<IgnoredAny>,
-    failure_mode: Opt<IgnoredAny>,
+    urls: Opt<Vec<Spanned<String>>>,
+    sentinels: Opt<Vec<Spanned<String>>>,
+    master_name: Opt<String>,
+    failure_mode: Opt<String>,
+    replicas: Opt<i64>,
+    max_in_flight: Opt<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -841,25 +875,6 @@ impl Checker<'_> {
 
     fn store(&mut self, raw: Opt<RawStore>) -> StoreConfig {
         let (span, raw) = section(raw);
-        // Keys SPEC.md names for later versions: recognised, then refused.
-        let one_server = "is not supported by this version: the redis backend is one \
-                          server (backend = \"redis\" with store.url)";
-        let reserved = [
-            ("store.urls", &raw.urls, one_server),
-            ("store.sentinels", &raw.sentinels, one_server),
-            ("store.master_name", &raw.master_name, one_server),
-            (
-                "store.failure_mode",
-                &raw.failure_mode,
-                "is not supported by this version: the store always fails closed \
-                 (503 while it cannot be reached)",
-            ),
-        ];
-        for (key, value, message) in reserved {
-            if let Some(v) = value {
-                self.report(Some(&v.span()), key, message);
-            }
-        }
         let backend = raw
             .backend
             .as_ref()
@@ -899,19 +914,42 @@ impl Checker<'_> {
                     }
                 }
             },
-            "redis-cluster" | "redis-sentinel" => {
-                self.report(
-                    backend_span.as_ref(),
-                    "store.backend",
-                    format!("{backend:?} is not supported by this version (use \"memory\" or \"redis\")"),
-                );
-                StoreBackend::Memory
+            "redis-cluster" => {
+                let urls = self.redis_urls("store.urls", &raw.urls, backend_span.or(span.clone()));
+                StoreBackend::RedisCluster { urls }
+            }
+            "redis-sentinel" => {
+                let at = backend_span.or(span.clone());
+                let sentinels = self.redis_urls("store.sentinels", &raw.sentinels, at.clone());
+                let master_name = match &raw.master_name {
+                    Some(m) if !m.get_ref().trim().is_empty() => m.get_ref().clone(),
+                    Some(m) => {
+                        self.report(Some(&m.span()), "store.master_name", "is empty");
+                        String::new()
+                    }
+                    None => {
+                        self.report(
+                            at.as_ref(),
+                            "store.master_name",
+                            "required when store.backend is \"redis-sentinel\", \
+                             e.g. master_name = \"mymaster\"",
+                        );
+                        String::new()
+                    }
+                };
+                StoreBackend::RedisSentinel {
+                    sentinels,
+                    master_name,
+                }
             }
             other => {
                 self.report(
                     backend_span.as_ref(),
                     "store.backend",
-                    format!("unknown backend {other:?} (known: \"memory\", \"redis\")"),
+                    format!(
+                        "unknown backend {other:?} (known: \"memory\", \"redis\", \
+                         \"redis-cluster\", \"redis-sentinel\")"
+                    ),
                 );
                 StoreBackend::Memory
             }
@@ -923,10 +961,107 @@ impl Checker<'_> {
             *STORE_TIMEOUT_MS.start(),
             *STORE_TIMEOUT_MS.end(),
         );
+        // Keys that only one backend reads.
+        let unused = [
+            (
+                "store.url",
+                raw.url.as_ref().map(Spanned::span),
+                matches!(backend, StoreBackend::Redis { .. } | StoreBackend::Memory),
+            ),
+            (
+                "store.urls",
+                raw.urls.as_ref().map(Spanned::span),
+                matches!(backend, StoreBackend::RedisCluster { .. }),
+            ),
+            (
+                "store.sentinels",
+                raw.sentinels.as_ref().map(Spanned::span),
+                matches!(backend, StoreBackend::RedisSentinel { .. }),
+            ),
+            (
+                "store.master_name",
+                raw.master_name.as_ref().map(Spanned::span),
+                matches!(backend, StoreBackend::RedisSentinel { .. }),
+            ),
+        ];
+        for (key, at, used) in unused {
+            if let (Some(at), false) = (at, used) {
+                self.report(
+                    Some(&at),
+                    key,
+                    format!(
+                        "is not read by store.backend = {:?}",
+                        backend_name(&backend)
+                    ),
+                );
+            }
+        }
+        let failure_mode = match &raw.failure_mode {
+            None => FailureMode::default(),
+            Some(f) => match f.get_ref().as_str() {
+                "closed" => FailureMode::Closed,
+                "open" => FailureMode::Open,
+                other => {
+                    self.report(
+                        Some(&f.span()),
+                        "store.failure_mode",
+                        format!("unknown mode {other:?} (known: \"closed\", \"open\")"),
+                    );
+                    FailureMode::default()
+                }
+            },
+        };
+        let replicas = self.int(
+            "store.replicas",
+            &raw.replicas,
+            DEFAULT_STORE_REPLICAS,
+            1,
+            *STORE_REPLICAS.end(),
+        );
+        let max_in_flight = self.int(
+            "store.max_in_flight",
+            &raw.max_in_flight,
+            DEFAULT_STORE_MAX_IN_FLIGHT,
+            1,
+            *STORE_MAX_IN_FLIGHT.end(),
+        );
         StoreConfig {
             backend,
             timeout: Duration::from_millis(timeout_ms),
+            failure_mode,
+            replicas,
+            max_in_flight: usize::try_from(max_in_flight).unwrap_or(usize::MAX),
         }
+    }
+
+    /// A non-empty list of redis:// URLs (seed nodes or sentinels).
+    fn redis_urls(
+        &mut self,
+        key: &str,
+        raw: &Opt<Vec<Spanned<String>>>,
+        missing_at: Option<Range<usize>>,
+    ) -> Vec<String> {
+        let Some(list) = raw else {
+            self.report(
+                missing_at.as_ref(),
+                key,
+                "required by this store.backend, e.g. [\"redis://127.0.0.1:7000\"]",
+            );
+            return Vec::new();
+        };
+        if list.get_ref().is_empty() {
+            self.report(
+                Some(&list.span()),
+                key,
+                "is empty; list at least one redis:// URL",
+            );
+        }
+        for url in list.get_ref() {
+            if let Err(message) = check_redis_url(url.get_ref()) {
+                self.report(Some(&url.span()), key, message);
+            }
+        }
+        list.get_ref().iter().map(|u| u.get_ref().clone()).collect()
     }
 
     fn limits(&mut self, raw: Opt<RawLimits>) -> Limits {
@@ -1241,6 +1376,16 @@ fn parse_upstream_url(url: &str) -> Result<(Authority, String), String> {
     Ok((authority, base_path))
 }
 
+/// The `store.backend` value naming a backend.
+pub fn backend_name(b: &StoreBackend) -> &'static str {
+    match b {
+        StoreBackend::Memory => "memory",
+        StoreBackend::Redis { .. } => "redis",
+        StoreBackend::RedisCluster { .. } => "redis-cluster",
+        StoreBackend::RedisSentinel { .. } => "redis-sentinel",
+    }
+}
+
 /// A `redis://` or `rediss://` URL the redis client accepts. Messages never
 /// repeat the URL: it may hold a password.
 fn check_redis_url(url: &str) -> Result<(), String> {
@@ -1416,7 +1561,16 @@ struct EffStore {
     backend: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    urls: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentinels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    master_name: Option<String>,
     timeout_ms: u64,
+    failure_mode: &'static str,
+    replicas: u64,
+    max_in_flight: u64,
 }
 
 #[derive(Serialize)]
@@ -1470,9 +1624,15 @@ fn ms(d: Duration) -> u64 {
 
 impl From<&Config> for Effective {
     fn from(c: &Config) -> Self {
-        let (backend, url) = match &c.store.backend {
-            StoreBackend::Memory => ("memory", None),
-            StoreBackend::Redis { url } => ("redis", Some(redact_url(url))),
+        let redact_all = |urls: &[String]| Some(urls.iter().map(|u| redact_url(u)).collect());
+        let (url, urls, sentinels, master_name) = match &c.store.backend {
+            StoreBackend::Memory => (None, None, None, None),
+            StoreBackend::Redis { url } => (Some(redact_url(url)), None, None, None),
+            StoreBackend::RedisCluster { urls } => (None, redact_all(urls), None, None),
+            StoreBackend::RedisSentinel {
+                sentinels,
+                master_name,
+            } => (None, None, redact_all(sentinels), Some(master_name.clone())),
         };
         Effective {
             server: EffServer {
@@ -1493,9 +1653,18 @@ impl From<&Config> for Effective {
                 keep_credential: c.upstream.keep_credential,
             },
             store: EffStore {
-                backend,
+                backend: backend_name(&c.store.backend),
                 url,
+                urls,
+                sentinels,
+                master_name,
                 timeout_ms: ms(c.store.timeout),
+                failure_mode: match c.store.failure_mode {
+                    FailureMode::Closed => "closed",
+                    FailureMode::Open => "open",
+                },
+                replicas: c.store.replicas,
+                max_in_flight: c.store.max_in_flight as u64,
             },
             limits: EffLimits {
                 per_minute: c.limits.per_minute,

@@ -14,6 +14,7 @@ pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod degraded;
 pub mod error;
 pub mod headers;
 pub mod keymgmt;

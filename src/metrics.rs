@@ -121,6 +121,8 @@ pub struct Metrics {
     /// The client ids that have a label of their own.
     labelled_clients: Mutex<HashSet<Arc<str>>>,
     other_clients: Arc<str>,
+    store_degraded: Gauge,
+    degraded_admissions: Counter,
 }
 
 impl Default for Metrics {
@@ -183,6 +185,18 @@ impl Metrics {
             "Public requests being served",
             in_flight.clone(),
         );
+        let store_degraded = Gauge::default();
+        registry.register(
+            "store_degraded",
+            "1 while the store is unreachable and failure_mode = \"open\" serves known keys from local limits",
+            store_degraded.clone(),
+        );
+        let degraded_admissions = Counter::default();
+        registry.register(
+            "degraded_admissions",
+            "Requests admitted by the local limiter while the store was unreachable (not counted in the store)",
+            degraded_admissions.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -221,6 +235,8 @@ impl Metrics {
             client_requests,
             labelled_clients: Mutex::new(HashSet::new()),
             other_clients: Arc::from(OTHER_CLIENTS),
+            store_degraded,
+            degraded_admissions,
         }
     }
 
@@ -255,6 +271,16 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+
+    /// Sets `tollgate_store_degraded`.
+    pub fn set_store_degraded(&self, degraded: bool) {
+        self.store_degraded.set(i64::from(degraded));
+    }
+
+    /// Counts one request admitted by the local limiter.
+    pub fn degraded_admission(&self) {
+        self.degraded_admissions.inc();
     }
 
     pub fn request(&self, outcome: Outcome, elapsed: Duration) {

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::app::{App, Live};
-use crate::config::{Config, StoreBackend};
+use crate::config::Config;
 use crate::metrics::ReloadResult;
 use crate::telemetry::{self, LevelChange};
 
@@ -134,10 +134,7 @@ pub fn restart_needed(boot: &Config, loaded: &Config) -> Vec<String> {
         loaded.log.format.as_str().to_owned(),
     );
     if boot.store != loaded.store {
-        let backend = |c: &Config| match c.store.backend {
-            StoreBackend::Memory => "memory",
-            StoreBackend::Redis { .. } => "redis",
-        };
+        let backend = |c: &Config| crate::config::backend_name(&c.store.backend);
         out.push(format!(
             "[store] changed (backend {} → {}; url and timeout not shown), which needs a restart; \
              still using the start-up store",

@@ -102,10 +102,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let public_addr = self.public_addr()?;
         let admin_addr = self.admin_addr()?;
-        let store = match &self.app.config.store.backend {
-            crate::config::StoreBackend::Memory => "memory",
-            crate::config::StoreBackend::Redis { .. } => "redis",
-        };
+        let store = crate::config::backend_name(&self.app.config.store.backend);
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(Reloader::new(self.app.clone()).run(stop_rx.clone()));
         tracing::info!(public = %public_addr, admin = %admin_addr, store, "listening");

@@ -356,6 +356,74 @@ interval_ms = 250
 }
 
 #[test]
+fn cluster_and_sentinel_backends_and_failure_mode() {
+    let c = accept(
+        r#"
+[upstream]
+url = "http://a"
+[store]
+backend = "redis-cluster"
+urls = ["redis://127.0.0.1:7000", "redis://:hunter2@127.0.0.1:7001"]
+failure_mode = "open"
+replicas = 3
+max_in_flight = 64
+"#,
+    );
+    assert_eq!(
+        c.store.backend,
+        StoreBackend::RedisCluster {
+            urls: vec![
+                "redis://127.0.0.1:7000".into(),
+                "redis://:hunter2@127.0.0.1:7001".into()
+            ]
+        }
+    );
+    assert_eq!(c.store.failure_mode, FailureMode::Open);
+    assert_eq!((c.store.replicas, c.store.max_in_flight), (3, 64));
+    let text = c.describe();
+    for line in [
+        "backend = \"redis-cluster\"",
+        "urls = [\"redis://127.0.0.1:7000\", \"redis://:***@127.0.0.1:7001\"]",
+        "failure_mode = \"open\"",
+        "replicas = 3",
+        "max_in_flight = 64",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+    assert!(!text.contains("hunter2"));
+
+    let c = accept(
+        r#"
+[upstream]
+url = "http://a"
+[store]
+backend = "redis-sentinel"
+sentinels = ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"]
+master_name = "mymaster"
+"#,
+    );
+    assert_eq!(
+        c.store.backend,
+        StoreBackend::RedisSentinel {
+            sentinels: vec![
+                "redis://127.0.0.1:26379".into(),
+                "redis://127.0.0.1:26380".into()
+            ],
+            master_name: "mymaster".into()
+        }
+    );
+    assert_eq!(c.store.failure_mode, FailureMode::Closed);
+    let text = c.describe();
+    assert!(
+        text.lines().any(|l| l == "master_name = \"mymaster\""),
+        "{text}"
+    );
+}
+
+#[test]
 fn upstream_without_port_defaults_to_80() {
     let c = accept("[upstream]\nurl = \"http://api.internal\"\n");
     assert_eq!(c.upstream.port(), 80);
@@ -393,6 +461,9 @@ fn describe_fills_in_every_default() {
         "[store]",
         "backend = \"memory\"",
         "timeout_ms = 1000",
+        "failure_mode = \"closed\"",
+        "replicas = 1",
+        "max_in_flight = 1024",
         "[limits]",
         "per_minute = 100",
         "monthly = 10000",
@@ -629,31 +700,55 @@ const REJECTED: &[(&str, &str)] = &[
     // -- [store] --
     (
         "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"postgres\"\n",
-        "line 4: store.backend: unknown backend \"postgres\" (known: \"memory\", \"redis\")",
+        "line 4: store.backend: unknown backend \"postgres\" (known: \"memory\", \"redis\", \"redis-cluster\", \"redis-sentinel\")",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-cluster\"\n",
-        "line 4: store.backend: \"redis-cluster\" is not supported by this version",
+        "line 4: store.urls: required by this store.backend",
     ),
     (
-        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-sentinel\"\n",
-        "line 4: store.backend: \"redis-sentinel\" is not supported by this version",
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-cluster\"\nurls = []\n",
+        "line 5: store.urls: is empty",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-cluster\"\nurls = [\"redis://r:7000\",\n  \"http://r:7001\"]\n",
+        "line 6: store.urls: must be a redis:// or rediss:// URL",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"redis://r\"\nurls = [\"redis://r:7000\"]\n",
-        "line 6: store.urls: is not supported by this version",
+        "line 6: store.urls: is not read by store.backend = \"redis\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-sentinel\"\nmaster_name = \"m\"\n",
+        "line 4: store.sentinels: required by this store.backend",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-sentinel\"\nsentinels = [\"redis://r:26379\"]\n",
+        "line 4: store.master_name: required when store.backend is \"redis-sentinel\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-sentinel\"\nsentinels = [\"redis://r:26379\"]\nmaster_name = \" \"\n",
+        "line 6: store.master_name: is empty",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[store]\nsentinels = [\"redis://r:26379\"]\n",
-        "line 4: store.sentinels: is not supported by this version",
+        "line 4: store.sentinels: is not read by store.backend = \"memory\"",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[store]\nmaster_name = \"mymaster\"\n",
-        "line 4: store.master_name: is not supported by this version",
+        "line 4: store.master_name: is not read by store.backend = \"memory\"",
     ),
     (
-        "[upstream]\nurl = \"http://a\"\n[store]\nfailure_mode = \"open\"\n",
-        "line 4: store.failure_mode: is not supported by this version",
+        "[upstream]\nurl = \"http://a\"\n[store]\nfailure_mode = \"ajar\"\n",
+        "line 4: store.failure_mode: unknown mode \"ajar\" (known: \"closed\", \"open\")",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nreplicas = 0\n",
+        "line 4: store.replicas: must be between 1 and 10000, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nmax_in_flight = 0\n",
+        "line 4: store.max_in_flight: must be between 1 and 1000000, got 0",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\n",

@@ -12,12 +12,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use tollgate::clock::{Clock, ManualClock, SystemClock};
 use tollgate::limits::{Decision, LimitState, Limits, Verdict};
 use tollgate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
 use tollgate::store::memory::MemoryStore;
-use tollgate::store::redis::RedisStore;
+use tollgate::store::redis::{Bounds, RedisStore, Topology};
 use tollgate::store::{AdmitRequest, SharedStore, Store, StoreError, TimeSource, UsageRequest};
 
 /// 2026-02-10T10:00:00Z, a whole minute.
@@ -66,6 +67,27 @@ fn redis() -> Fx {
     }
 }
 
+fn cluster_fx(cluster: &RedisCluster) -> Fx {
+    let clock = ManualClock::new(T0);
+    let topology = Topology::Cluster {
+        urls: cluster.seed_urls(),
+    };
+    let open = || -> SharedStore {
+        let time = TimeSource::Clock(clock.clone());
+        let bounds = Bounds {
+            timeout: STORE_TIMEOUT,
+            max_in_flight: 1024,
+        };
+        Arc::new(RedisStore::with_topology(&topology, bounds, time).unwrap())
+    };
+    Fx {
+        store: open(),
+        other: open(),
+        clock: clock.clone(),
+        _server: None,
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory_store {
@@ -82,6 +104,16 @@ macro_rules! conformance {
                 async fn $case() {
                     super::$case(super::redis()).await
                 }
+            )*
+        }
+        /// One cluster for all cases (start-up takes seconds), emptied between them.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis_cluster_store_all_cases() {
+            let cluster = RedisCluster::start();
+            $(
+                eprintln!("cluster case {}", stringify!($case));
+                $case(cluster_fx(&cluster)).await;
+                cluster.flush_all();
             )*
         }
     };

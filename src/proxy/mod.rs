@@ -22,7 +22,7 @@ use crate::headers::decorate;
 use crate::limits::{month, LimitState, Verdict};
 use crate::metrics::{AuthRejection, Outcome};
 use crate::routes::{normalize, Requirement};
-use crate::store::{AdmitRequest, UsageRequest};
+use crate::store::{AdmitRequest, StoreError, UsageRequest};
 use crate::usage::UsageDoc;
 use forward::ForwardContext;
 
@@ -221,7 +221,19 @@ async fn admit(
     let started = Instant::now();
     let result = app.store.admit(&req).await;
     app.metrics.store_call(started.elapsed(), result.is_ok());
-    let decision = result.map_err(store_failure)?;
+    let decision = match (result, &app.degraded) {
+        (Ok(d), Some(degraded)) => {
+            degraded.observe(&p.client_id, &d, &app.metrics);
+            d
+        }
+        (Ok(d), None) => d,
+        // failure_mode = "open": only a key this process verified gets here.
+        (Err(StoreError::Unavailable(_)), Some(degraded)) => {
+            let now_ms = app.clock.now_ms();
+            degraded.admit(p, scope, app.defaults(), now_ms, &app.metrics)
+        }
+        (Err(e), _) => return Err(store_failure(e)),
+    };
     verdict_to_result(app, p, decision.verdict, decision.state, scope)
 }
 

@@ -6,15 +6,25 @@
 //! hash tag, so it is atomic and runs unchanged on Redis Cluster. Time comes
 //! from the script's `TIME` unless a test supplies a clock.
 //!
-//! Connection: one multiplexed connection (requests from all tasks are
-//! pipelined on it) held by a [`ConnectionManager`] that is created lazily,
-//! so [`RedisStore::new`] never touches the network and tollgate starts (and
-//! reports not-ready) while Redis is down. Every call, connecting included,
-//! is bounded by the configured timeout. A timeout or connection error drops
-//! the connection; the next call opens a fresh one, so a hung (half-open or
-//! paused) server cannot wedge the store and a restarted one is picked up
-//! without rebuilding anything. Calls are never retried: a script whose
-//! reply was lost may have run, and running `admit` twice would count twice.
+//! Connection ([`Topology`]): one server, a Redis Cluster, or the primary
+//! Sentinel names, all behind one [`Conn`] so the scripts and operations are
+//! shared. For one server (and the sentinel's primary), one multiplexed
+//! connection (requests from all tasks are pipelined on it) held by a
+//! [`ConnectionManager`]; for a cluster, a cluster connection that routes
+//! each command by its first key. Connections are opened by the first call
+//! that needs one, so [`RedisStore::new`] never touches the network and
+//! tollgate starts (and reports not-ready) while Redis is down; a sentinel
+//! set-up is asked for the primary on every (re)connect, so a failover is
+//! followed. Every call, connecting included, is bounded by the configured
+//! timeout, and at most `max_in_flight` calls wait at once (more fail at
+//! once with `Unavailable`, so a hung Redis cannot pile up tasks). A
+//! timeout or connection error drops the connection; the next call opens a
+//! fresh one, so a hung (half-open or paused) server cannot wedge the store
+//! and a restarted one is picked up without rebuilding anything. tollgate
+//! never retries a call: a script whose reply was lost may have run, and
+//! running `admit` twice would count twice. (The cluster connection itself
+//! retries a command up to [`CLUSTER_RETRIES`] times to follow redirects;
+//! see docs/scaling.md for what that means for counts.)
 //!
 //! Errors never carry the URL, the password or any stored value.
 
@@ -166,6 +176,8 @@ pub struct RedisStore {
 struct Inner {
     conn: ConnSlot,
     timeout: Duration,
+    /// Permits for calls waiting on Redis; see [`Bounds::max_in_flight`].
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// `Some` only in tests: the script is given this clock's time instead of `TIME`.
     clock: Option<Arc<dyn Clock>>,
     /// `host:port`, for `Debug`; never the password.
@@ -188,27 +200,131 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Where the Redis data lives: one server, a cluster, or a primary that
+/// Sentinel names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// One server (`redis://host:port/db`).
+    Single { url: String },
+    /// A Redis Cluster, found from any of these seed nodes.
+    Cluster { urls: Vec<String> },
+    /// The primary of `master_name`, asked of these sentinels on every
+    /// (re)connect. The first sentinel URL's username, password and
+    /// database also apply to the primary.
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+    },
+}
+
+/// Bounds on the store's calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Every call, connecting included, gives up after this.
+    pub timeout: Duration,
+    /// Most calls waiting on Redis at once; more fail at once with
+    /// [`StoreError::Unavailable`] instead of queueing.
+    pub max_in_flight: usize,
+}
+
+/// Default bound on calls in flight.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// How a connection is made.
+enum Target {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// One connection of any topology; commands, pipelines and scripts run on
+/// it unchanged. A cluster connection routes each command (scripts by their
+/// first key) to the slot's primary and follows `MOVED`.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The current connection, or none until the next call opens one.
 struct ConnSlot {
-    client: redis::Client,
+    target: Target,
     config: ConnectionManagerConfig,
-    current: Mutex<Option<(u64, ConnectionManager)>>,
+    current: Mutex<Option<(u64, Conn)>>,
+    /// Held while opening a connection, so concurrent calls open one, not many.
+    opening: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
 }
 
 impl ConnSlot {
-    /// The current connection (and its id), creating a lazy one when there
-    /// is none. Does not touch the network: the first command connects.
-    fn get(&self) -> RedisResult<(u64, ConnectionManager)> {
-        let mut current = self.current.lock();
-        if let Some((id, conn)) = &*current {
-            return Ok((*id, conn.clone()));
+    /// The current connection (and its id), opening one when there is none.
+    /// A single server's connection is lazy (the first command connects); a
+    /// cluster's reads the slot map here, a sentinel's asks the sentinels
+    /// for the primary here. The caller bounds this with the timeout.
+    async fn get(&self) -> RedisResult<(u64, Conn)> {
+        if let Some(cur) = self.current() {
+            return Ok(cur);
         }
-        let conn =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())?;
+        let _opening = self.opening.lock().await;
+        if let Some(cur) = self.current() {
+            return Ok(cur);
+        }
+        let conn = match &self.target {
+            Target::Single(client) => Conn::Single(ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                self.config.clone(),
+            )?),
+            Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Target::Sentinel(sentinel) => {
+                let client = sentinel.lock().await.async_get_client().await?;
+                Conn::Single(ConnectionManager::new_lazy_with_config(
+                    client,
+                    self.config.clone(),
+                )?)
+            }
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        *current = Some((id, conn.clone()));
+        *self.current.lock() = Some((id, conn.clone()));
         Ok((id, conn))
+    }
+
+    fn current(&self) -> Option<(u64, Conn)> {
+        self.current.lock().clone()
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
 
     /// Forgets connection `id` (if still current) so the next call opens a new one.
@@ -220,14 +336,77 @@ impl ConnSlot {
     }
 }
 
+/// Attempts a cluster connection makes at one command: enough to follow a
+/// `MOVED`/`ASK` redirect after a failover or resharding. An I/O error
+/// retried this way may count a request twice; see docs/scaling.md.
+const CLUSTER_RETRIES: u32 = 2;
+
+/// Concurrent reads when listing clients on a cluster.
+const CLUSTER_LIST_CONCURRENCY: usize = 16;
+
 impl RedisStore {
     /// Parses `url`; does not connect. Every later call, connecting
     /// included, gives up after `timeout` with [`StoreError::Unavailable`].
     pub fn new(url: &str, timeout: Duration, time: TimeSource) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| {
+        RedisStore::with_topology(
+            &Topology::Single {
+                url: url.to_owned(),
+            },
+            Bounds {
+                timeout,
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            },
+            time,
+        )
+    }
+
+    /// Parses the URLs of `topology`; does not connect.
+    pub fn with_topology(
+        topology: &Topology,
+        bounds: Bounds,
+        time: TimeSource,
+    ) -> Result<RedisStore, StoreError> {
+        let invalid = |e: RedisError| {
             StoreError::Unavailable(format!("invalid redis url ({})", e.category()))
-        })?;
-        let info = client.get_connection_info();
+        };
+        let timeout = bounds.timeout;
+        let (target, info) = match topology {
+            Topology::Single { url } => {
+                let client = redis::Client::open(url.as_str()).map_err(invalid)?;
+                let info = client.get_connection_info().clone();
+                (Target::Single(client), info)
+            }
+            Topology::Cluster { urls } => {
+                let info = first_info(urls).map_err(invalid)?;
+                let mut builder = redis::cluster::ClusterClientBuilder::new(urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(CLUSTER_RETRIES);
+                if let Some(p) = info.redis_settings().password() {
+                    builder = builder.password(p);
+                }
+                if let Some(u) = info.redis_settings().username() {
+                    builder = builder.username(u);
+                }
+                (Target::Cluster(builder.build().map_err(invalid)?), info)
+            }
+            Topology::Sentinel {
+                sentinels,
+                master_name,
+            } => {
+                let info = first_info(sentinels).map_err(invalid)?;
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(info.redis_settings().clone());
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    master_name.clone(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(invalid)?;
+                (Target::Sentinel(tokio::sync::Mutex::new(client)), info)
+            }
+        };
         let addr = info.addr().to_string();
         let password = info
             .redis_settings()
@@ -246,12 +425,14 @@ impl RedisStore {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn: ConnSlot {
-                    client,
+                    target,
                     config,
                     current: Mutex::new(None),
+                    opening: tokio::sync::Mutex::new(()),
                     next_id: AtomicU64::new(0),
                 },
                 timeout,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(bounds.max_in_flight.max(1))),
                 clock,
                 addr,
                 password,
@@ -267,21 +448,36 @@ impl RedisStore {
     /// Runs one exchange with Redis, bounded by the timeout, mapping errors.
     async fn call<'a, T, F, Fut>(&'a self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>> + 'a,
     {
         let inner = &self.inner;
-        let (id, conn) = inner.conn.get().map_err(|e| self.unavailable(&e))?;
-        match tokio::time::timeout(inner.timeout, f(conn)).await {
+        // Full: Redis is slow or hung and calls pile up; refuse, do not queue.
+        let Ok(_permit) = inner.in_flight.try_acquire() else {
+            return Err(StoreError::Unavailable(
+                "too many store calls in flight".into(),
+            ));
+        };
+        // The connection this call used, so a timeout drops that one only.
+        let used = AtomicU64::new(u64::MAX);
+        let exchange = async {
+            let (id, conn) = inner.conn.get().await.map_err(|e| (None, e))?;
+            used.store(id, Ordering::Relaxed);
+            f(conn).await.map_err(|e| (Some(id), e))
+        };
+        match tokio::time::timeout(inner.timeout, exchange).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                if drops_connection(&e) {
+            Ok(Err((id, e))) => {
+                if let Some(id) = id.filter(|_| drops_connection(&e)) {
                     inner.conn.drop_conn(id);
                 }
                 Err(self.map_err(&e))
             }
             Err(_elapsed) => {
-                inner.conn.drop_conn(id);
+                match used.load(Ordering::Relaxed) {
+                    u64::MAX => {}
+                    id => inner.conn.drop_conn(id),
+                }
                 Err(StoreError::Unavailable(format!(
                     "redis did not answer within {} ms",
                     inner.timeout.as_millis()
@@ -322,6 +518,11 @@ impl RedisStore {
             Some(p) => msg.replace(p.as_str(), "***"),
             None => msg.to_owned(),
         }
+    }
+
+    async fn hgetall(&self, key: String) -> Result<HashMap<String, String>, StoreError> {
+        self.call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await
     }
 
     /// `""` for `TIME`, else the test clock's milliseconds.
@@ -374,6 +575,18 @@ fn drops_connection(e: &RedisError) -> bool {
         || e.is_timeout()
         || e.is_unrecoverable_error()
         || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+/// The connection info of the first URL (credentials and database for all).
+fn first_info(urls: &[String]) -> RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    match urls.first() {
+        Some(url) => url.as_str().into_connection_info(),
+        None => Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "no redis url",
+        ))),
+    }
 }
 
 fn decode_decision(reply: &[i64]) -> Result<Decision, StoreError> {
@@ -584,13 +797,25 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         ids.sort();
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(layout::client(id));
-        }
-        let hashes: Vec<HashMap<String, String>> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
+        let hashes: Vec<HashMap<String, String>> = if self.inner.conn.is_cluster() {
+            // The hashes live in different slots: one command each, a few at a time.
+            use futures_util::{StreamExt, TryStreamExt};
+            let reads: Vec<_> = ids
+                .iter()
+                .map(|id| self.hgetall(layout::client(id)))
+                .collect();
+            futures_util::stream::iter(reads)
+                .buffered(CLUSTER_LIST_CONCURRENCY)
+                .try_collect()
+                .await?
+        } else {
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGETALL").arg(layout::client(id));
+            }
+            self.call(|mut c| async move { pipe.query_async(&mut c).await })
+                .await?
+        };
         ids.iter()
             .zip(&hashes)
             // An id whose hash is missing is a create that did not finish.

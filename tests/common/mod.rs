@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod http;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod tollgate;
 pub mod upstream;
