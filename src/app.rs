@@ -13,6 +13,7 @@ use crate::routes::RouteTable;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{SharedStore, TimeSource};
+use crate::throttle::{FailureThrottle, PeerResolver, DEFAULT_MAX_TRACKED_PEERS};
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct App {
     pub auth: Authenticator,
     pub keys: KeyService,
     pub routes: RouteTable,
+    /// Which address a request's failed authentications are charged to.
+    pub peers: PeerResolver,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     /// The admin API token; `None` disables the admin API.
@@ -51,8 +54,19 @@ impl App {
             );
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let throttle = FailureThrottle::new(
+            config.auth.max_failures_per_minute,
+            DEFAULT_MAX_TRACKED_PEERS,
+        );
         Ok(Arc::new(App {
-            auth: Authenticator::new(store.clone(), metrics.clone(), config.auth.cache_capacity),
+            auth: Authenticator::new(
+                store.clone(),
+                metrics.clone(),
+                config.auth.cache_capacity,
+                throttle,
+                clock.clone(),
+            ),
+            peers: PeerResolver::new(config.server.trusted_proxies.clone()),
             keys: KeyService {
                 store: store.clone(),
                 bcrypt_cost: config.auth.bcrypt_cost,

@@ -22,14 +22,25 @@ fn cli(tg: &Tollgate, args: &[&str]) -> Output {
 }
 
 fn json_of(o: &Output) -> Value {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON document ({e}): {}", String::from_utf8_lossy(&o.stdout))
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
     })
 }
 
 fn text(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -39,7 +50,19 @@ async fn quick_start_flow_through_the_cli() {
     let tg = Tollgate::start(&config(&upstream.url(), &memory_store(), ""));
     let http = Http::default();
 
-    let c = json_of(&cli(&tg, &["clients", "create", "acme", "--name", "Acme Corp", "--per-minute", "5", "--json"]));
+    let c = json_of(&cli(
+        &tg,
+        &[
+            "clients",
+            "create",
+            "acme",
+            "--name",
+            "Acme Corp",
+            "--per-minute",
+            "5",
+            "--json",
+        ],
+    ));
     assert_eq!(c["id"], "acme");
     assert_eq!(c["name"], "Acme Corp");
     assert_eq!(c["status"], "active");
@@ -49,13 +72,25 @@ async fn quick_start_flow_through_the_cli() {
     // Global options anywhere on the line.
     let k = json_of(&cli(
         &tg,
-        &["--json", "keys", "create", "--client", "acme", "--name", "ci", "--scope", "read:charge_points"],
+        &[
+            "--json",
+            "keys",
+            "create",
+            "--client",
+            "acme",
+            "--name",
+            "ci",
+            "--scope",
+            "read:charge_points",
+        ],
     ));
     let secret = k["key"].as_str().expect("key").to_owned();
     let key_id = k["id"].as_str().expect("id").to_owned();
     assert!(secret.starts_with("sk_live_"));
 
-    let r = http.get_key(&tg.url("/api/v1/charge_points"), &secret).await;
+    let r = http
+        .get_key(&tg.url("/api/v1/charge_points"), &secret)
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-ratelimit-remaining"), Some("4"));
 
@@ -63,8 +98,10 @@ async fn quick_start_flow_through_the_cli() {
     assert_eq!(list["total"], 1);
     assert_eq!(list["keys"][0]["id"], key_id.as_str());
     assert_eq!(list["keys"][0]["prefix"], &secret[..12]);
-    assert!(!String::from_utf8_lossy(&cli(&tg, &["keys", "list", "--client", "acme", "--json"]).stdout)
-        .contains(&secret[12..]));
+    assert!(!String::from_utf8_lossy(
+        &cli(&tg, &["keys", "list", "--client", "acme", "--json"]).stdout
+    )
+    .contains(&secret[12..]));
     let table = text(&cli(&tg, &["keys", "list", "--client", "acme"]));
     assert!(table.contains(&key_id) && table.contains("ci"), "{table}");
     assert!(!table.contains(&secret[12..]));
@@ -75,16 +112,29 @@ async fn quick_start_flow_through_the_cli() {
 
     let shown = json_of(&cli(&tg, &["clients", "suspend", "acme", "--json"]));
     assert_eq!(shown["status"], "suspended");
-    assert_eq!(http.get_key(&tg.url("/api/v1/charge_points"), &secret).await.status, 403);
+    assert_eq!(
+        http.get_key(&tg.url("/api/v1/charge_points"), &secret)
+            .await
+            .status,
+        403
+    );
     let shown = json_of(&cli(&tg, &["clients", "activate", "acme", "--json"]));
     assert_eq!(shown["status"], "active");
 
     let clients = text(&cli(&tg, &["clients", "list"]));
-    assert!(clients.contains("acme") && clients.contains("Acme Corp"), "{clients}");
+    assert!(
+        clients.contains("acme") && clients.contains("Acme Corp"),
+        "{clients}"
+    );
 
     let revoked = json_of(&cli(&tg, &["keys", "revoke", &key_id, "--json"]));
     assert_eq!(revoked["revoked"], true);
-    assert_eq!(http.get_key(&tg.url("/api/v1/charge_points"), &secret).await.status, 401);
+    assert_eq!(
+        http.get_key(&tg.url("/api/v1/charge_points"), &secret)
+            .await
+            .status,
+        401
+    );
     assert_eq!(upstream.count(), 1);
 }
 
@@ -102,7 +152,12 @@ async fn server_refusals_exit_with_their_status() {
     let missing = cli(&tg, &["clients", "show", "nobody"]);
     assert_eq!(missing.status.code(), Some(2));
 
-    let bad_scope = cli(&tg, &["keys", "create", "--client", "acme", "--name", "x", "--scope", "nope"]);
+    let bad_scope = cli(
+        &tg,
+        &[
+            "keys", "create", "--client", "acme", "--name", "x", "--scope", "nope",
+        ],
+    );
     assert_eq!(bad_scope.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("invalid_scope"));
 

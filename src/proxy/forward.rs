@@ -78,12 +78,15 @@ impl Upstream {
         ctx: ForwardContext<'_>,
     ) -> Result<(Response<ProxyBody>, Duration), ApiError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The host the client addressed. An absolute-form target (or h2's
+        // :authority) wins over a Host header, as RFC 9112 section 3.2.2 says;
+        // only the path tollgate authorised is forwarded either way.
+        let target_authority = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let absolute_form = target_authority.is_some() && parts.version <= Version::HTTP_11;
+        let original_host = target_authority.or_else(|| parts.headers.get(HOST).cloned());
         parts.uri = self.uri(ctx.path, ctx.query)?;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
@@ -104,7 +107,11 @@ impl Upstream {
         match &original_host {
             Some(host) => {
                 h.insert(X_FORWARDED_HOST.clone(), host.clone());
-                h.entry(HOST).or_insert_with(|| host.clone());
+                if absolute_form {
+                    h.insert(HOST, host.clone());
+                } else {
+                    h.entry(HOST).or_insert_with(|| host.clone());
+                }
             }
             None => {
                 h.remove(&X_FORWARDED_HOST);
