@@ -747,7 +747,7 @@ async fn rotation_with_no_grace_refuses_the_old_secret_at_once(b: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["prefix"] == &admin[..12])
+        .find(|k| k["prefix"] == admin[..12])
         .unwrap()["id"]
         .as_str()
         .unwrap()
@@ -888,8 +888,8 @@ async fn org_endpoints_are_never_forwarded(b: Backend) {
         (Method::GET, format!("{KEYS}/key_x")),
         (Method::GET, format!("{KEYS}/key_x/other")),
         (Method::GET, format!("{KEYS}/")),
-        (Method::GET, format!("/api/v1/org//api-keys")),
-        (Method::GET, format!("/api/v1/org/./api-keys")),
+        (Method::GET, "/api/v1/org//api-keys".to_owned()),
+        (Method::GET, "/api/v1/org/./api-keys".to_owned()),
     ] {
         let r = env.org(method.clone(), &path, &admin, "").await;
         assert!(
