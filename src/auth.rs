@@ -12,8 +12,8 @@
 //!
 //! Verification that needs the store and bcrypt is guarded: a per-peer
 //! budget of failed attempts ([`crate::throttle`]), a process-wide bound on
-//! concurrent bcrypt runs (one per core), and one verification at a time per
-//! distinct secret. This module never logs a secret or a hash.
+//! concurrent bcrypt runs (one per core but one), and one verification at a
+//! time per distinct secret. This module never logs a secret or a hash.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -184,9 +184,10 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// Concurrent bcrypt verifications: one per core.
+/// Concurrent bcrypt verifications: one per core but one, so that requests
+/// whose secret is cached always have a core, whatever arrives uncached.
 pub fn default_bcrypt_slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl Authenticator {
@@ -214,7 +215,7 @@ impl Authenticator {
     /// 3. the peer's failure budget: a peer that failed too often gets 429
     ///    before the store or bcrypt are touched;
     /// 4. the store and bcrypt, one verification per distinct secret at a
-    ///    time, at most one per core at once.
+    ///    time, and at most [`default_bcrypt_slots`] at once.
     pub async fn authenticate(
         &self,
         cred: &Credential,

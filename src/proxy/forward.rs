@@ -22,11 +22,16 @@ use crate::headers::{
     X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
 };
 
-/// Method-override headers: stripped so a GET-only scope cannot become a write.
-static METHOD_OVERRIDES: [HeaderName; 3] = [
+/// Headers some frameworks honour to change the method or the path of a
+/// request after tollgate has authorised it (method overrides, and the
+/// `X-Original-URL` / `X-Rewrite-URL` of IIS and Symfony): stripped, so a
+/// GET-only scope cannot become a write and a path cannot be swapped.
+static REQUEST_OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// The upstream and a keep-alive pool of connections to it.
@@ -91,7 +96,7 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
-        for name in &METHOD_OVERRIDES {
+        for name in &REQUEST_OVERRIDES {
             h.remove(name);
         }
         if !self.keep_credential {
