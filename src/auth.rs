@@ -161,6 +161,30 @@ const CACHED_GENERATIONS: usize = 2;
 /// request that presented the same secret while it ran.
 type Shared = Arc<tokio::sync::OnceCell<Result<Principal, AuthError>>>;
 
+/// Takes a verification off the in-progress table when its last waiter
+/// leaves, done or cancelled, so abandoned requests leave nothing behind.
+struct Leave<'a> {
+    map: &'a Mutex<HashMap<[u8; 32], Shared>>,
+    digest: [u8; 32],
+    cell: Shared,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        // Under the lock no one can join: the table's reference and ours
+        // are the last two when no one else waits.
+        let last = Arc::strong_count(&self.cell) <= 2;
+        if (self.cell.initialized() || last)
+            && map
+                .get(&self.digest)
+                .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            map.remove(&self.digest);
+        }
+    }
+}
+
 /// Verifies credentials, remembering the ones that verified.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -254,18 +278,17 @@ impl Authenticator {
     /// concurrent request that presents the same secret.
     async fn verify_once(&self, secret: Secret, digest: [u8; 32]) -> Result<Principal, AuthError> {
         let cell: Shared = self.in_progress.lock().entry(digest).or_default().clone();
-        let result = cell
+        // The only reference besides the table's, so that dropping it tells.
+        let leave = Leave {
+            map: &self.in_progress,
+            digest,
+            cell,
+        };
+        leave
+            .cell
             .get_or_init(|| self.verify_uncached(secret, digest))
             .await
-            .clone();
-        let mut in_progress = self.in_progress.lock();
-        if in_progress
-            .get(&digest)
-            .is_some_and(|c| Arc::ptr_eq(c, &cell))
-        {
-            in_progress.remove(&digest);
-        }
-        result
+            .clone()
     }
 
     async fn verify_uncached(
@@ -292,11 +315,14 @@ impl Authenticator {
             .as_ref()
             .filter(|p| p.valid_at(now_ms))
             .map(|p| (p.hash.clone(), p.gen));
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+        // The slot moves into the blocking task: it is held until bcrypt is
+        // done, even if the request that asked for it is gone.
+        let Ok(slot) = self.bcrypt_slots.clone().acquire_owned().await else {
             return Err(AuthError::Rejected(AuthRejection::bad_secret));
         };
         let metrics = self.metrics.clone();
         let verified = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             metrics.bcrypt_verified();
             if crate::keys::verify(&secret, &current.0) {
                 return Some(current.1);
@@ -428,6 +454,112 @@ mod tests {
         ];
         for (h, want) in cases {
             assert_eq!(extract(&headers(h)).unwrap_err(), want, "{h:?}");
+        }
+    }
+
+    mod verification {
+        use super::super::*;
+        use crate::clock::SystemClock;
+        use crate::model::{Client, ClientStatus, KeyRecord};
+        use crate::store::memory::MemoryStore;
+        use crate::store::{Store, TimeSource};
+
+        /// A store with client `acme` and one key; the key's secret.
+        async fn setup() -> (Authenticator, Arc<Metrics>, Secret) {
+            let store = Arc::new(MemoryStore::new(TimeSource::Store));
+            store
+                .create_client(&Client {
+                    id: "acme".into(),
+                    name: "acme".into(),
+                    status: ClientStatus::Active,
+                    per_minute: None,
+                    monthly: None,
+                    created_at: 0,
+                })
+                .await
+                .unwrap();
+            let secret = crate::keys::generate();
+            store
+                .create_key(&KeyRecord {
+                    id: secret.key_id().into(),
+                    client_id: "acme".into(),
+                    name: "k".into(),
+                    scopes: vec![],
+                    hash: crate::keys::hash(&secret, 4).unwrap(),
+                    prefix: secret.prefix().into(),
+                    gen: 1,
+                    created_at: 0,
+                    expires_at: None,
+                    last_used_at: None,
+                    previous: None,
+                })
+                .await
+                .unwrap();
+            let metrics = Arc::new(Metrics::new());
+            let auth = Authenticator::new(
+                store,
+                metrics.clone(),
+                100,
+                FailureThrottle::new(1000, 100),
+                Arc::new(SystemClock),
+            );
+            (auth, metrics, secret)
+        }
+
+        fn bcrypt_runs(m: &Metrics) -> String {
+            m.encode()
+                .lines()
+                .find(|l| l.starts_with("tollgate_bcrypt_verifications_total "))
+                .unwrap_or_default()
+                .to_owned()
+        }
+
+        fn cred(s: &str) -> Credential {
+            Credential {
+                text: s.to_owned(),
+                source: CredentialSource {
+                    api_key_header: true,
+                    bearer: false,
+                },
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_first_verifications_share_one_bcrypt_run() {
+            let (auth, metrics, secret) = setup().await;
+            let peer: IpAddr = [127, 0, 0, 1].into();
+            let mut tasks = Vec::new();
+            for _ in 0..16 {
+                let (auth, c) = (auth.clone(), cred(secret.expose()));
+                tasks.push(tokio::spawn(
+                    async move { auth.authenticate(&c, peer).await },
+                ));
+            }
+            for t in tasks {
+                assert!(t.await.unwrap().is_ok());
+            }
+            // Some may have found it cached already; none ran bcrypt twice.
+            assert_eq!(
+                bcrypt_runs(&metrics),
+                "tollgate_bcrypt_verifications_total 1"
+            );
+            assert!(auth.in_progress.lock().is_empty());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn abandoned_verifications_leave_nothing_behind() {
+            let (auth, _, secret) = setup().await;
+            let peer: IpAddr = [127, 0, 0, 1].into();
+            for _ in 0..20 {
+                let wrong = crate::keys::generate_for(secret.key_id()).unwrap();
+                let c = cred(wrong.expose());
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_micros(1),
+                    auth.authenticate(&c, peer),
+                )
+                .await;
+            }
+            assert!(auth.in_progress.lock().is_empty());
         }
     }
 
