@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::admin::{create_client, create_key};
 use common::http::Http;
 use common::redis_server::RedisServer;
-use common::tollgate::{config, memory_store, redis_store, Tollgate};
+use common::tollgate::{config, memory_store, redis_store, Tollgate, AUTH_TUNING};
 use common::upstream::Upstream;
 use http::Method;
 use serde_json::json;
@@ -38,7 +38,7 @@ struct Env {
 }
 
 impl Env {
-    /// `auth` lines replace the test config's `bcrypt_cost = 4` line;
+    /// `auth` lines replace the test config's [`AUTH_TUNING`] lines;
     /// `server` lines are added to its `[server]` section.
     async fn new(backend: Backend, auth: &str, server: &str) -> Env {
         let upstream = Upstream::start().await;
@@ -52,7 +52,8 @@ impl Env {
         };
         let mut text = config(&upstream.url(), &store, "");
         if !auth.is_empty() {
-            text = text.replacen("bcrypt_cost = 4", auth, 1);
+            assert!(text.contains(AUTH_TUNING));
+            text = text.replacen(AUTH_TUNING, auth, 1);
         }
         if !server.is_empty() {
             text = text.replacen(

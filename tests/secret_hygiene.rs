@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::admin::create_client;
 use common::http::{Http, Reply};
 use common::redis_server::RedisServer;
-use common::tollgate::{config, redis_store, Tollgate, ADMIN_TOKEN};
+use common::tollgate::{config, redis_store, Tollgate, ADMIN_TOKEN, AUTH_TUNING};
 use common::upstream::Upstream;
 use http::Method;
 use http_body_util::{BodyExt, Empty};
@@ -126,7 +126,7 @@ async fn no_secret_hash_or_token_in_logs_metrics_or_bodies() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let text = config(&upstream.url(), &redis_store(&redis.url(), 1000), "").replacen(
-        "bcrypt_cost = 4",
+        AUTH_TUNING,
         "bcrypt_cost = 4\nmax_failures_per_minute = 3",
         1,
     );
