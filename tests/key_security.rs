@@ -387,7 +387,13 @@ async fn flood(env: &Env, key_id: &str, valid: &str) -> Flood {
 async fn wrong_secret_flood_is_throttled_and_valid_clients_stay_flat(b: Backend) {
     // A production-like bcrypt cost, so that unthrottled verification would hurt.
     let env = Env::new(b, "bcrypt_cost = 10\nmax_failures_per_minute = 20", "").await;
-    create_client(&env.http, &env.tg, "acme", json!({"per_minute": 1_000_000})).await;
+    create_client(
+        &env.http,
+        &env.tg,
+        "acme",
+        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
+    )
+    .await;
     let (key_id, valid) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let f = flood(&env, &key_id, &valid).await;
     f.report(&format!("{b:?} store, bcrypt cost 10, 20 failures/min"));
@@ -441,7 +447,13 @@ async fn flood_without_the_throttle_for_comparison() {
         "",
     )
     .await;
-    create_client(&env.http, &env.tg, "acme", json!({"per_minute": 1_000_000})).await;
+    create_client(
+        &env.http,
+        &env.tg,
+        "acme",
+        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
+    )
+    .await;
     let (key_id, valid) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let f = flood(&env, &key_id, &valid).await;
     f.report("Redis store, bcrypt cost 10, throttle out of reach");
