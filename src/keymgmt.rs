@@ -254,14 +254,11 @@ impl KeyService {
         grace_secs: u64,
     ) -> Result<RotatedKey, ApiError> {
         let not_found = || ApiError::NotFound("No such key.".into());
+        // No lookup before the rotation itself: a key of another client must
+        // cost exactly what a missing one does (no existence oracle, timing
+        // included), so both are hashed and refused by the same store call.
         if !keys::valid_key_id(key_id) {
             return Err(not_found());
-        }
-        // Spare the bcrypt work for a key that is not there (the rotation
-        // itself checks again, atomically).
-        match self.store.get_key(key_id).await? {
-            Some(k) if owner.is_none_or(|o| o == k.client_id) => {}
-            _ => return Err(not_found()),
         }
         let secret = keys::generate_for(key_id).ok_or_else(not_found)?;
         let hash = self.hash(&secret).await?;
