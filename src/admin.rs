@@ -14,13 +14,14 @@ use crate::app::App;
 use crate::body::{empty, full, ProxyBody};
 use crate::clock::Clock;
 use crate::error::{json_response, ApiError};
-use crate::keymgmt::{read_json, NewKey};
+use crate::keymgmt::{grace_from_json, read_json, read_optional_json, NewKey};
 use crate::model::{valid_client_id, Client, ClientList, ClientPatch, ClientStatus, ClientView};
 use crate::store::UsageRequest;
 use crate::usage::UsageDoc;
 
 /// Serves one admin-listener request; never fails.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    crate::proxy::mark_credentials_sensitive(req.headers_mut());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let resp = match route(&app, req).await {
@@ -163,13 +164,28 @@ async fn admin_api(
         }
         (&Method::DELETE, ["keys", key_id]) => {
             app.keys.revoke(key_id, None).await?;
+            app.auth.forget(key_id);
             let mut r = Response::new(empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             Ok(r)
         }
-        (_, ["clients"] | ["clients", _] | ["clients", _, "keys" | "usage"] | ["keys", _]) => Err(
-            ApiError::MethodNotAllowed("Method not allowed on this resource.".into()),
-        ),
+        (&Method::POST, ["keys", key_id, "rotate"]) => {
+            let body = read_optional_json(req.into_body()).await?;
+            reject_unknown(&body, &["grace_seconds"])?;
+            let grace = grace_from_json(&body)?;
+            let rotated = app.keys.rotate(key_id, None, grace).await?;
+            Ok(json_response(StatusCode::CREATED, &rotated))
+        }
+        (
+            _,
+            ["clients"]
+            | ["clients", _]
+            | ["clients", _, "keys" | "usage"]
+            | ["keys", _]
+            | ["keys", _, "rotate"],
+        ) => Err(ApiError::MethodNotAllowed(
+            "Method not allowed on this resource.".into(),
+        )),
         _ => Err(ApiError::NotFound("No such endpoint.".into())),
     }
 }

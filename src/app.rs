@@ -20,6 +20,7 @@ use crate::routes::RouteTable;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{Bounds, RedisStore, Topology};
 use crate::store::{SharedStore, TimeSource};
+use crate::throttle::{FailureThrottle, PeerResolver, DEFAULT_MAX_TRACKED_PEERS};
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct App {
     pub store: SharedStore,
     pub auth: Authenticator,
     pub keys: KeyService,
+    /// Which address a request's failed authentications are charged to.
+    pub peers: PeerResolver,
     pub metrics: Arc<Metrics>,
     /// The admin API token; `None` disables the admin API.
     pub admin_token: Option<String>,
@@ -70,10 +73,12 @@ impl Live {
     pub fn effective(mut loaded: Config, boot: &Config) -> Config {
         loaded.server.listen = boot.server.listen;
         loaded.server.header_read_timeout = boot.server.header_read_timeout;
+        loaded.server.trusted_proxies = boot.server.trusted_proxies.clone();
         loaded.admin = boot.admin.clone();
         loaded.store = boot.store.clone();
         loaded.auth.bcrypt_cost = boot.auth.bcrypt_cost;
         loaded.auth.cache_capacity = boot.auth.cache_capacity;
+        loaded.auth.max_failures_per_minute = boot.auth.max_failures_per_minute;
         loaded.log.format = boot.log.format;
         loaded
     }
@@ -127,8 +132,19 @@ impl App {
             );
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let throttle = FailureThrottle::new(
+            config.auth.max_failures_per_minute,
+            DEFAULT_MAX_TRACKED_PEERS,
+        );
         Ok(Arc::new(App {
-            auth: Authenticator::new(store.clone(), metrics.clone(), config.auth.cache_capacity),
+            auth: Authenticator::new(
+                store.clone(),
+                metrics.clone(),
+                config.auth.cache_capacity,
+                throttle,
+                clock.clone(),
+            ),
+            peers: PeerResolver::new(config.server.trusted_proxies.clone()),
             keys: KeyService {
                 store: store.clone(),
                 bcrypt_cost: config.auth.bcrypt_cost,

@@ -6,17 +6,29 @@
 //! cache, so later requests pay no bcrypt. The cache says only "this secret
 //! verified once": whether the key is still valid (revoked, expired, rotated,
 //! client suspended) is decided by the store's admission check on every
-//! request. This module never logs a secret or a hash.
+//! request. During a rotation's grace period both the new and the previous
+//! secret verify; each carries the generation it verified as, which the
+//! admission check accepts only while the grace lasts.
+//!
+//! Verification that needs the store and bcrypt is guarded: a per-peer
+//! budget of failed attempts ([`crate::throttle`]), a process-wide bound on
+//! concurrent bcrypt runs (one per core but one), and one verification at a
+//! time per distinct secret. This module never logs a secret or a hash.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderMap, AUTHORIZATION};
+use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
+use crate::clock::Clock;
 use crate::headers::X_API_KEY;
 use crate::keys::{ParseError, Secret};
 use crate::metrics::{AuthRejection, CacheResult, Metrics};
 use crate::store::{SharedStore, StoreError};
+use crate::throttle::FailureThrottle;
 
 /// Which header carried the credential (both, when they agree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,13 +139,50 @@ impl Principal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     Rejected(AuthRejection),
+    /// The peer has used up its budget of failed attempts; retry after this many seconds.
+    Throttled {
+        retry_after: u64,
+    },
     Store(StoreError),
 }
 
+/// The secrets of one key that verified: at most one per generation, and at
+/// most two generations (the current one and, during a rotation's grace
+/// period, the previous one), newest first.
 #[derive(Clone)]
 struct Verified {
+    entries: Vec<([u8; 32], Principal)>,
+}
+
+/// Most generations of one key remembered at once.
+const CACHED_GENERATIONS: usize = 2;
+
+/// The outcome of one store-and-bcrypt verification, shared by every
+/// request that presented the same secret while it ran.
+type Shared = Arc<tokio::sync::OnceCell<Result<Principal, AuthError>>>;
+
+/// Takes a verification off the in-progress table when its last waiter
+/// leaves, done or cancelled, so abandoned requests leave nothing behind.
+struct Leave<'a> {
+    map: &'a Mutex<HashMap<[u8; 32], Shared>>,
     digest: [u8; 32],
-    principal: Principal,
+    cell: Shared,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        // Under the lock no one can join: the table's reference and ours
+        // are the last two when no one else waits.
+        let last = Arc::strong_count(&self.cell) <= 2;
+        if (self.cell.initialized() || last)
+            && map
+                .get(&self.digest)
+                .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            map.remove(&self.digest);
+        }
+    }
 }
 
 /// Verifies credentials, remembering the ones that verified.
@@ -142,28 +191,60 @@ pub struct Authenticator {
     store: SharedStore,
     metrics: Arc<Metrics>,
     cache: Arc<quick_cache::sync::Cache<Arc<str>, Verified>>,
+    throttle: Arc<FailureThrottle>,
+    /// Bounds the bcrypt verifications running at once, process-wide.
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    /// Verifications in progress, by SHA-256 of the secret.
+    in_progress: Arc<Mutex<HashMap<[u8; 32], Shared>>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
             .field("cached", &self.cache.len())
+            .field("throttled_peers", &self.throttle.tracked())
             .finish_non_exhaustive()
     }
 }
 
+/// Concurrent bcrypt verifications: one per core but one, so that requests
+/// whose secret is cached always have a core, whatever arrives uncached.
+pub fn default_bcrypt_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 impl Authenticator {
-    pub fn new(store: SharedStore, metrics: Arc<Metrics>, cache_capacity: usize) -> Self {
+    pub fn new(
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+        cache_capacity: usize,
+        throttle: FailureThrottle,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Authenticator {
             store,
             metrics,
             cache: Arc::new(quick_cache::sync::Cache::new(cache_capacity.max(1))),
+            throttle: Arc::new(throttle),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(default_bcrypt_slots())),
+            in_progress: Arc::default(),
+            clock,
         }
     }
 
-    /// Verifies `cred`: shape and checksum first (no I/O), then the cache, then
-    /// the store and bcrypt.
-    pub async fn authenticate(&self, cred: &Credential) -> Result<Principal, AuthError> {
+    /// Verifies `cred` presented by `peer`, cheapest check first:
+    /// 1. shape and checksum (no I/O): a mistyped or made-up key ends here;
+    /// 2. the cache of secrets that verified: a known client ends here;
+    /// 3. the peer's failure budget: a peer that failed too often gets 429
+    ///    before the store or bcrypt are touched;
+    /// 4. the store and bcrypt, one verification per distinct secret at a
+    ///    time, and at most [`default_bcrypt_slots`] at once.
+    pub async fn authenticate(
+        &self,
+        cred: &Credential,
+        peer: IpAddr,
+    ) -> Result<Principal, AuthError> {
         let secret = match Secret::parse(&cred.text) {
             Ok(s) => s,
             Err(ParseError::Malformed) => return Err(self.reject(AuthRejection::malformed)),
@@ -171,44 +252,137 @@ impl Authenticator {
         };
         let digest = secret.digest();
         if let Some(v) = self.cache.get(secret.key_id()) {
-            if bool::from(v.digest.ct_eq(&digest)) {
+            if let Some((_, p)) = v.entries.iter().find(|(d, _)| bool::from(d.ct_eq(&digest))) {
                 self.metrics.auth_cache(CacheResult::hit);
-                return Ok(v.principal);
+                return Ok(p.clone());
             }
         }
         self.metrics.auth_cache(CacheResult::miss);
+
+        if let Err(retry_after) = self.throttle.charge(peer, self.clock.now_ms()) {
+            self.metrics.auth_rejected(AuthRejection::throttled);
+            return Err(AuthError::Throttled { retry_after });
+        }
+        let result = self.verify_once(secret, digest).await;
+        match &result {
+            Ok(_) | Err(AuthError::Store(_)) => self.throttle.refund(peer, self.clock.now_ms()),
+            Err(_) => {}
+        }
+        if let Err(AuthError::Rejected(reason)) = &result {
+            self.metrics.auth_rejected(*reason);
+        }
+        result
+    }
+
+    /// Verifies a secret against the store, sharing the work with every
+    /// concurrent request that presents the same secret.
+    async fn verify_once(&self, secret: Secret, digest: [u8; 32]) -> Result<Principal, AuthError> {
+        let cell: Shared = self.in_progress.lock().entry(digest).or_default().clone();
+        // The only reference besides the table's, so that dropping it tells.
+        let leave = Leave {
+            map: &self.in_progress,
+            digest,
+            cell,
+        };
+        leave
+            .cell
+            .get_or_init(|| self.verify_uncached(secret, digest))
+            .await
+            .clone()
+    }
+
+    async fn verify_uncached(
+        &self,
+        secret: Secret,
+        digest: [u8; 32],
+    ) -> Result<Principal, AuthError> {
         let record = match self.store.get_key(secret.key_id()).await {
             Ok(Some(r)) => r,
-            Ok(None) => return Err(self.reject(AuthRejection::unknown_key)),
+            Ok(None) => return Err(AuthError::Rejected(AuthRejection::unknown_key)),
             Err(e) => return Err(AuthError::Store(e)),
         };
-        let hash = record.hash.clone();
-        self.metrics.bcrypt_verified();
-        let verified = tokio::task::spawn_blocking(move || crate::keys::verify(&secret, &hash))
-            .await
-            .unwrap_or(false);
-        if !verified {
-            return Err(self.reject(AuthRejection::bad_secret));
+        let now_ms = self.clock.now_ms();
+        if record
+            .expires_at
+            .is_some_and(|at| at <= now_ms.div_euclid(1000))
+        {
+            // Expired keys never reach bcrypt (admission refuses them too).
+            return Err(AuthError::Rejected(AuthRejection::invalid_key));
         }
+        let current = (record.hash.clone(), record.gen);
+        let previous = record
+            .previous
+            .as_ref()
+            .filter(|p| p.valid_at(now_ms))
+            .map(|p| (p.hash.clone(), p.gen));
+        // The slot moves into the blocking task: it is held until bcrypt is
+        // done, even if the request that asked for it is gone.
+        let Ok(slot) = self.bcrypt_slots.clone().acquire_owned().await else {
+            return Err(AuthError::Rejected(AuthRejection::bad_secret));
+        };
+        let metrics = self.metrics.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            metrics.bcrypt_verified();
+            if crate::keys::verify(&secret, &current.0) {
+                return Some(current.1);
+            }
+            let (hash, gen) = previous?;
+            metrics.bcrypt_verified();
+            crate::keys::verify(&secret, &hash).then_some(gen)
+        })
+        .await
+        .unwrap_or(None);
+        let Some(gen) = verified else {
+            return Err(AuthError::Rejected(AuthRejection::bad_secret));
+        };
         let principal = Principal {
             key_id: Arc::from(record.id.as_str()),
             client_id: Arc::from(record.client_id.as_str()),
-            gen: record.gen,
+            gen,
             scopes: Arc::from(record.scopes.clone()),
         };
-        self.cache.insert(
-            principal.key_id.clone(),
-            Verified {
-                digest,
-                principal: principal.clone(),
-            },
-        );
+        self.remember(digest, &principal);
         Ok(principal)
     }
 
-    /// Forgets a key: called when the store says it is no longer valid.
+    fn remember(&self, digest: [u8; 32], principal: &Principal) {
+        let mut entries = vec![(digest, principal.clone())];
+        if let Some(old) = self.cache.get(&principal.key_id) {
+            entries.extend(
+                old.entries
+                    .into_iter()
+                    .filter(|(_, p)| p.gen != principal.gen),
+            );
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.1.gen));
+        entries.truncate(CACHED_GENERATIONS);
+        self.cache
+            .insert(principal.key_id.clone(), Verified { entries });
+    }
+
+    /// Forgets every secret of a key (revoked).
     pub fn forget(&self, key_id: &str) {
         self.cache.remove(key_id);
+    }
+
+    /// Forgets one generation of a key: the store no longer accepts it
+    /// (revoked, expired, rotated out). Charges the peer one failed attempt,
+    /// so a refused key cannot make tollgate run bcrypt for free.
+    pub fn forget_generation(&self, key_id: &str, gen: u64, peer: IpAddr) {
+        if let Some(v) = self.cache.get(key_id) {
+            let entries: Vec<_> = v
+                .entries
+                .into_iter()
+                .filter(|(_, p)| p.gen != gen)
+                .collect();
+            if entries.is_empty() {
+                self.cache.remove(key_id);
+            } else {
+                self.cache.insert(Arc::from(key_id), Verified { entries });
+            }
+        }
+        let _ = self.throttle.charge(peer, self.clock.now_ms());
     }
 
     fn reject(&self, reason: AuthRejection) -> AuthError {
@@ -280,6 +454,112 @@ mod tests {
         ];
         for (h, want) in cases {
             assert_eq!(extract(&headers(h)).unwrap_err(), want, "{h:?}");
+        }
+    }
+
+    mod verification {
+        use super::super::*;
+        use crate::clock::SystemClock;
+        use crate::model::{Client, ClientStatus, KeyRecord};
+        use crate::store::memory::MemoryStore;
+        use crate::store::{Store, TimeSource};
+
+        /// A store with client `acme` and one key; the key's secret.
+        async fn setup() -> (Authenticator, Arc<Metrics>, Secret) {
+            let store = Arc::new(MemoryStore::new(TimeSource::Store));
+            store
+                .create_client(&Client {
+                    id: "acme".into(),
+                    name: "acme".into(),
+                    status: ClientStatus::Active,
+                    per_minute: None,
+                    monthly: None,
+                    created_at: 0,
+                })
+                .await
+                .unwrap();
+            let secret = crate::keys::generate();
+            store
+                .create_key(&KeyRecord {
+                    id: secret.key_id().into(),
+                    client_id: "acme".into(),
+                    name: "k".into(),
+                    scopes: vec![],
+                    hash: crate::keys::hash(&secret, 4).unwrap(),
+                    prefix: secret.prefix().into(),
+                    gen: 1,
+                    created_at: 0,
+                    expires_at: None,
+                    last_used_at: None,
+                    previous: None,
+                })
+                .await
+                .unwrap();
+            let metrics = Arc::new(Metrics::new());
+            let auth = Authenticator::new(
+                store,
+                metrics.clone(),
+                100,
+                FailureThrottle::new(1000, 100),
+                Arc::new(SystemClock),
+            );
+            (auth, metrics, secret)
+        }
+
+        fn bcrypt_runs(m: &Metrics) -> String {
+            m.encode()
+                .lines()
+                .find(|l| l.starts_with("tollgate_bcrypt_verifications_total "))
+                .unwrap_or_default()
+                .to_owned()
+        }
+
+        fn cred(s: &str) -> Credential {
+            Credential {
+                text: s.to_owned(),
+                source: CredentialSource {
+                    api_key_header: true,
+                    bearer: false,
+                },
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_first_verifications_share_one_bcrypt_run() {
+            let (auth, metrics, secret) = setup().await;
+            let peer: IpAddr = [127, 0, 0, 1].into();
+            let mut tasks = Vec::new();
+            for _ in 0..16 {
+                let (auth, c) = (auth.clone(), cred(secret.expose()));
+                tasks.push(tokio::spawn(
+                    async move { auth.authenticate(&c, peer).await },
+                ));
+            }
+            for t in tasks {
+                assert!(t.await.unwrap().is_ok());
+            }
+            // Some may have found it cached already; none ran bcrypt twice.
+            assert_eq!(
+                bcrypt_runs(&metrics),
+                "tollgate_bcrypt_verifications_total 1"
+            );
+            assert!(auth.in_progress.lock().is_empty());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn abandoned_verifications_leave_nothing_behind() {
+            let (auth, _, secret) = setup().await;
+            let peer: IpAddr = [127, 0, 0, 1].into();
+            for _ in 0..20 {
+                let wrong = crate::keys::generate_for(secret.key_id()).unwrap();
+                let c = cred(wrong.expose());
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_micros(1),
+                    auth.authenticate(&c, peer),
+                )
+                .await;
+            }
+            assert!(auth.in_progress.lock().is_empty());
         }
     }
 

@@ -24,6 +24,7 @@ use toml::Spanned;
 
 use crate::limits::Limits;
 use crate::model::BUILTIN_SCOPES;
+use crate::throttle::Cidr;
 
 pub const DEFAULT_CONFIG_PATH: &str = "tollgate.toml";
 pub const CONFIG_ENV: &str = "TOLLGATE_CONFIG";
@@ -40,6 +41,10 @@ pub const DEFAULT_PER_MINUTE: u64 = 100;
 pub const DEFAULT_MONTHLY: u64 = 10_000;
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+/// Failed (store-and-bcrypt) authentications one peer may make per minute.
+pub const DEFAULT_MAX_FAILURES_PER_MINUTE: u32 = 20;
+/// Accepted `auth.max_failures_per_minute`.
+pub const MAX_FAILURES_PER_MINUTE: RangeInclusive<u32> = 1..=60_000;
 /// Port of an upstream URL that names none.
 pub const DEFAULT_UPSTREAM_PORT: u16 = 80;
 pub const DEFAULT_KEEP_CREDENTIAL: bool = false;
@@ -98,6 +103,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// After SIGTERM: how long in-flight requests get to finish.
     pub drain_timeout: Duration,
+    /// Socket peers whose `X-Forwarded-For` names the client (for throttling).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +177,8 @@ pub struct AuthConfig {
     pub bcrypt_cost: u32,
     /// Most verified secrets remembered per process.
     pub cache_capacity: usize,
+    /// Failed authentications per peer per minute before 429.
+    pub max_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +378,7 @@ struct RawServer {
     listen: Opt<String>,
     header_read_timeout_ms: Opt<i64>,
     drain_timeout_ms: Opt<i64>,
+    trusted_proxies: Opt<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -416,6 +426,7 @@ struct RawAuth {
     scopes: Opt<Vec<Spanned<String>>>,
     bcrypt_cost: Opt<i64>,
     cache_capacity: Opt<i64>,
+    max_failures_per_minute: Opt<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -773,6 +784,22 @@ impl Checker<'_> {
 
     fn server(&mut self, raw: Opt<RawServer>) -> ServerConfig {
         let (_, raw) = section(raw);
+        let mut trusted_proxies = Vec::new();
+        for (i, net) in raw
+            .trusted_proxies
+            .iter()
+            .flat_map(|s| s.get_ref().iter())
+            .enumerate()
+        {
+            match Cidr::parse(net.get_ref()) {
+                Ok(c) => trusted_proxies.push(c),
+                Err(message) => self.report(
+                    Some(&net.span()),
+                    &format!("server.trusted_proxies[{i}]"),
+                    message,
+                ),
+            }
+        }
         ServerConfig {
             listen: self.socket_addr("server.listen", &raw.listen, DEFAULT_SERVER_LISTEN),
             header_read_timeout: self.millis(
@@ -787,6 +814,7 @@ impl Checker<'_> {
                 *DRAIN_TIMEOUT_MS.start(),
                 *DRAIN_TIMEOUT_MS.end(),
             )),
+            trusted_proxies,
         }
     }
 
@@ -1122,10 +1150,19 @@ impl Checker<'_> {
             1,
             u64::MAX,
         );
+        let max_failures = self.int(
+            "auth.max_failures_per_minute",
+            &raw.max_failures_per_minute,
+            u64::from(DEFAULT_MAX_FAILURES_PER_MINUTE),
+            u64::from(*MAX_FAILURES_PER_MINUTE.start()),
+            u64::from(*MAX_FAILURES_PER_MINUTE.end()),
+        );
         let auth = AuthConfig {
             scopes: declared.iter().cloned().collect(),
             bcrypt_cost: u32::try_from(bcrypt_cost).unwrap_or(DEFAULT_BCRYPT_COST),
             cache_capacity: usize::try_from(cache_capacity).unwrap_or(usize::MAX),
+            max_failures_per_minute: u32::try_from(max_failures)
+                .unwrap_or(DEFAULT_MAX_FAILURES_PER_MINUTE),
         };
         (auth, declared)
     }
@@ -1538,6 +1575,7 @@ struct EffServer {
     listen: String,
     header_read_timeout_ms: u64,
     drain_timeout_ms: u64,
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -1584,6 +1622,7 @@ struct EffAuth {
     scopes: Vec<String>,
     bcrypt_cost: u32,
     cache_capacity: u64,
+    max_failures_per_minute: u32,
 }
 
 #[derive(Serialize)]
@@ -1639,6 +1678,12 @@ impl From<&Config> for Effective {
                 listen: c.server.listen.to_string(),
                 header_read_timeout_ms: ms(c.server.header_read_timeout),
                 drain_timeout_ms: ms(c.server.drain_timeout),
+                trusted_proxies: c
+                    .server
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             },
             admin: EffAdmin {
                 listen: c.admin.listen.to_string(),
@@ -1674,6 +1719,7 @@ impl From<&Config> for Effective {
                 scopes: c.auth.scopes.iter().cloned().collect(),
                 bcrypt_cost: c.auth.bcrypt_cost,
                 cache_capacity: c.auth.cache_capacity as u64,
+                max_failures_per_minute: c.auth.max_failures_per_minute,
             },
             routes: c
                 .routes

@@ -1,11 +1,12 @@
 //! Key management shared by the admin API and the organisation API: request
-//! validation, secret issuance and hashing, listing and revocation.
+//! validation, secret issuance and hashing, listing, rotation and revocation.
 //!
 //! The secret exists in memory only between generation and the 201 body;
 //! only its bcrypt hash reaches the store.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -16,7 +17,8 @@ use crate::clock::{iso8601, Clock};
 use crate::error::ApiError;
 use crate::keys;
 use crate::model::{
-    valid_key_name, CreatedKey, KeyList, KeyRecord, KeyView, EXPIRES_IN_DAYS, MAX_KEY_NAME_CHARS,
+    valid_key_name, CreatedKey, KeyList, KeyRecord, KeyView, RotatedKey, DEFAULT_GRACE_SECONDS,
+    EXPIRES_IN_DAYS, GRACE_SECONDS, MAX_KEY_NAME_CHARS,
 };
 use crate::store::SharedStore;
 
@@ -29,7 +31,28 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let bytes = Limited::new(body, MAX_JSON_BODY)
+    parse_object(&read_body(body).await?)
+}
+
+/// As [`read_json`], but an empty body reads as `{}` (every field optional).
+pub async fn read_optional_json<B>(body: B) -> Result<serde_json::Map<String, Value>, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bytes = read_body(body).await?;
+    if bytes.trim_ascii().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    parse_object(&bytes)
+}
+
+async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    Ok(Limited::new(body, MAX_JSON_BODY)
         .collect()
         .await
         .map_err(|_| {
@@ -37,8 +60,11 @@ where
                 "The body must be JSON of at most {MAX_JSON_BODY} bytes."
             ))
         })?
-        .to_bytes();
-    match serde_json::from_slice::<Value>(&bytes) {
+        .to_bytes())
+}
+
+fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::BadRequest(
             "The body must be a JSON object.".into(),
@@ -47,6 +73,26 @@ where
             "The body is not valid JSON: {e}."
         ))),
     }
+}
+
+/// `grace_seconds` of a rotation body: absent means [`DEFAULT_GRACE_SECONDS`].
+pub fn grace_from_json(body: &serde_json::Map<String, Value>) -> Result<u64, ApiError> {
+    match body.get("grace_seconds") {
+        None | Some(Value::Null) => Ok(DEFAULT_GRACE_SECONDS),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(g) if GRACE_SECONDS.contains(&g) => Ok(g),
+            _ => Err(grace_error()),
+        },
+        Some(_) => Err(grace_error()),
+    }
+}
+
+fn grace_error() -> ApiError {
+    ApiError::BadRequest(format!(
+        "\"grace_seconds\" must be an integer from {} to {}.",
+        GRACE_SECONDS.start(),
+        GRACE_SECONDS.end()
+    ))
 }
 
 /// A validated key-creation request.
@@ -158,12 +204,7 @@ impl KeyService {
             }
         }
         let secret = keys::generate();
-        let cost = self.bcrypt_cost;
-        let for_hash = secret.clone();
-        let hash = tokio::task::spawn_blocking(move || keys::hash(&for_hash, cost))
-            .await
-            .map_err(|_| ApiError::Internal("Hashing the key failed.".into()))?
-            .map_err(|_| ApiError::Internal("Hashing the key failed.".into()))?;
+        let hash = self.hash(&secret).await?;
         let now = self.clock.now_ms().div_euclid(1000);
         let record = KeyRecord {
             id: secret.key_id().to_owned(),
@@ -176,6 +217,7 @@ impl KeyService {
             created_at: now,
             expires_at: req.expires_in_days.map(|d| now + d * 86_400),
             last_used_at: None,
+            previous: None,
         };
         self.store.create_key(&record).await?;
         Ok(CreatedKey {
@@ -200,6 +242,53 @@ impl KeyService {
             total: keys.len(),
             keys,
         })
+    }
+
+    /// Gives a key a new secret (same id, name, scopes and expiry); the old
+    /// one keeps working for `grace_secs`. With `owner`, only one of that
+    /// client's keys: a key of another client answers exactly as a missing one.
+    pub async fn rotate(
+        &self,
+        key_id: &str,
+        owner: Option<&str>,
+        grace_secs: u64,
+    ) -> Result<RotatedKey, ApiError> {
+        let not_found = || ApiError::NotFound("No such key.".into());
+        // No lookup before the rotation itself: a key of another client must
+        // cost exactly what a missing one does (no existence oracle, timing
+        // included), so both are hashed and refused by the same store call.
+        if !keys::valid_key_id(key_id) {
+            return Err(not_found());
+        }
+        let secret = keys::generate_for(key_id).ok_or_else(not_found)?;
+        let hash = self.hash(&secret).await?;
+        let record = self
+            .store
+            .rotate_key(key_id, owner, &hash, Duration::from_secs(grace_secs))
+            .await?
+            .ok_or_else(not_found)?;
+        let until_ms = record.previous.as_ref().map_or(0, |p| p.until_ms);
+        Ok(RotatedKey {
+            key: CreatedKey {
+                id: record.id,
+                name: record.name,
+                key: secret.expose().to_owned(),
+                scopes: record.scopes,
+                created_at: iso8601(record.created_at),
+                expires_at: record.expires_at.map(iso8601),
+            },
+            // Whole seconds, rounded up: from this instant on it is refused.
+            previous_expires_at: iso8601((until_ms + 999).div_euclid(1000)),
+        })
+    }
+
+    async fn hash(&self, secret: &keys::Secret) -> Result<String, ApiError> {
+        let cost = self.bcrypt_cost;
+        let for_hash = secret.clone();
+        tokio::task::spawn_blocking(move || keys::hash(&for_hash, cost))
+            .await
+            .map_err(|_| ApiError::Internal("Hashing the key failed.".into()))?
+            .map_err(|_| ApiError::Internal("Hashing the key failed.".into()))
     }
 
     /// Revokes a key; with `owner`, only one of that client's keys. A key of
@@ -268,5 +357,30 @@ mod tests {
         let ignored =
             parse(json!({"name": "a", "scopes": ["read:x"], "client_id": "other"})).unwrap();
         assert_eq!(ignored.name, "a");
+    }
+
+    #[test]
+    fn grace_table() {
+        use serde_json::json;
+        let grace = |v: Value| {
+            let Value::Object(m) = v else { unreachable!() };
+            grace_from_json(&m)
+        };
+        assert_eq!(grace(json!({})), Ok(DEFAULT_GRACE_SECONDS));
+        assert_eq!(grace(json!({"grace_seconds": null})), Ok(86_400));
+        assert_eq!(grace(json!({"grace_seconds": 0})), Ok(0));
+        assert_eq!(grace(json!({"grace_seconds": 2_592_000})), Ok(2_592_000));
+        for bad in [
+            json!({"grace_seconds": -1}),
+            json!({"grace_seconds": 2_592_001}),
+            json!({"grace_seconds": 1.5}),
+            json!({"grace_seconds": "60"}),
+        ] {
+            assert_eq!(
+                grace(bad.clone()).unwrap_err().code(),
+                "bad_request",
+                "{bad}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! owns persistence and the atomic admission decision, `limits` owns the pure
 //! window and calendar maths, `keys` owns secret formats and hashing, `auth`
 //! owns turning a request's credential into a verified [`auth::Principal`],
+//! `throttle` owns the per-peer budget of failed authentications,
 //! `proxy` owns the public request path, `admin` owns the admin listener, and
 //! `cli` owns the command-line client of the admin API.
 
@@ -28,4 +29,5 @@ pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 pub mod usage;

@@ -29,6 +29,8 @@ pub enum Outcome {
     quota_exceeded,
     upstream_error,
     store_error,
+    /// 429 for too many failed authentication attempts from one peer.
+    auth_throttled,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +56,8 @@ pub enum AuthRejection {
     bad_secret,
     /// Revoked, expired or rotated out, as found by the admission check.
     invalid_key,
+    /// Not checked: the peer failed too often (answered 429, not 401).
+    throttled,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

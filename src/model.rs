@@ -79,6 +79,37 @@ pub struct KeyRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// The secret this key had before its last rotation, while (and after)
+    /// its grace period; only [`PreviousSecret::valid_at`] makes it usable.
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A rotated-out secret: accepted until `until_ms`, then refused.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    /// bcrypt hash of the old secret.
+    pub hash: String,
+    /// The generation the old secret verified as.
+    pub gen: u64,
+    /// Unix milliseconds, store time: the old secret works strictly before this.
+    pub until_ms: i64,
+}
+
+impl PreviousSecret {
+    /// Whether the old secret is still accepted at `now_ms`.
+    pub fn valid_at(&self, now_ms: i64) -> bool {
+        now_ms < self.until_ms
+    }
+}
+
+impl std::fmt::Debug for PreviousSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousSecret")
+            .field("hash", &"<redacted>")
+            .field("gen", &self.gen)
+            .field("until_ms", &self.until_ms)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for KeyRecord {
@@ -94,6 +125,7 @@ impl std::fmt::Debug for KeyRecord {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("last_used_at", &self.last_used_at)
+            .field("previous", &self.previous)
             .finish()
     }
 }
@@ -101,6 +133,19 @@ impl std::fmt::Debug for KeyRecord {
 impl KeyRecord {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether a caller that verified generation `gen` may use the key at
+    /// `now_ms`: not expired, and `gen` is the current generation or the
+    /// previous one within its grace period. The stores decide with this.
+    pub fn accepts(&self, gen: u64, now_ms: i64) -> bool {
+        let now_s = now_ms.div_euclid(1000);
+        self.expires_at.is_none_or(|at| at > now_s)
+            && (gen == self.gen
+                || self
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.gen == gen && p.valid_at(now_ms)))
     }
 }
 
@@ -189,6 +234,21 @@ pub struct CreatedKey {
     pub expires_at: Option<String>,
 }
 
+/// The 201 body of a rotation: the creation body (with the new secret) and
+/// the instant the previous secret stops working.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedKey {
+    #[serde(flatten)]
+    pub key: CreatedKey,
+    /// ISO 8601: the previous secret is refused from this instant on.
+    pub previous_expires_at: String,
+}
+
+/// Accepted `grace_seconds` of a rotation: up to 30 days.
+pub const GRACE_SECONDS: std::ops::RangeInclusive<u64> = 0..=30 * 86_400;
+/// The grace period when none is given: 24 hours.
+pub const DEFAULT_GRACE_SECONDS: u64 = 86_400;
+
 /// `{"clients": [...]}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientList {
@@ -231,7 +291,40 @@ mod tests {
             created_at: 0,
             expires_at: None,
             last_used_at: None,
+            previous: Some(PreviousSecret {
+                hash: "$2b$04$oldsecret".into(),
+                gen: 1,
+                until_ms: 0,
+            }),
         };
         assert!(!format!("{k:?}").contains("$2b$"));
+    }
+
+    #[test]
+    fn generations_and_grace() {
+        let mut k = KeyRecord {
+            id: "key_x".into(),
+            client_id: "c".into(),
+            name: "n".into(),
+            scopes: vec![],
+            hash: String::new(),
+            prefix: String::new(),
+            gen: 2,
+            created_at: 0,
+            expires_at: Some(100),
+            last_used_at: None,
+            previous: Some(PreviousSecret {
+                hash: String::new(),
+                gen: 1,
+                until_ms: 50_000,
+            }),
+        };
+        assert!(k.accepts(2, 0));
+        assert!(k.accepts(1, 49_999));
+        assert!(!k.accepts(1, 50_000));
+        assert!(!k.accepts(3, 0));
+        assert!(!k.accepts(2, 100_000), "expired");
+        k.previous = None;
+        assert!(!k.accepts(1, 0));
     }
 }

@@ -109,6 +109,31 @@ pub fn restart_needed(boot: &Config, loaded: &Config) -> Vec<String> {
         loaded.server.header_read_timeout.as_millis().to_string(),
     );
     differ(
+        "server.trusted_proxies",
+        format!(
+            "{:?}",
+            boot.server
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ),
+        format!(
+            "{:?}",
+            loaded
+                .server
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ),
+    );
+    differ(
+        "auth.max_failures_per_minute",
+        boot.auth.max_failures_per_minute.to_string(),
+        loaded.auth.max_failures_per_minute.to_string(),
+    );
+    differ(
         "admin.listen",
         boot.admin.listen.to_string(),
         loaded.admin.listen.to_string(),

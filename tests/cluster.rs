@@ -303,6 +303,7 @@ async fn measure_admit_throughput() {
             created_at: 1_770_000_100,
             expires_at: None,
             last_used_at: None,
+            previous: None,
         };
         store.create_key(&key).await.unwrap();
     }

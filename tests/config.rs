@@ -183,6 +183,11 @@ fn minimal_file_gets_every_default() {
     );
     assert_eq!(c.auth.bcrypt_cost, DEFAULT_BCRYPT_COST);
     assert_eq!(c.auth.cache_capacity, DEFAULT_CACHE_CAPACITY);
+    assert_eq!(
+        c.auth.max_failures_per_minute,
+        DEFAULT_MAX_FAILURES_PER_MINUTE
+    );
+    assert!(c.server.trusted_proxies.is_empty());
     assert!(c.routes.is_empty());
     assert_eq!(c.headers.ietf, DEFAULT_HEADERS_IETF);
     assert_eq!(c.log.format, LogFormat::Text);
@@ -263,6 +268,7 @@ fn every_key_can_be_set() {
 listen = "[::1]:8081"
 header_read_timeout_ms = 2500
 drain_timeout_ms = 0
+trusted_proxies = ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
 
 [admin]
 listen = "127.0.0.1:0"
@@ -289,6 +295,7 @@ monthly = 9
 scopes = ["a", "b:c.*"]
 bcrypt_cost = 4
 cache_capacity = 1
+max_failures_per_minute = 5
 
 [headers]
 ietf = true
@@ -335,6 +342,14 @@ interval_ms = 250
     assert!(c.auth.scopes.contains("b:c.*"));
     assert_eq!(c.auth.bcrypt_cost, 4);
     assert_eq!(c.auth.cache_capacity, 1);
+    assert_eq!(c.auth.max_failures_per_minute, 5);
+    let proxies: Vec<String> = c
+        .server
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "fd00::/8", "192.0.2.7/32"]);
     assert!(c.headers.ietf);
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(c.log.level, "tollgate=debug,info");
@@ -448,6 +463,7 @@ fn describe_fills_in_every_default() {
         "[server]",
         "listen = \"0.0.0.0:8080\"",
         "header_read_timeout_ms = 10000",
+        "trusted_proxies = []",
         "[admin]",
         "listen = \"127.0.0.1:9090\"",
         "token_env = \"TOLLGATE_ADMIN_TOKEN\"",
@@ -471,6 +487,7 @@ fn describe_fills_in_every_default() {
         "scopes = [\"read:api_keys\", \"write:api_keys\"]",
         "bcrypt_cost = 10",
         "cache_capacity = 100000",
+        "max_failures_per_minute = 20",
         "[headers]",
         "ietf = false",
         "[log]",
@@ -552,7 +569,7 @@ const REJECTED: &[(&str, &str)] = &[
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[server]\nlistn = \"0.0.0.0:1\"\n",
-        "line 4: server.listn: unknown key `listn`, expected one of `listen`, `header_read_timeout_ms`, `drain_timeout_ms`",
+        "line 4: server.listn: unknown key `listn`, expected one of `listen`, `header_read_timeout_ms`, `drain_timeout_ms`, `trusted_proxies`",
     ),
     (
         "[upstream]\nurl = \"http://a\"\nretries = 3\n",
@@ -819,6 +836,18 @@ const REJECTED: &[(&str, &str)] = &[
     (
         "[upstream]\nurl = \"http://a\"\n[auth]\ncache_capacity = 0\n",
         "line 4: auth.cache_capacity: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[auth]\nmax_failures_per_minute = 0\n",
+        "line 4: auth.max_failures_per_minute: must be between 1 and 60000, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+        "line 4: server.trusted_proxies[1]: \"10.0.0.0/33\": the prefix length must be 0 to 32",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\n\ntrusted_proxies = [\"proxy.local\"]\n",
+        "line 5: server.trusted_proxies[0]: \"proxy.local\" is not an IP address or network like \"10.0.0.0/8\"",
     ),
     // -- [[routes]] --
     (

@@ -16,7 +16,7 @@ use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use tollgate::clock::{Clock, ManualClock, SystemClock};
 use tollgate::limits::{Decision, LimitState, Limits, Verdict};
-use tollgate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+use tollgate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 use tollgate::store::memory::MemoryStore;
 use tollgate::store::redis::{Bounds, RedisStore, Topology};
 use tollgate::store::{AdmitRequest, SharedStore, Store, StoreError, TimeSource, UsageRequest};
@@ -127,6 +127,7 @@ conformance!(
     key_name_unique_per_client,
     key_needs_a_client,
     key_revoke_with_and_without_owner,
+    key_rotation_honours_the_grace_period,
     remaining_counts_down_and_refusal_counts_nothing,
     retry_instant_is_exact,
     window_slides,
@@ -165,6 +166,7 @@ fn key(id: &str, client_id: &str, name: &str) -> KeyRecord {
         created_at: 1_770_000_100,
         expires_at: None,
         last_used_at: None,
+        previous: None,
     }
 }
 
@@ -375,6 +377,134 @@ async fn key_revoke_with_and_without_owner(fx: Fx) {
 }
 
 // ---------------------------------------------------------------- admission
+
+async fn key_rotation_honours_the_grace_period(fx: Fx) {
+    const NEW: &str = "$2b$04$newnewnewnewnewnewnewnOabcdefghijklmnopqrstuvwxyz01234";
+    const THIRD: &str = "$2b$04$thirdthirdthirdthirdtOabcdefghijklmnopqrstuvwxyz01234";
+    acme(&fx, None, None).await;
+    fx.store.create_client(&client("beta")).await.unwrap();
+    let original = fx.store.get_key("key_a").await.unwrap().unwrap();
+    let grace = Duration::from_secs(30);
+    // Another client's key, or none: nothing happens.
+    assert_eq!(
+        fx.store
+            .rotate_key("key_a", Some("beta"), NEW, grace)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        fx.store
+            .rotate_key("key_zz", None, NEW, grace)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        fx.store.get_key("key_a").await.unwrap(),
+        Some(original.clone())
+    );
+
+    let at = |ms: i64| fx.clock.set_ms(ms);
+    let verdict = |gen: u64| {
+        let store = fx.other.clone();
+        async move {
+            let req = AdmitRequest { gen, ..req(None) };
+            store.admit(&req).await.unwrap().verdict
+        }
+    };
+    let usage_verdict = |gen: u64| {
+        let store = fx.other.clone();
+        async move {
+            store
+                .usage(&UsageRequest {
+                    client_id: "acme",
+                    key: Some(("key_a", gen)),
+                    defaults: DEFAULTS,
+                })
+                .await
+                .unwrap()
+                .verdict
+        }
+    };
+
+    at(T0 + 250);
+    let rotated = fx
+        .store
+        .rotate_key("key_a", Some("acme"), NEW, grace)
+        .await
+        .unwrap()
+        .unwrap();
+    let want = KeyRecord {
+        hash: NEW.into(),
+        gen: 2,
+        previous: Some(PreviousSecret {
+            hash: original.hash.clone(),
+            gen: 1,
+            until_ms: T0 + 30_250,
+        }),
+        ..original.clone()
+    };
+    assert_eq!(rotated, want);
+    // Every handle sees it at once.
+    assert_eq!(fx.other.get_key("key_a").await.unwrap(), Some(want.clone()));
+    assert_eq!(fx.other.list_keys("acme").await.unwrap(), [want]);
+
+    // Both secrets work during the grace period, the old one strictly before its end.
+    assert_eq!(verdict(2).await, Verdict::Admitted);
+    assert_eq!(verdict(1).await, Verdict::Admitted);
+    at(T0 + 30_249);
+    assert_eq!(verdict(1).await, Verdict::Admitted);
+    assert_eq!(usage_verdict(1).await, Verdict::Admitted);
+    at(T0 + 30_250);
+    assert_eq!(verdict(1).await, Verdict::KeyInvalid);
+    assert_eq!(usage_verdict(1).await, Verdict::KeyInvalid);
+    assert_eq!(verdict(2).await, Verdict::Admitted);
+    assert_eq!(verdict(3).await, Verdict::KeyInvalid);
+
+    // A second rotation with no grace: generation 2 is refused at once, and
+    // generation 1 stays refused.
+    let again = fx
+        .store
+        .rotate_key("key_a", None, THIRD, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.gen, 3);
+    assert_eq!(
+        again.previous,
+        Some(PreviousSecret {
+            hash: NEW.into(),
+            gen: 2,
+            until_ms: T0 + 30_250,
+        })
+    );
+    assert_eq!(verdict(2).await, Verdict::KeyInvalid);
+    assert_eq!(verdict(1).await, Verdict::KeyInvalid);
+    assert_eq!(verdict(3).await, Verdict::Admitted);
+
+    // Expiry still rules, whatever the generation.
+    let mut expiring = key("key_e", "acme", "expiring");
+    expiring.expires_at = Some(T0_S + 40);
+    fx.store.create_key(&expiring).await.unwrap();
+    fx.store
+        .rotate_key("key_e", None, NEW, Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .unwrap();
+    at(T0 + 40_000);
+    for gen in [1, 2] {
+        let req = AdmitRequest {
+            key_id: "key_e",
+            gen,
+            ..req(None)
+        };
+        assert_eq!(
+            fx.store.admit(&req).await.unwrap().verdict,
+            Verdict::KeyInvalid
+        );
+    }
+}
 
 async fn remaining_counts_down_and_refusal_counts_nothing(fx: Fx) {
     acme(&fx, None, None).await; // defaults: 7 per minute

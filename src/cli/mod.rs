@@ -28,7 +28,7 @@ use self::http::{encode_segment, ApiRequest, ApiResponse};
 use crate::keys::valid_key_id;
 use crate::model::{
     valid_client_id, valid_key_name, ClientList, ClientStatus, ClientView, CreatedKey, KeyList,
-    EXPIRES_IN_DAYS,
+    RotatedKey, EXPIRES_IN_DAYS, GRACE_SECONDS,
 };
 use output::{ClientEvent, UsageView};
 
@@ -149,6 +149,17 @@ pub enum KeysCommand {
         /// Key id (key_ followed by 16 characters).
         key_id: String,
     },
+    /// Give a key a new secret; the old one keeps working for a grace period.
+    ///
+    /// The key keeps its id, name, scopes and expiry. The new secret is
+    /// printed once; the old secret is refused after --grace-seconds.
+    Rotate {
+        /// Key id (key_ followed by 16 characters).
+        key_id: String,
+        /// Seconds the old secret keeps working, 0-2592000 (default: 86400, one day).
+        #[arg(long, value_name = "N")]
+        grace_seconds: Option<u64>,
+    },
 }
 
 /// A failure of an admin verb, with its exit status.
@@ -214,6 +225,7 @@ pub enum View {
     CreatedKey { client: String },
     KeyList { client: String },
     Revoked { key_id: String },
+    Rotated,
     Usage,
 }
 
@@ -312,13 +324,33 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             request: request(Method::GET, client_path(&client, "/keys")?, None),
             view: View::KeyList { client },
         },
-        Command::Keys(KeysCommand::Revoke { key_id }) => {
-            if !valid_key_id(&key_id) {
-                return Err(CliError::usage(format!(
-                    "invalid key id {key_id:?}: expected key_ followed by 16 characters \
-                     of A-Z, a-z, 0-9, '-' and '_'"
-                )));
+        Command::Keys(KeysCommand::Rotate {
+            key_id,
+            grace_seconds,
+        }) => {
+            check_key_id(&key_id)?;
+            let mut body = serde_json::Map::new();
+            if let Some(g) = grace_seconds {
+                if !GRACE_SECONDS.contains(&g) {
+                    return Err(CliError::usage(format!(
+                        "--grace-seconds must be between {} and {}, got {g}",
+                        GRACE_SECONDS.start(),
+                        GRACE_SECONDS.end()
+                    )));
+                }
+                body.insert("grace_seconds".into(), g.into());
             }
+            Plan {
+                request: request(
+                    Method::POST,
+                    format!("{KEYS_PATH}/{}/rotate", encode_segment(&key_id)),
+                    Some(body.into()),
+                ),
+                view: View::Rotated,
+            }
+        }
+        Command::Keys(KeysCommand::Revoke { key_id }) => {
+            check_key_id(&key_id)?;
             Plan {
                 request: request(
                     Method::DELETE,
@@ -334,6 +366,17 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
         },
     };
     Ok(plan)
+}
+
+fn check_key_id(key_id: &str) -> Result<(), CliError> {
+    if valid_key_id(key_id) {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!(
+            "invalid key id {key_id:?}: expected key_ followed by 16 characters \
+             of A-Z, a-z, 0-9, '-' and '_'"
+        )))
+    }
 }
 
 fn check_client_id(id: &str) -> Result<(), CliError> {
@@ -455,6 +498,7 @@ pub fn answer(
             output::keys_table(client, &list.keys, list.total)
         }
         View::Revoked { key_id } => output::revoked_summary(key_id),
+        View::Rotated => output::rotated_key_summary(&decode::<RotatedKey>(response)?),
         View::Usage => output::usage_summary(&decode::<UsageView>(response)?),
     };
     Ok(text.into_bytes())
@@ -962,6 +1006,48 @@ mod tests {
             out.starts_with("rate limit: 87/100 remaining this minute"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn rotate_plans_and_output() {
+        let p = plan_of(&["tollgate", "keys", "rotate", KEY_ID]).expect("plan");
+        assert_eq!(p.request.method, Method::POST);
+        assert_eq!(p.request.path, format!("/admin/v1/keys/{KEY_ID}/rotate"));
+        assert_eq!(p.request.body, Some(serde_json::json!({})));
+        let p =
+            plan_of(&["tollgate", "keys", "rotate", KEY_ID, "--grace-seconds", "0"]).expect("plan");
+        assert_eq!(
+            p.request.body,
+            Some(serde_json::json!({"grace_seconds": 0}))
+        );
+        for (args, want) in [
+            (
+                &["tollgate", "keys", "rotate", "key_short"][..],
+                "invalid key id",
+            ),
+            (
+                &[
+                    "tollgate",
+                    "keys",
+                    "rotate",
+                    KEY_ID,
+                    "--grace-seconds",
+                    "2592001",
+                ][..],
+                "--grace-seconds must be between 0 and 2592000, got 2592001",
+            ),
+        ] {
+            let err = plan_of(args).expect_err("bad input");
+            assert_eq!(err.status, 2);
+            assert!(err.message.contains(want), "{}", err.message);
+        }
+        let body = r#"{"id":"key_AbCdEfGh01234-_x","name":"ci","key":"sk_live_NEW","scopes":["read:x"],"created_at":"2026-02-10T10:00:00Z","expires_at":null,"previous_expires_at":"2026-02-11T10:00:00Z"}"#;
+        let p = plan_of(&["tollgate", "keys", "rotate", KEY_ID]).expect("plan");
+        let out = text(answer(&p, &response(201, body), false, true).expect("human"));
+        assert!(out.contains("sk_live_NEW"), "{out}");
+        assert!(out.contains("2026-02-11T10:00:00Z"), "{out}");
+        let out = text(answer(&p, &response(201, body), true, true).expect("json"));
+        assert_eq!(out, format!("{body}\n"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 
-use crate::model::{ClientView, CreatedKey, KeyView};
+use crate::model::{ClientView, CreatedKey, KeyView, RotatedKey};
 
 /// What a cell shows for a JSON `null`.
 const NULL_CELL: &str = "-";
@@ -200,6 +200,22 @@ pub fn created_key_summary(client_id: &str, key: &CreatedKey) -> String {
 }
 
 /// `keys revoke`.
+/// `keys rotate`: the new secret, shown once, and when the old one stops working.
+pub fn rotated_key_summary(key: &RotatedKey) -> String {
+    let k = &key.key;
+    let mut out = format!("Key {} rotated.\n", clean(&k.id));
+    let fields = [
+        ("name", clean(&k.name)),
+        ("scopes", clean(&k.scopes.join(", "))),
+        ("old secret refused from", clean(&key.previous_expires_at)),
+    ];
+    push_fields(&mut out, &fields);
+    out.push('\n');
+    out.push_str("New secret (store it now; it cannot be shown again):\n");
+    let _ = writeln!(out, "  {}", clean(&k.key));
+    out
+}
+
 pub fn revoked_summary(key_id: &str) -> String {
     format!(
         "Key {} revoked: it is refused from now on.\n",

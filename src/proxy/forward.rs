@@ -22,11 +22,16 @@ use crate::headers::{
     X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
 };
 
-/// Method-override headers: stripped so a GET-only scope cannot become a write.
-static METHOD_OVERRIDES: [HeaderName; 3] = [
+/// Headers some frameworks honour to change the method or the path of a
+/// request after tollgate has authorised it (method overrides, and the
+/// `X-Original-URL` / `X-Rewrite-URL` of IIS and Symfony): stripped, so a
+/// GET-only scope cannot become a write and a path cannot be swapped.
+static REQUEST_OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// The upstream and a keep-alive pool of connections to it.
@@ -78,17 +83,20 @@ impl Upstream {
         ctx: ForwardContext<'_>,
     ) -> Result<(Response<ProxyBody>, Duration), ApiError> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The host the client addressed. An absolute-form target (or h2's
+        // :authority) wins over a Host header, as RFC 9112 section 3.2.2 says;
+        // only the path tollgate authorised is forwarded either way.
+        let target_authority = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let absolute_form = target_authority.is_some() && parts.version <= Version::HTTP_11;
+        let original_host = target_authority.or_else(|| parts.headers.get(HOST).cloned());
         parts.uri = self.uri(ctx.path, ctx.query)?;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
-        for name in &METHOD_OVERRIDES {
+        for name in &REQUEST_OVERRIDES {
             h.remove(name);
         }
         if !self.keep_credential {
@@ -104,7 +112,11 @@ impl Upstream {
         match &original_host {
             Some(host) => {
                 h.insert(X_FORWARDED_HOST.clone(), host.clone());
-                h.entry(HOST).or_insert_with(|| host.clone());
+                if absolute_form {
+                    h.insert(HOST, host.clone());
+                } else {
+                    h.entry(HOST).or_insert_with(|| host.clone());
+                }
             }
             None => {
                 h.remove(&X_FORWARDED_HOST);

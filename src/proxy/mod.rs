@@ -6,7 +6,7 @@
 pub mod forward;
 mod org;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +67,15 @@ impl From<AuthError> for Refusal {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Rejected(reason) => unauthorized(reason),
+            AuthError::Throttled { retry_after } => Refusal::new(
+                ApiError::RateLimited {
+                    message: format!(
+                        "Too many failed authentication attempts. Retry after {retry_after} seconds."
+                    ),
+                    retry_after,
+                },
+                Outcome::auth_throttled,
+            ),
             AuthError::Store(e) => store_failure(e),
         }
     }
@@ -101,9 +110,10 @@ struct Trace {
 /// Serves one public request; never fails.
 pub async fn handle(
     app: Arc<App>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    mark_credentials_sensitive(req.headers_mut());
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
     // One config snapshot for the whole request, even if a reload lands meanwhile.
@@ -139,6 +149,18 @@ pub async fn handle(
     resp
 }
 
+/// Marks credential header values sensitive, so that no `Debug` output (and
+/// no HPACK table, should they be forwarded) ever carries them.
+pub fn mark_credentials_sensitive(headers: &mut http::HeaderMap) {
+    for name in [&crate::headers::X_API_KEY, &http::header::AUTHORIZATION] {
+        if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
+            for v in e.iter_mut() {
+                v.set_sensitive(true);
+            }
+        }
+    }
+}
+
 async fn serve(
     app: &App,
     live: &Live,
@@ -146,6 +168,9 @@ async fn serve(
     peer: SocketAddr,
     trace: &mut Trace,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
+    // 0. Which address failed attempts are charged to.
+    let client_ip = app.peers.client_ip(peer.ip(), req.headers());
+
     // 1. One normalised path: what routes match and what the upstream receives.
     let path = normalize(req.uri().path()).map_err(|_| {
         Refusal::new(
@@ -159,18 +184,22 @@ async fn serve(
         app.metrics.auth_rejected(reason);
         unauthorized(reason)
     })?;
-    let principal = app.auth.authenticate(&credential).await?;
+    let principal = app.auth.authenticate(&credential, client_ip).await?;
     trace.client_id = Some(principal.client_id.clone());
     trace.key_id = Some(principal.key_id.clone());
 
     // 3. tollgate's own endpoints, never forwarded.
+    let caller = Caller {
+        principal: &principal,
+        ip: client_ip,
+    };
     if path == USAGE_PATH {
-        return usage(app, live, &principal, req.method()).await;
+        return usage(app, live, &caller, req.method()).await;
     }
     if path == ORG_KEYS_PATH
         || path.starts_with(ORG_KEYS_PATH) && path[ORG_KEYS_PATH.len()..].starts_with('/')
     {
-        return org::handle(app, live, &principal, req, &path[ORG_KEYS_PATH.len()..]).await;
+        return org::handle(app, live, &caller, req, &path[ORG_KEYS_PATH.len()..]).await;
     }
 
     // 4. The scope the route needs.
@@ -180,7 +209,7 @@ async fn serve(
     };
 
     // 5. Admission: key and client status, scope, both limits, in one atomic store call.
-    let state = admit(app, live, &principal, scope).await?;
+    let state = admit(app, live, &caller, scope).await?;
 
     // 6. Forward, streaming both ways.
     let query = req.uri().query().map(str::to_owned);
@@ -204,13 +233,21 @@ async fn serve(
     Ok((resp, Outcome::forwarded))
 }
 
+/// A verified caller and the address its failures are charged to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub principal: &'a Principal,
+    pub ip: IpAddr,
+}
+
 /// Runs the admission check; `Ok` only for an admitted (and counted) request.
 async fn admit(
     app: &App,
     live: &Live,
-    p: &Principal,
+    c: &Caller<'_>,
     scope: Option<&str>,
 ) -> Result<LimitState, Refusal> {
+    let p = c.principal;
     let req = AdmitRequest {
         client_id: &p.client_id,
         key_id: &p.key_id,
@@ -230,17 +267,17 @@ async fn admit(
         // failure_mode = "open": only a key this process verified gets here.
         (Err(StoreError::Unavailable(_)), Some(degraded)) => {
             let now_ms = app.clock.now_ms();
-            degraded.admit(p, scope, app.defaults(), now_ms, &app.metrics)
+            degraded.admit(p, scope, live.defaults(), now_ms, &app.metrics)
         }
         (Err(e), _) => return Err(store_failure(e)),
     };
-    verdict_to_result(app, p, decision.verdict, decision.state, scope)
+    verdict_to_result(app, c, decision.verdict, decision.state, scope)
 }
 
 /// Maps a store verdict to "go on" or the refusal SPEC.md prescribes.
 fn verdict_to_result(
     app: &App,
-    p: &Principal,
+    c: &Caller<'_>,
     verdict: Verdict,
     state: Option<LimitState>,
     scope: Option<&str>,
@@ -254,7 +291,8 @@ fn verdict_to_result(
             Outcome::store_error,
         ),
         (Verdict::KeyInvalid | Verdict::ClientMissing, _) => {
-            app.auth.forget(&p.key_id);
+            let p = c.principal;
+            app.auth.forget_generation(&p.key_id, p.gen, c.ip);
             app.metrics.auth_rejected(AuthRejection::invalid_key);
             Err(unauthorized(AuthRejection::invalid_key))
         }
@@ -295,7 +333,8 @@ fn verdict_to_result(
 }
 
 /// Reads the caller's limit state without counting; checks the key as admission does.
-async fn checked_usage(app: &App, live: &Live, p: &Principal) -> Result<LimitState, Refusal> {
+async fn checked_usage(app: &App, live: &Live, c: &Caller<'_>) -> Result<LimitState, Refusal> {
+    let p = c.principal;
     let req = UsageRequest {
         client_id: &p.client_id,
         key: Some((&p.key_id, p.gen)),
@@ -305,17 +344,17 @@ async fn checked_usage(app: &App, live: &Live, p: &Principal) -> Result<LimitSta
     let result = app.store.usage(&req).await;
     app.metrics.store_call(started.elapsed(), result.is_ok());
     let decision = result.map_err(store_failure)?;
-    verdict_to_result(app, p, decision.verdict, decision.state, None)
+    verdict_to_result(app, c, decision.verdict, decision.state, None)
 }
 
 /// `GET /api/v1/client/usage`: answered even when the limits are exhausted.
 async fn usage(
     app: &App,
     live: &Live,
-    p: &Principal,
+    c: &Caller<'_>,
     method: &Method,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
-    let state = checked_usage(app, live, p).await?;
+    let state = checked_usage(app, live, c).await?;
     if method != Method::GET && method != Method::HEAD {
         return Err(Refusal::new(
             ApiError::MethodNotAllowed("Use GET.".into()),

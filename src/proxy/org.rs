@@ -1,28 +1,56 @@
 //! The organisation key-management API on the public listener: the caller's
 //! key decides the organisation; nothing in the request can name another.
+//! A key id of another organisation answers exactly as a missing one (404).
+//!
+//! - `GET    /api/v1/org/api-keys`               `read:api_keys`
+//! - `POST   /api/v1/org/api-keys`               `write:api_keys`
+//! - `DELETE /api/v1/org/api-keys/{id}`          `write:api_keys`
+//! - `POST   /api/v1/org/api-keys/{id}/rotate`   `write:api_keys`
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{checked_usage, Refusal};
+use super::{checked_usage, Caller, Refusal};
 use crate::app::{App, Live};
-use crate::auth::Principal;
 use crate::body::{empty, ProxyBody};
 use crate::error::{json_response, ApiError};
 use crate::headers::decorate;
-use crate::keymgmt::{read_json, NewKey};
+use crate::keymgmt::{grace_from_json, read_json, read_optional_json, NewKey};
 use crate::metrics::Outcome;
 use crate::model::{SCOPE_READ_KEYS, SCOPE_WRITE_KEYS};
 
-/// `rest` is the path after `/api/v1/org/api-keys`: empty or `/{id}`.
+/// What `rest` (the path after `/api/v1/org/api-keys`) names.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource<'a> {
+    Collection,
+    Key(&'a str),
+    Rotate(&'a str),
+    Unknown,
+}
+
+fn resource(rest: &str) -> Resource<'_> {
+    if rest.is_empty() {
+        return Resource::Collection;
+    }
+    let Some(rest) = rest.strip_prefix('/') else {
+        return Resource::Unknown;
+    };
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [id] if !id.is_empty() => Resource::Key(id),
+        [id, "rotate"] if !id.is_empty() => Resource::Rotate(id),
+        _ => Resource::Unknown,
+    }
+}
+
 pub(super) async fn handle(
     app: &App,
     live: &Live,
-    p: &Principal,
+    caller: &Caller<'_>,
     req: Request<Incoming>,
     rest: &str,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
-    let state = checked_usage(app, live, p).await?;
+    let p = caller.principal;
+    let state = checked_usage(app, live, caller).await?;
     let fail = |e: ApiError| {
         let outcome = match e {
             ApiError::Forbidden(_) => Outcome::forbidden,
@@ -41,13 +69,13 @@ pub(super) async fn handle(
         }
     };
     let method = req.method().clone();
-    let mut resp = match (method, rest) {
-        (Method::GET | Method::HEAD, "") => {
+    let mut resp = match (method, resource(rest)) {
+        (Method::GET | Method::HEAD, Resource::Collection) => {
             need(SCOPE_READ_KEYS)?;
             let list = app.keys.list(&p.client_id).await.map_err(fail)?;
             json_response(StatusCode::OK, &list)
         }
-        (Method::POST, "") => {
+        (Method::POST, Resource::Collection) => {
             need(SCOPE_WRITE_KEYS)?;
             let body = read_json(req.into_body()).await.map_err(fail)?;
             let new = NewKey::from_json(&body, &live.config.auth.scopes).map_err(fail)?;
@@ -58,25 +86,54 @@ pub(super) async fn handle(
                 .map_err(fail)?;
             json_response(StatusCode::CREATED, &created)
         }
-        (Method::DELETE, id) if id.len() > 1 && !id[1..].contains('/') => {
+        (Method::DELETE, Resource::Key(id)) => {
             need(SCOPE_WRITE_KEYS)?;
             app.keys
-                .revoke(&id[1..], Some(&p.client_id))
+                .revoke(id, Some(&p.client_id))
                 .await
                 .map_err(fail)?;
-            if *id.get(1..).unwrap_or_default() == *p.key_id {
-                app.auth.forget(&p.key_id);
-            }
+            app.auth.forget(id);
             let mut r = Response::new(empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        (_, "") => return Err(fail(ApiError::MethodNotAllowed("Use GET or POST.".into()))),
-        (_, id) if id.len() > 1 && !id[1..].contains('/') => {
+        (Method::POST, Resource::Rotate(id)) => {
+            need(SCOPE_WRITE_KEYS)?;
+            let body = read_optional_json(req.into_body()).await.map_err(fail)?;
+            let grace = grace_from_json(&body).map_err(fail)?;
+            let rotated = app
+                .keys
+                .rotate(id, Some(&p.client_id), grace)
+                .await
+                .map_err(fail)?;
+            json_response(StatusCode::CREATED, &rotated)
+        }
+        (_, Resource::Collection) => {
+            return Err(fail(ApiError::MethodNotAllowed("Use GET or POST.".into())))
+        }
+        (_, Resource::Key(_)) => {
             return Err(fail(ApiError::MethodNotAllowed("Use DELETE.".into())))
         }
-        _ => return Err(fail(ApiError::NotFound("No such endpoint.".into()))),
+        (_, Resource::Rotate(_)) => {
+            return Err(fail(ApiError::MethodNotAllowed("Use POST.".into())))
+        }
+        (_, Resource::Unknown) => return Err(fail(ApiError::NotFound("No such endpoint.".into()))),
     };
     decorate(resp.headers_mut(), &state, live.ietf());
     Ok((resp, Outcome::served))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources() {
+        assert_eq!(resource(""), Resource::Collection);
+        assert_eq!(resource("/key_x"), Resource::Key("key_x"));
+        assert_eq!(resource("/key_x/rotate"), Resource::Rotate("key_x"));
+        for unknown in ["/", "x", "/key_x/", "/key_x/other", "/a/b/c", "//rotate"] {
+            assert_eq!(resource(unknown), Resource::Unknown, "{unknown}");
+        }
+    }
 }

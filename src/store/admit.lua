@@ -4,7 +4,8 @@
 -- `{c:<client_id>}`, so it runs unchanged on Redis Cluster.
 --
 -- KEYS[1]  tg:{c:<id>}:client        hash: status, per_minute, monthly, mon, used, ...
--- KEYS[2]  tg:{c:<id>}:key:<key_id>  hash: client_id, gen, expires_at, scopes, last_used_at, ...
+-- KEYS[2]  tg:{c:<id>}:key:<key_id>  hash: client_id, gen, expires_at, scopes, last_used_at,
+--                                     prev_gen, prev_until_ms, ...
 -- KEYS[3]  tg:{c:<id>}:win           hash: t (total), o (oldest second), n (newest second),
 --                                     and one field per second holding that second's count
 --
@@ -99,10 +100,13 @@ else
 end
 local now_s = math.floor(now_ms / 1000)
 
--- The key: exists, belongs to the client, not expired, current generation.
+-- The key: exists, belongs to the client, not expired, and the caller's
+-- generation is the current one, or the previous one (a rotated-out secret)
+-- strictly before its grace period ends.
 local scopes, last_used_at = '', nil
 if key_id ~= '' then
-  local k = redis.call('HMGET', key_key, 'client_id', 'gen', 'expires_at', 'scopes', 'last_used_at')
+  local k = redis.call('HMGET', key_key, 'client_id', 'gen', 'expires_at', 'scopes', 'last_used_at',
+    'prev_gen', 'prev_until_ms')
   if not k[1] or k[1] ~= client_id then
     return { KEY_INVALID }
   end
@@ -110,7 +114,9 @@ if key_id ~= '' then
     return { KEY_INVALID }
   end
   if k[2] ~= gen then
-    return { KEY_INVALID }
+    if not (k[6] and k[6] == gen and k[7] and now_ms < int(k[7], 'key prev_until_ms')) then
+      return { KEY_INVALID }
+    end
   end
   scopes, last_used_at = k[4] or '', k[5]
 end

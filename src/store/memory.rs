@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -20,7 +21,7 @@ use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::limits::window::Window;
 use crate::limits::{month, Decision, LimitState, Limits, Verdict};
-use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 
 /// The in-process store. Clones share the same state.
 #[derive(Clone)]
@@ -112,7 +113,7 @@ impl MemoryStore {
 }
 
 /// The key check shared by `admit` and `usage`: exists, belongs to the
-/// client, not expired, current generation.
+/// client, not expired, current generation (or the previous one in its grace).
 fn check_key<'a>(
     keys: &'a mut HashMap<String, KeyRecord>,
     client_id: &str,
@@ -120,15 +121,8 @@ fn check_key<'a>(
     gen: u64,
     now_ms: i64,
 ) -> KeyCheck<'a> {
-    let now_s = now_ms.div_euclid(1000);
     match keys.get_mut(key_id) {
-        Some(k)
-            if k.client_id == client_id
-                && k.gen == gen
-                && k.expires_at.is_none_or(|at| at > now_s) =>
-        {
-            KeyCheck::Ok(k)
-        }
+        Some(k) if k.client_id == client_id && k.accepts(gen, now_ms) => KeyCheck::Ok(k),
         _ => KeyCheck::Refused(refused(Verdict::KeyInvalid, None)),
     }
 }
@@ -241,6 +235,31 @@ impl Store for MemoryStore {
             }
         }
         Ok(true)
+    }
+
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        owner: Option<&str>,
+        new_hash: &str,
+        grace: Duration,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let now_ms = self.clock.now_ms();
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let mut inner = self.inner.lock();
+        let Some(key) = inner.keys.get_mut(key_id) else {
+            return Ok(None);
+        };
+        if owner.is_some_and(|o| o != key.client_id) {
+            return Ok(None);
+        }
+        key.previous = Some(PreviousSecret {
+            hash: std::mem::replace(&mut key.hash, new_hash.to_owned()),
+            gen: key.gen,
+            until_ms: now_ms.saturating_add(grace_ms),
+        });
+        key.gen += 1;
+        Ok(Some(key.clone()))
     }
 
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {

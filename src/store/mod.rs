@@ -4,7 +4,8 @@
 //! Two backends implement [`Store`]: [`memory::MemoryStore`] (one process) and
 //! [`redis::RedisStore`] (shared by any number of processes). Both pass the same
 //! conformance suite (`tests/store_conformance.rs`). `admit` and `usage`
-//! check the key (exists, not expired, current secret generation) and the
+//! check the key (exists, not expired, current secret generation, or the
+//! previous one within its rotation grace period) and the
 //! client (exists, active) in the same atomic operation that reads or moves
 //! the counters, so a revocation or suspension takes effect on the very next
 //! request in every process. The store never sees a secret, only its hash.
@@ -13,6 +14,7 @@ pub mod memory;
 pub mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -100,6 +102,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes a key. With `owner`, only if it belongs to that client. `false`
     /// when there was no such key (or it belongs to another client).
     async fn revoke_key(&self, key_id: &str, owner: Option<&str>) -> Result<bool, StoreError>;
+    /// Gives a key a new secret, atomically: its current hash and generation
+    /// become the previous ones, accepted until the store's now + `grace`;
+    /// `new_hash` becomes current with generation + 1. A secret rotated out
+    /// earlier is dropped, whatever was left of its grace. Id, name, scopes,
+    /// expiry and prefix stay. With `owner`, only a key of that client;
+    /// `None` when there is no such key (or it belongs to another client).
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        owner: Option<&str>,
+        new_hash: &str,
+        grace: Duration,
+    ) -> Result<Option<KeyRecord>, StoreError>;
 
     /// Checks key, client and scope, then counts the request against both
     /// limits if, and only if, both have room. Refusals count nothing.

@@ -42,7 +42,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
 use crate::limits::{Decision, LimitState, Verdict};
-use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 
 /// Every Redis key and hash field tollgate uses, defined once.
 ///
@@ -105,6 +105,12 @@ pub mod layout {
         pub const EXPIRES_AT: &str = "expires_at";
         /// Written by `admit.lua`.
         pub const LAST_USED_AT: &str = "last_used_at";
+        /// The rotated-out secret (written by the rotate script, read by
+        /// `admit.lua`): its hash, its generation, and the Unix millisecond
+        /// from which it is refused.
+        pub const PREV_HASH: &str = "prev_hash";
+        pub const PREV_GEN: &str = "prev_gen";
+        pub const PREV_UNTIL_MS: &str = "prev_until_ms";
     }
 }
 
@@ -153,6 +159,34 @@ end
 return 1
 ";
 
+/// Rotates a key's secret. KEYS: key. ARGV: client id, new hash, grace in
+/// milliseconds, now in Unix milliseconds ("" to read `TIME`). Moves the
+/// current hash and generation to the `prev_*` fields, valid until now +
+/// grace, and stores the new hash with generation + 1. Returns the key hash
+/// (HGETALL), or nil when the key does not exist in that client.
+const ROTATE_KEY_LUA: &str = r"
+local k = redis.call('HMGET', KEYS[1], 'client_id', 'hash', 'gen')
+if not k[1] or k[1] ~= ARGV[1] then return false end
+local gen = tonumber(k[3])
+if not k[2] or gen == nil or gen < 1 or gen ~= math.floor(gen) then
+  error({ err = 'TGCORRUPT key gen' })
+end
+local now_ms
+if ARGV[4] ~= '' then
+  now_ms = tonumber(ARGV[4])
+else
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+redis.call('HSET', KEYS[1],
+  'prev_hash', k[2],
+  'prev_gen', string.format('%d', gen),
+  'prev_until_ms', string.format('%d', now_ms + tonumber(ARGV[3])),
+  'hash', ARGV[2],
+  'gen', string.format('%d', gen + 1))
+return redis.call('HGETALL', KEYS[1])
+";
+
 /// Verdict codes of `admit.lua`.
 const VERDICTS: [Verdict; 7] = [
     Verdict::Admitted,
@@ -189,6 +223,7 @@ struct Inner {
     update_client: Script,
     create_key: Script,
     revoke_key: Script,
+    rotate_key: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -441,6 +476,7 @@ impl RedisStore {
                 update_client: Script::new(UPDATE_CLIENT_LUA),
                 create_key: Script::new(CREATE_KEY_LUA),
                 revoke_key: Script::new(REVOKE_KEY_LUA),
+                rotate_key: Script::new(ROTATE_KEY_LUA),
             }),
         })
     }
@@ -712,6 +748,18 @@ fn key_from_hash(id: &str, h: &HashMap<String, String>) -> Result<KeyRecord, Sto
         created_at: parse_num(required(h, kf::CREATED_AT, WHAT)?, kf::CREATED_AT, WHAT)?,
         expires_at: optional_num(h, kf::EXPIRES_AT, WHAT)?,
         last_used_at: optional_num(h, kf::LAST_USED_AT, WHAT)?,
+        previous: match h.get(kf::PREV_HASH) {
+            None => None,
+            Some(hash) => Some(PreviousSecret {
+                hash: hash.clone(),
+                gen: parse_num(required(h, kf::PREV_GEN, WHAT)?, kf::PREV_GEN, WHAT)?,
+                until_ms: parse_num(
+                    required(h, kf::PREV_UNTIL_MS, WHAT)?,
+                    kf::PREV_UNTIL_MS,
+                    WHAT,
+                )?,
+            }),
+        },
     })
 }
 
@@ -730,6 +778,11 @@ fn key_fields(k: &KeyRecord) -> Vec<(&'static str, String)> {
     }
     if let Some(t) = k.last_used_at {
         f.push((kf::LAST_USED_AT, t.to_string()));
+    }
+    if let Some(p) = &k.previous {
+        f.push((kf::PREV_HASH, p.hash.clone()));
+        f.push((kf::PREV_GEN, p.gen.to_string()));
+        f.push((kf::PREV_UNTIL_MS, p.until_ms.to_string()));
     }
     f
 }
@@ -982,6 +1035,40 @@ impl Store for RedisStore {
             tracing::warn!(error = %e, "could not remove the index of a revoked key");
         }
         Ok(deleted == 1)
+    }
+
+    /// Finds the key's client through the index, then rotates atomically in
+    /// the client's slot.
+    async fn rotate_key(
+        &self,
+        key_id: &str,
+        owner: Option<&str>,
+        new_hash: &str,
+        grace: Duration,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let index = layout::key_index(key_id);
+        let client_id: Option<String> = self
+            .call(|mut c| async move { redis::cmd("GET").arg(index).query_async(&mut c).await })
+            .await?;
+        let Some(client_id) = client_id else {
+            return Ok(None);
+        };
+        if owner.is_some_and(|o| o != client_id) {
+            return Ok(None);
+        }
+        let mut inv = self.inner.rotate_key.prepare_invoke();
+        inv.key(layout::key(&client_id, key_id))
+            .arg(&client_id)
+            .arg(new_hash)
+            .arg(grace.as_millis().to_string())
+            .arg(self.now_arg());
+        let h: Option<HashMap<String, String>> = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        match h {
+            Some(h) => key_from_hash(key_id, &h).map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-5f2c";
 
+/// The `[auth]` lines of [`config`] that tests of bcrypt or of the failure
+/// throttle replace: a cheap bcrypt, and a failure budget high enough that
+/// tests of other things may fail authentication from 127.0.0.1 freely.
+pub const AUTH_TUNING: &str = "bcrypt_cost = 4\nmax_failures_per_minute = 10000";
+
 /// The config a test starts from; `extra` is appended verbatim (routes etc.).
 pub fn config(upstream: &str, store: &str, extra: &str) -> String {
     format!(
@@ -35,7 +40,7 @@ monthly = 10000
 
 [auth]
 scopes = ["read:charge_points", "write:charge_points"]
-bcrypt_cost = 4
+{AUTH_TUNING}
 
 [[routes]]
 path = "/api/v1/charge_points"
