@@ -251,11 +251,9 @@ impl Authenticator {
             Err(ParseError::Checksum) => return Err(self.reject(AuthRejection::checksum)),
         };
         let digest = secret.digest();
-        if let Some(v) = self.cache.get(secret.key_id()) {
-            if let Some((_, p)) = v.entries.iter().find(|(d, _)| bool::from(d.ct_eq(&digest))) {
-                self.metrics.auth_cache(CacheResult::hit);
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.cached(secret.key_id(), &digest) {
+            self.metrics.auth_cache(CacheResult::hit);
+            return Ok(p);
         }
         self.metrics.auth_cache(CacheResult::miss);
 
@@ -291,11 +289,25 @@ impl Authenticator {
             .clone()
     }
 
+    /// The principal a secret with this digest verified as, if remembered.
+    fn cached(&self, key_id: &str, digest: &[u8; 32]) -> Option<Principal> {
+        let v = self.cache.get(key_id)?;
+        v.entries
+            .iter()
+            .find(|(d, _)| bool::from(d.ct_eq(digest)))
+            .map(|(_, p)| p.clone())
+    }
+
     async fn verify_uncached(
         &self,
         secret: Secret,
         digest: [u8; 32],
     ) -> Result<Principal, AuthError> {
+        // A verification that finished between this request's cache miss and
+        // its turn in the in-progress table has already remembered the secret.
+        if let Some(p) = self.cached(secret.key_id(), &digest) {
+            return Ok(p);
+        }
         let record = match self.store.get_key(secret.key_id()).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(AuthError::Rejected(AuthRejection::unknown_key)),
