@@ -142,7 +142,7 @@ async fn sighup_reloads_the_default_per_minute_limit() {
     let r = env.get(CP).await;
     assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
 
-    env.rewrite(&base.replace("per_minute = 100", "per_minute = 7"));
+    env.rewrite(&base.replace("\nper_minute = 100", "\nper_minute = 7"));
     // Without a signal (and with watching off) nothing changes.
     assert_eq!(env.get(CP).await.header("x-ratelimit-limit"), Some("100"));
     env.hup_and_wait("config reloaded", 1);
@@ -249,14 +249,14 @@ async fn a_reload_changes_the_log_level() {
 async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
     let base = text(
         "{upstream}",
-        &[("per_minute = 100", "per_minute = 5")],
+        &[("\nper_minute = 100", "\nper_minute = 5")],
         SIGNAL_ONLY,
     );
     let env = Env::start(&base).await;
     assert_eq!(env.get(CP).await.header("x-ratelimit-limit"), Some("5"));
 
     let broken = base
-        .replace("per_minute = 5", "per_minute = 0")
+        .replace("\nper_minute = 5", "\nper_minute = 0")
         .replace("scope = \"read:charge_points\"", "scope = \"nope\"");
     env.rewrite(&broken);
     env.hup_and_wait("config reload refused", 1);
@@ -294,7 +294,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
     assert_eq!(env.get(CP).await.header("x-ratelimit-limit"), Some("5"));
 
     // Fixed again: applied.
-    env.rewrite(&base.replace("per_minute = 5", "per_minute = 9"));
+    env.rewrite(&base.replace("\nper_minute = 5", "\nper_minute = 9"));
     env.hup_and_wait("config reloaded", 1);
     assert_eq!(env.get(CP).await.header("x-ratelimit-limit"), Some("9"));
 }
@@ -327,7 +327,7 @@ async fn a_configmap_symlink_swap_is_picked_up_without_a_signal() {
     std::fs::create_dir(d.join(v2)).unwrap();
     std::fs::write(
         d.join(v2).join("tollgate.toml"),
-        base.replace("per_minute = 100", "per_minute = 11"),
+        base.replace("\nper_minute = 100", "\nper_minute = 11"),
     )
     .unwrap();
     std::os::unix::fs::symlink(v2, d.join("..data_tmp")).unwrap();
@@ -366,7 +366,7 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
         &format!("listen = \"{other}\""),
         1,
     );
-    env.rewrite(&changed.replace("per_minute = 100", "per_minute = 8"));
+    env.rewrite(&changed.replace("\nper_minute = 100", "\nper_minute = 8"));
     env.hup_and_wait("config reloaded", 1);
     let log = env.tg.log_text();
     let warning = log
