@@ -59,7 +59,7 @@ impl App {
                 clock: clock.clone(),
             },
             routes: RouteTable::new(config.routes.clone()),
-            upstream: Upstream::new(&config.upstream),
+            upstream: Upstream::new(&config.upstream).with_body_limits(&config.server),
             store,
             metrics,
             admin_token,

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod first_bytes;
 pub mod headers;
 pub mod keymgmt;
 pub mod keys;

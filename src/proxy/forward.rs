@@ -1,26 +1,31 @@
 //! Forwarding to the upstream: the pooled client, the request rewrite of
-//! SPEC.md ("Forwarding") and the response clean-up. Bodies stream both ways.
+//! SPEC.md ("Forwarding") and the response clean-up. Bodies stream both ways;
+//! request bodies go through [`LimitedBody`] (size and pause limits). A
+//! response whose framing is ambiguous (`Content-Length` beside
+//! `Transfer-Encoding`, an unsolicited `101`) is answered 502 and its pooled
+//! connection is never reused.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::auth::{CredentialSource, Principal};
 use crate::body::ProxyBody;
-use crate::config::UpstreamConfig;
+use crate::config::{ServerConfig, UpstreamConfig, DEFAULT_BODY_READ_TIMEOUT_MS};
 use crate::error::ApiError;
 use crate::headers::{
     strip_hop_by_hop, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
 };
+use crate::proxy::limits::{BodyError, LimitedBody};
 
 /// Method-override headers: stripped so a GET-only scope cannot become a write.
 static METHOD_OVERRIDES: [HeaderName; 3] = [
@@ -32,11 +37,15 @@ static METHOD_OVERRIDES: [HeaderName; 3] = [
 /// The upstream and a keep-alive pool of connections to it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, LimitedBody<Incoming>>,
     authority: Authority,
     base_path: String,
     timeout: Duration,
     keep_credential: bool,
+    /// `server.max_body_bytes` (`None`: unlimited).
+    max_body: Option<u64>,
+    /// `server.body_read_timeout_ms`.
+    body_timeout: Duration,
 }
 
 /// What the forwarding stage needs to know about the request it forwards.
@@ -67,7 +76,16 @@ impl Upstream {
             base_path: cfg.base_path.clone(),
             timeout: cfg.timeout,
             keep_credential: cfg.keep_credential,
+            max_body: None,
+            body_timeout: Duration::from_millis(DEFAULT_BODY_READ_TIMEOUT_MS),
         }
+    }
+
+    /// Applies the listener's request-body limits to forwarded bodies.
+    pub fn with_body_limits(mut self, server: &ServerConfig) -> Self {
+        self.max_body = server.max_body_bytes;
+        self.body_timeout = server.body_read_timeout;
+        self
     }
 
     /// Sends the request upstream; answers with the upstream's response, its
@@ -112,8 +130,11 @@ impl Upstream {
         }
         set_identity(h, ctx.principal);
 
+        let body = LimitedBody::new(body, self.max_body, self.body_timeout);
+        let mut req = Request::from_parts(parts, body);
+        let connection = capture_connection(&mut req);
         let started = Instant::now();
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let sent = self.client.request(req);
         let resp = match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => {
                 return Err(ApiError::GatewayTimeout(
@@ -121,6 +142,10 @@ impl Upstream {
                 ))
             }
             Ok(Err(e)) => {
+                if let Some(cause) = BodyError::find(&e) {
+                    tracing::info!(error = %cause, "request body cut off; upstream request aborted");
+                    return Err(cause.to_api_error());
+                }
                 tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
                 return Err(ApiError::BadGateway(
                     "The upstream refused or broke the connection.".into(),
@@ -129,6 +154,18 @@ impl Upstream {
             Ok(Ok(resp)) => resp,
         };
         let elapsed = started.elapsed();
+        if let Some(problem) = framing_problem(&resp) {
+            if let Some(conn) = connection.connection_metadata().as_ref() {
+                conn.poison();
+            }
+            tracing::warn!(
+                problem,
+                "upstream response refused; its connection is discarded"
+            );
+            return Err(ApiError::BadGateway(
+                "The upstream sent a malformed response.".into(),
+            ));
+        }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok((
@@ -156,6 +193,20 @@ impl Upstream {
             .build()
             .map_err(|_| ApiError::BadRequest("The request target is not valid.".into()))
     }
+}
+
+/// Why an upstream response must not be passed on, if it must not: framing
+/// that two parsers could read differently (RFC 9112 §6.3 calls it a
+/// possible smuggling attempt), or a `101` nobody asked for.
+fn framing_problem<B>(resp: &Response<B>) -> Option<&'static str> {
+    let h = resp.headers();
+    if h.contains_key(TRANSFER_ENCODING) && h.contains_key(CONTENT_LENGTH) {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Some("an unsolicited 101 Switching Protocols");
+    }
+    None
 }
 
 /// Removes `Authorization: Bearer ...` values, keeping any other scheme.
