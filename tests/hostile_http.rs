@@ -1003,3 +1003,400 @@ async fn upgrades_and_connect_never_open_a_tunnel() {
     }
     assert_eq!(env.seen("/u/").len(), 1, "{:?}", env.seen("/u/"));
 }
+
+// ---------------------------------------------------------------------------
+// HTTP/2 (prior knowledge, h2c): frames written by hand, so that the client
+// can send what a well-behaved library never would.
+// ---------------------------------------------------------------------------
+
+mod h2raw {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::tcp::OwnedReadHalf;
+
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub const DATA: u8 = 0;
+    pub const HEADERS: u8 = 1;
+    pub const RST_STREAM: u8 = 3;
+    pub const SETTINGS: u8 = 4;
+    pub const GOAWAY: u8 = 7;
+    pub const CONTINUATION: u8 = 9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const CANCEL: u32 = 0x8;
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+    pub fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// The preface, an empty SETTINGS and an ACK of the server's.
+    pub fn hello() -> Vec<u8> {
+        let mut b = PREFACE.to_vec();
+        b.extend(frame(SETTINGS, 0, 0, &[]));
+        b.extend(frame(SETTINGS, 0x1, 0, &[]));
+        b
+    }
+
+    /// An HPACK integer with an `n`-bit prefix.
+    fn int(out: &mut Vec<u8>, n: u32, v: usize) {
+        let max = (1usize << n) - 1;
+        if v < max {
+            out.push(v as u8);
+            return;
+        }
+        out.push(max as u8);
+        let mut v = v - max;
+        while v >= 128 {
+            out.push((v % 128 + 128) as u8);
+            v /= 128;
+        }
+        out.push(v as u8);
+    }
+
+    /// Literal header fields without indexing, raw bytes (no Huffman), so
+    /// that names and values may hold anything.
+    pub fn block(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in fields {
+            out.push(0);
+            int(&mut out, 7, name.len());
+            out.extend_from_slice(name);
+            int(&mut out, 7, value.len());
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    /// A request's header block: pseudo-headers, the key, then `extra`.
+    pub fn request(method: &str, path: &str, key: &str, extra: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut fields: Vec<(&[u8], &[u8])> = vec![
+            (b":method", method.as_bytes()),
+            (b":scheme", b"http"),
+            (b":path", path.as_bytes()),
+            (b":authority", b"t"),
+            (b"x-api-key", key.as_bytes()),
+        ];
+        fields.extend_from_slice(extra);
+        block(&fields)
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Frame {
+        pub ty: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    impl Frame {
+        /// The error code of a RST_STREAM or GOAWAY.
+        pub fn error_code(&self) -> Option<u32> {
+            let at = match self.ty {
+                RST_STREAM => 0,
+                GOAWAY => 4,
+                _ => return None,
+            };
+            let b = self.payload.get(at..at + 4)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+
+        /// The last stream a GOAWAY says the server processed.
+        pub fn last_stream(&self) -> Option<u32> {
+            let b = self.payload.get(..4).filter(|_| self.ty == GOAWAY)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+        }
+    }
+
+    /// Reads frames until `stop` says so, the connection closes, or the deadline.
+    /// Answers the frames and whether the connection was closed.
+    pub async fn read_until(
+        r: &mut OwnedReadHalf,
+        deadline: Duration,
+        stop: impl Fn(&Frame) -> bool,
+    ) -> (Vec<Frame>, bool) {
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            while buf.len() >= 9 {
+                let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let f = Frame {
+                    ty: buf[3],
+                    stream: u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+                    payload: buf[9..9 + len].to_vec(),
+                };
+                buf.drain(..9 + len);
+                let done = stop(&f);
+                frames.push(f);
+                if done {
+                    return (frames, false);
+                }
+            }
+            let left = deadline.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, r.read(&mut chunk)).await {
+                Err(_) => return (frames, false),
+                Ok(Ok(0)) | Ok(Err(_)) => return (frames, true),
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// One GET over a fresh prior-knowledge HTTP/2 connection: its status.
+async fn h2_get(addr: SocketAddr, path: &str, key: &str) -> u16 {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("x-api-key", key)
+        .body(Empty::new())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .expect("an HTTP/2 answer within 5 s")
+        .expect("HTTP/2 request");
+    resp.status().as_u16()
+}
+
+/// Resident set size (kB) and CPU time (clock ticks) of a process, from /proc.
+fn rss_kb_and_cpu_ticks(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<u64> = after.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
+    (rss, f[11] + f[12])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_malformed_requests_are_reset_and_not_forwarded() {
+    use h2raw::*;
+    let env = Env::start("", "").await;
+    assert_eq!(h2_get(env.tg.public, "/h2/ok", &env.key).await, 200);
+
+    // (name, extra header fields, body DATA or none, may the upstream see it?)
+    type Case<'a> = (&'a str, Vec<(&'a [u8], &'a [u8])>, Option<&'a [u8]>, bool);
+    let cases: Vec<Case> = vec![
+        (
+            "connection",
+            vec![(b"connection", b"keep-alive")],
+            None,
+            false,
+        ),
+        (
+            "transfer_encoding",
+            vec![(b"transfer-encoding", b"chunked")],
+            None,
+            false,
+        ),
+        ("te_not_trailers", vec![(b"te", b"gzip")], None, false),
+        ("upper_case_name", vec![(b"X-Upper", b"1")], None, false),
+        ("crlf_in_value", vec![(b"x-a", b"a\r\nx-b: b")], None, false),
+        ("nul_in_value", vec![(b"x-a", b"a\0b")], None, false),
+        (
+            "pseudo_after_regular",
+            vec![(b":path", b"/h2/again")],
+            None,
+            false,
+        ),
+        // A body shorter or longer than its content-length: the stream is
+        // reset; what reached the upstream was cut off with it.
+        (
+            "content_length_above_data",
+            vec![(b"content-length", b"5")],
+            Some(b"hi"),
+            true,
+        ),
+        (
+            "content_length_below_data",
+            vec![(b"content-length", b"2")],
+            Some(b"hello"),
+            true,
+        ),
+    ];
+    for (name, extra, body, may_forward) in cases {
+        let path = format!("/h2/{name}");
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let mut bytes = hello();
+        let flags = if body.is_some() {
+            END_HEADERS
+        } else {
+            END_HEADERS | END_STREAM
+        };
+        bytes.extend(frame(
+            HEADERS,
+            flags,
+            1,
+            &request(method, &path, &env.key, &extra),
+        ));
+        if let Some(b) = body {
+            bytes.extend(frame(DATA, END_STREAM, 1, b));
+        }
+        let s = TcpStream::connect(env.tg.public).await.expect("connect");
+        let (mut r, mut w) = s.into_split();
+        w.write_all(&bytes).await.expect("write");
+        let (frames, closed) = read_until(&mut r, Duration::from_secs(10), |f| {
+            (f.ty == RST_STREAM && f.stream == 1) || f.ty == GOAWAY
+        })
+        .await;
+        let refused = closed
+            || frames
+                .iter()
+                .any(|f| (f.ty == RST_STREAM && f.stream == 1) || f.ty == GOAWAY);
+        let answered = frames.iter().any(|f| f.ty == HEADERS && f.stream == 1);
+        assert!(refused && !answered, "{name}: {frames:?} closed={closed}");
+        let seen = env.seen(&path);
+        if may_forward {
+            assert!(seen.len() <= 1, "{name}: {seen:?}");
+        } else {
+            assert!(seen.is_empty(), "{name}: {seen:?}");
+        }
+    }
+    assert_eq!(h2_get(env.tg.public, "/h2/still-ok", &env.key).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_and_continuation_floods_stay_bounded() {
+    use h2raw::*;
+    let env = Env::start("", "").await;
+    assert_eq!(h2_get(env.tg.public, "/f/warm", &env.key).await, 200);
+    let pid = env.tg.pid();
+    let (rss_before, cpu_before) = rss_kb_and_cpu_ticks(pid);
+
+    // Rapid reset (CVE-2023-44487): requests cancelled as soon as they are
+    // sent, until the server has taken 10,000 of them in, over as many
+    // connections as it makes us use. A GOAWAY's last stream id says how
+    // many streams the server took in on that connection.
+    const RESETS: u32 = 10_000;
+    let mut processed = 0u32;
+    let mut connections = 0;
+    let mut calm = 0;
+    let started = Instant::now();
+    while processed < RESETS && started.elapsed() < Duration::from_secs(60) {
+        connections += 1;
+        let s = TcpStream::connect(env.tg.public).await.expect("connect");
+        let (mut r, mut w) = s.into_split();
+        let reader = tokio::spawn(async move {
+            read_until(&mut r, Duration::from_secs(30), |f| f.ty == GOAWAY).await
+        });
+        let _ = w.write_all(&hello()).await;
+        let mut stream = 1u32;
+        while stream / 2 < RESETS - processed && !reader.is_finished() {
+            let mut batch = Vec::new();
+            for _ in 0..100 {
+                let block = request("GET", "/f/reset", &env.key, &[]);
+                batch.extend(frame(HEADERS, END_HEADERS | END_STREAM, stream, &block));
+                batch.extend(frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()));
+                stream += 2;
+            }
+            if w.write_all(&batch).await.is_err() {
+                break;
+            }
+        }
+        drop(w);
+        let (frames, _) = reader.await.expect("reader");
+        match frames.iter().find(|f| f.ty == GOAWAY) {
+            Some(g) => {
+                processed += g.last_stream().map_or(0, |l| l.div_ceil(2));
+                if g.error_code() == Some(ENHANCE_YOUR_CALM) {
+                    calm += 1;
+                }
+            }
+            None => processed += stream / 2,
+        }
+    }
+    let sent = processed;
+    assert!(sent >= RESETS, "only {sent} resets taken in within 60 s");
+    assert_eq!(h2_get(env.tg.public, "/f/after-reset", &env.key).await, 200);
+    let (rss_reset, cpu_reset) = rss_kb_and_cpu_ticks(pid);
+    eprintln!(
+        "rapid reset: {sent} reset streams taken in over {connections} connections ({calm} GOAWAY ENHANCE_YOUR_CALM) in {:?}; \
+         upstream saw {}; tollgate CPU {} ticks, RSS {rss_before} -> {rss_reset} kB",
+        started.elapsed(),
+        env.seen("/f/reset").len(),
+        cpu_reset - cpu_before,
+    );
+
+    // CONTINUATION floods: a header block that never ends, made of 1 KiB
+    // fields (past max_header_bytes) or of empty frames (h2's frame count).
+    for (name, payload) in [
+        ("1 KiB fields", block(&[(b"x-flood", &[b'a'; 1024][..])])),
+        ("empty frames", Vec::new()),
+    ] {
+        let s = TcpStream::connect(env.tg.public).await.expect("connect");
+        let (mut r, mut w) = s.into_split();
+        let reader = tokio::spawn(async move {
+            read_until(&mut r, Duration::from_secs(30), |f| f.ty == GOAWAY).await
+        });
+        let mut bytes = hello();
+        bytes.extend(frame(
+            HEADERS,
+            0,
+            1,
+            &request("GET", "/f/flood", &env.key, &[]),
+        ));
+        let mut written = 0usize;
+        let mut frames_sent = 0usize;
+        let flood_started = Instant::now();
+        let _ = w.write_all(&bytes).await;
+        // Up to 100,000 frames (about 100 MB of 1 KiB fields), until the server hangs up.
+        while frames_sent < 100_000 && !reader.is_finished() {
+            let batch: Vec<u8> = (0..100)
+                .flat_map(|_| frame(CONTINUATION, 0, 1, &payload))
+                .collect();
+            if w.write_all(&batch).await.is_err() {
+                break;
+            }
+            written += batch.len();
+            frames_sent += 100;
+        }
+        drop(w);
+        let (frames, closed) = reader.await.expect("reader");
+        let goaway = frames.iter().find(|f| f.ty == GOAWAY);
+        assert!(
+            goaway.is_some() || closed,
+            "{name}: {frames_sent} CONTINUATION frames ({written} bytes) and the server still listens"
+        );
+        eprintln!(
+            "CONTINUATION flood ({name}): cut off after {frames_sent} frames sent ({written} bytes) in {:?}, GOAWAY {:?}",
+            flood_started.elapsed(),
+            goaway.and_then(Frame::error_code),
+        );
+        assert!(env.seen("/f/flood").is_empty());
+    }
+
+    assert_eq!(h2_get(env.tg.public, "/f/after", &env.key).await, 200);
+    let (rss_after, cpu_after) = rss_kb_and_cpu_ticks(pid);
+    eprintln!(
+        "after the floods: CPU {} ticks in all, RSS {rss_before} -> {rss_after} kB",
+        cpu_after - cpu_before
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    // Clock ticks are 1/100 s: ten seconds of CPU would mean no mitigation.
+    assert!(
+        cpu_after - cpu_before < 1000,
+        "{} ticks of CPU",
+        cpu_after - cpu_before
+    );
+}
