@@ -59,7 +59,7 @@ impl App {
                 clock: clock.clone(),
             },
             routes: RouteTable::new(config.routes.clone()),
-            upstream: Upstream::new(&config.upstream).with_body_limits(&config.server),
+            upstream: Upstream::new(&config.upstream).with_listener(&config.server),
             store,
             metrics,
             admin_token,

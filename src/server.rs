@@ -217,7 +217,9 @@ async fn accept_loop<F, S>(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(FirstBytes::new(stream, first_bytes));
-        let conn = builder.serve_connection(io, make_service(peer));
+        // Upgrades happen only where the handler asks for one (a WebSocket
+        // tunnel with `server.websocket`); every other upgrade is refused first.
+        let conn = builder.serve_connection_with_upgrades(io, make_service(peer));
         let watched = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = watched.await {

@@ -1400,3 +1400,47 @@ async fn h2_rapid_reset_and_continuation_floods_stay_bounded() {
         cpu_after - cpu_before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_tunnelled_when_enabled() {
+    let accept = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    let raw = RawUpstream::start(accept, After::Echo).await;
+    let text = with_server(&config(&raw.url(), &memory_store(), ""), "websocket = true");
+    let tg = Tollgate::start(&text);
+    let key = new_key(&Http::default(), &tg).await;
+
+    let mut s = TcpStream::connect(tg.public).await.expect("connect");
+    let ws = format!(
+        "GET /ws/chat HTTP/1.1\r\nHost: t\r\nX-API-Key: {key}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(ws.as_bytes()).await.expect("write");
+    let r = read_response(&mut s, Duration::from_secs(10))
+        .await
+        .expect("a response");
+    assert_eq!(r.status, 101);
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    assert_eq!(raw.requests().len(), 1);
+    assert_eq!(raw.requests()[0].line, "GET /ws/chat HTTP/1.1");
+
+    // Bytes go through the tunnel both ways (the upstream echoes them).
+    let frame = b"\x81\x05hello";
+    s.write_all(frame).await.expect("write through the tunnel");
+    let mut back = vec![0u8; frame.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .expect("echo within 5 s")
+        .expect("echo");
+    assert_eq!(&back, frame);
+
+    // Without a valid key there is no tunnel.
+    let bad = ws
+        .replace(&key, "sk_live_nope")
+        .replace("Connection: Upgrade", "Connection: Upgrade, close");
+    let got = exchange(tg.public, bad.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(got.statuses(), [401]);
+    assert_eq!(raw.requests().len(), 1);
+}

@@ -21,6 +21,8 @@ pub enum After {
     KeepOpen,
     /// Close the connection with a TCP reset (`SO_LINGER` 0).
     Reset,
+    /// Echo every byte that follows back (a tunnel after a `101`).
+    Echo,
 }
 
 #[derive(Debug, Clone)]
@@ -100,9 +102,18 @@ async fn serve(mut stream: TcpStream, conn: usize, shared: Arc<Shared>) {
             if stream.write_all(&shared.script).await.is_err() {
                 return;
             }
-            if shared.after == After::Reset {
-                let _ = stream.set_zero_linger();
-                return;
+            match shared.after {
+                After::KeepOpen => {}
+                After::Reset => {
+                    let _ = stream.set_zero_linger();
+                    return;
+                }
+                After::Echo => {
+                    let _ = stream.write_all(&buf).await;
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    return;
+                }
             }
         } else {
             let body = format!("ok:{n}");
