@@ -79,9 +79,13 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
                 i += 3;
             }
             b'\\' | 0 => return Err(PathError::Ambiguous),
-            c => {
-                out.push(c as char);
-                i += 1;
+            _ => {
+                // One whole character: a raw path may hold UTF-8, which must
+                // reach the upstream as sent (found by fuzzing: byte-wise
+                // copying turned `ٱ` into `Ã\u{99}Â±`).
+                let c = raw[i..].chars().next().ok_or(PathError::BadEscape)?;
+                out.push(c);
+                i += c.len_utf8();
             }
         }
     }
@@ -182,6 +186,8 @@ mod tests {
             ("/a%20b", "/a%20b"),
             ("/a%3bb", "/a%3Bb"),
             ("/a/b;x=1", "/a/b;x=1"),
+            // Raw UTF-8 is kept as it is (a fuzzing finding: it was mangled).
+            ("/caf\u{e9}/\u{671}x", "/caf\u{e9}/\u{671}x"),
         ];
         for (input, want) in ok {
             assert_eq!(normalize(input).as_deref(), Ok(want), "{input}");

@@ -502,6 +502,14 @@ fn smuggling_cases(key: &str) -> Vec<Case> {
             &[200],
             Exactly(vec![("/a", 0)]),
         ),
+        // Raw UTF-8 in the path reaches the upstream as sent (a fuzzing
+        // finding: the normaliser copied it byte by byte, as Latin-1).
+        case(
+            "raw_utf8_path",
+            format!("GET /h/{{C}}/caf\u{e9}/\u{671} HTTP/1.1\r\n{h}\r\n"),
+            &[200],
+            Exactly(vec![("/caf\u{e9}/\u{671}", 0)]),
+        ),
         case(
             "get_with_body",
             format!("GET /h/{{C}}/a HTTP/1.1\r\n{h}Content-Length: 5\r\n\r\nhello"),
