@@ -60,7 +60,8 @@ impl Live {
         let upstream = match previous {
             Some(p) if p.config.upstream == config.upstream => p.upstream.clone(),
             _ => Upstream::new(&config.upstream),
-        };
+        }
+        .with_listener(&config.server);
         Live {
             routes: RouteTable::new(config.routes.clone()),
             upstream,

@@ -37,6 +37,20 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: usize = 256;
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Longest pause while a client sends a request body (nginx's
+/// `client_body_timeout` is 60 s; a body that stalls this long is an attack
+/// or a dead client).
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+/// Largest request body forwarded; 0 is unlimited. Unlimited by default, as
+/// in Kong and Envoy: bodies stream and are never held, and a sidecar in front
+/// of an unchanged API must not start refusing its uploads.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 0;
+/// Request line plus headers, HTTP/1.1; the header list, HTTP/2. Envoy's
+/// default is 60 KiB, nginx's 4 × 8 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// Accepted `server.max_header_bytes` (hyper's read buffer cannot be smaller than 8 KiB).
+pub const MAX_HEADER_BYTES: RangeInclusive<u64> = 8 * 1024..=1024 * 1024;
+pub const DEFAULT_WEBSOCKET: bool = false;
 pub const DEFAULT_PER_MINUTE: u64 = 100;
 pub const DEFAULT_MONTHLY: u64 = 10_000;
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
@@ -99,12 +113,21 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers (and, on a new
+    /// connection, its first bytes).
     pub header_read_timeout: Duration,
     /// After SIGTERM: how long in-flight requests get to finish.
     pub drain_timeout: Duration,
     /// Socket peers whose `X-Forwarded-For` names the client (for throttling).
     pub trusted_proxies: Vec<Cidr>,
+    /// Longest pause while reading a request body; past it, 408.
+    pub body_read_timeout: Duration,
+    /// Largest request body forwarded (`None`: unlimited); above it, 413.
+    pub max_body_bytes: Option<u64>,
+    /// Largest request head; above it, 431.
+    pub max_header_bytes: u32,
+    /// Forward WebSocket upgrades (`Upgrade: websocket`) and tunnel them.
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +402,10 @@ struct RawServer {
     header_read_timeout_ms: Opt<i64>,
     drain_timeout_ms: Opt<i64>,
     trusted_proxies: Opt<Vec<Spanned<String>>>,
+    body_read_timeout_ms: Opt<i64>,
+    max_body_bytes: Opt<i64>,
+    max_header_bytes: Opt<i64>,
+    websocket: Opt<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -815,6 +842,28 @@ impl Checker<'_> {
                 *DRAIN_TIMEOUT_MS.end(),
             )),
             trusted_proxies,
+            body_read_timeout: self.millis(
+                "server.body_read_timeout_ms",
+                &raw.body_read_timeout_ms,
+                DEFAULT_BODY_READ_TIMEOUT_MS,
+            ),
+            max_body_bytes: Some(self.int(
+                "server.max_body_bytes",
+                &raw.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+                0,
+                u64::MAX,
+            ))
+            .filter(|&n| n > 0),
+            max_header_bytes: u32::try_from(self.int(
+                "server.max_header_bytes",
+                &raw.max_header_bytes,
+                DEFAULT_MAX_HEADER_BYTES,
+                *MAX_HEADER_BYTES.start(),
+                *MAX_HEADER_BYTES.end(),
+            ))
+            .unwrap_or(u32::MAX),
+            websocket: raw.websocket.map_or(DEFAULT_WEBSOCKET, Spanned::into_inner),
         }
     }
 
@@ -1576,6 +1625,10 @@ struct EffServer {
     header_read_timeout_ms: u64,
     drain_timeout_ms: u64,
     trusted_proxies: Vec<String>,
+    body_read_timeout_ms: u64,
+    max_body_bytes: u64,
+    max_header_bytes: u32,
+    websocket: bool,
 }
 
 #[derive(Serialize)]
@@ -1684,6 +1737,10 @@ impl From<&Config> for Effective {
                     .iter()
                     .map(ToString::to_string)
                     .collect(),
+                body_read_timeout_ms: ms(c.server.body_read_timeout),
+                max_body_bytes: c.server.max_body_bytes.unwrap_or(0),
+                max_header_bytes: c.server.max_header_bytes,
+                websocket: c.server.websocket,
             },
             admin: EffAdmin {
                 listen: c.admin.listen.to_string(),

@@ -27,10 +27,14 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     /// A limit is exhausted; `retry_after` whole seconds, at least 1.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
@@ -52,8 +56,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -72,8 +78,10 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::GatewayTimeout(_) => "gateway_timeout",
@@ -140,6 +148,7 @@ mod tests {
             (ApiError::NotFound(s()), 404, "not_found"),
             (ApiError::MethodNotAllowed(s()), 405, "method_not_allowed"),
             (ApiError::Conflict(s()), 409, "conflict"),
+            (ApiError::RequestTimeout(s()), 408, "request_timeout"),
             (ApiError::PayloadTooLarge(s()), 413, "payload_too_large"),
             (
                 ApiError::RateLimited {
@@ -149,6 +158,7 @@ mod tests {
                 429,
                 "rate_limited",
             ),
+            (ApiError::NotImplemented(s()), 501, "not_implemented"),
             (ApiError::BadGateway(s()), 502, "bad_gateway"),
             (ApiError::Unavailable(s()), 503, "unavailable"),
             (ApiError::GatewayTimeout(s()), 504, "gateway_timeout"),

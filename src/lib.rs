@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod degraded;
 pub mod error;
+pub mod first_bytes;
 pub mod headers;
 pub mod keymgmt;
 pub mod keys;

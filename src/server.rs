@@ -7,6 +7,10 @@
 //! up to `[server] drain_timeout_ms` to finish (their response bodies
 //! included), then the process exits 0 — as soon as the last one is done,
 //! not at the timeout.
+//!
+//! The connection-level limits of `[server]` (header size and count, header
+//! and first-byte timeouts, HTTP/2 reset and stream limits) are set here; see
+//! docs/hostile-http.md.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +31,19 @@ use crate::reload::Reloader;
 
 /// How long blocking work (a bcrypt hash) may hold up the exit after the drain.
 const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+use crate::first_bytes::FirstBytes;
+
+/// Header fields in one HTTP/1.1 request; more is answered 431.
+pub const MAX_HEADERS: usize = 100;
+/// Streams one HTTP/2 connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// HTTP/2 streams a client may reset before they are accepted before the
+/// connection is closed with GOAWAY `ENHANCE_YOUR_CALM` (hyper's default, set
+/// here so that it cannot silently change).
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// HTTP/2 streams the server may reset because of client errors before it
+/// closes the connection (hyper's default, pinned likewise).
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// Runs `tollgate serve` to completion on a multi-threaded runtime.
 pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
@@ -108,22 +125,31 @@ impl Server {
         tracing::info!(public = %public_addr, admin = %admin_addr, store, "listening");
 
         let graceful = Arc::new(GracefulShutdown::new());
+        let server = &self.app.config.server;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.app.config.server.header_read_timeout)
-            .max_headers(100);
+            .header_read_timeout(server.header_read_timeout)
+            .max_headers(MAX_HEADERS)
+            // The head must fit the read buffer: a larger one is answered 431.
+            .max_buf_size(server.max_header_bytes as usize);
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .max_header_list_size(64 * 1024);
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(server.max_header_bytes)
+            // Rapid reset (CVE-2023-44487): streams the client resets before
+            // they are served, and streams it makes the server reset.
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
         let builder = Arc::new(builder);
+        let first_bytes = server.header_read_timeout;
 
         let app = self.app.clone();
         let public = tokio::spawn(accept_loop(
             self.public,
+            first_bytes,
             builder.clone(),
             graceful.clone(),
             stop_rx.clone(),
@@ -142,6 +168,7 @@ impl Server {
         let app = self.app.clone();
         let admin = tokio::spawn(accept_loop(
             self.admin,
+            first_bytes,
             builder,
             graceful.clone(),
             stop_rx,
@@ -191,6 +218,7 @@ impl Server {
 
 async fn accept_loop<F, S>(
     listener: TcpListener,
+    first_bytes: Duration,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
@@ -219,7 +247,10 @@ async fn accept_loop<F, S>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), make_service(peer));
+        let io = TokioIo::new(FirstBytes::new(stream, first_bytes));
+        // Upgrades happen only where the handler asks for one (a WebSocket
+        // tunnel with `server.websocket`); every other upgrade is refused first.
+        let conn = builder.serve_connection_with_upgrades(io, make_service(peer));
         let watched = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = watched.await {

@@ -150,6 +150,16 @@ fn minimal_file_gets_every_default() {
         c.server.header_read_timeout,
         Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS)
     );
+    assert_eq!(
+        c.server.body_read_timeout,
+        Duration::from_millis(DEFAULT_BODY_READ_TIMEOUT_MS)
+    );
+    assert_eq!(c.server.max_body_bytes, None);
+    assert_eq!(
+        u64::from(c.server.max_header_bytes),
+        DEFAULT_MAX_HEADER_BYTES
+    );
+    assert!(!c.server.websocket);
     assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
     assert_eq!(c.admin.token_env, DEFAULT_TOKEN_ENV);
     assert_eq!(
@@ -269,6 +279,10 @@ listen = "[::1]:8081"
 header_read_timeout_ms = 2500
 drain_timeout_ms = 0
 trusted_proxies = ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
+body_read_timeout_ms = 700
+max_body_bytes = 1048576
+max_header_bytes = 8192
+websocket = true
 
 [admin]
 listen = "127.0.0.1:0"
@@ -315,6 +329,10 @@ interval_ms = 250
     );
     assert_eq!(c.server.listen, "[::1]:8081".parse().unwrap());
     assert_eq!(c.server.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(c.server.body_read_timeout, Duration::from_millis(700));
+    assert_eq!(c.server.max_body_bytes, Some(1_048_576));
+    assert_eq!(c.server.max_header_bytes, 8192);
+    assert!(c.server.websocket);
     assert_eq!(c.admin.listen.port(), 0);
     assert_eq!(c.admin.token_env, "MY_TOKEN");
     assert_eq!(c.upstream.authority.as_str(), "api.internal:8000");
@@ -464,6 +482,10 @@ fn describe_fills_in_every_default() {
         "listen = \"0.0.0.0:8080\"",
         "header_read_timeout_ms = 10000",
         "trusted_proxies = []",
+        "body_read_timeout_ms = 30000",
+        "max_body_bytes = 0",
+        "max_header_bytes = 65536",
+        "websocket = false",
         "[admin]",
         "listen = \"127.0.0.1:9090\"",
         "token_env = \"TOLLGATE_ADMIN_TOKEN\"",
@@ -643,6 +665,22 @@ const REJECTED: &[(&str, &str)] = &[
     (
         "[upstream]\nurl = \"http://a\"\n[server]\nheader_read_timeout_ms = 0\n",
         "line 4: server.header_read_timeout_ms: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nbody_read_timeout_ms = 0\n",
+        "line 4: server.body_read_timeout_ms: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nmax_body_bytes = -1\n",
+        "line 4: server.max_body_bytes: must be at least 0, got -1",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nmax_header_bytes = 4096\n",
+        "line 4: server.max_header_bytes: must be between 8192 and 1048576, got 4096",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[server]\nwebsocket = \"on\"\n",
+        "line 4: server.websocket: invalid type: string \"on\", expected a boolean",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[admin]\nlisten = \"0.0.0.0:8080\"\n",

@@ -1,26 +1,36 @@
 //! Forwarding to the upstream: the pooled client, the request rewrite of
-//! SPEC.md ("Forwarding") and the response clean-up. Bodies stream both ways.
+//! SPEC.md ("Forwarding") and the response clean-up. Bodies stream both ways;
+//! request bodies go through [`LimitedBody`] (size and pause limits). A
+//! response whose framing is ambiguous (`Content-Length` beside
+//! `Transfer-Encoding`, an unsolicited `101`) is answered 502 and its pooled
+//! connection is never reused. With `server.websocket`, a WebSocket upgrade
+//! keeps its `Upgrade` header and, once the upstream answers `101`, the two
+//! connections are joined into a tunnel.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::header::{
+    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
+};
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::StatusCode;
 use http::{HeaderMap, HeaderName, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::auth::{CredentialSource, Principal};
 use crate::body::ProxyBody;
-use crate::config::UpstreamConfig;
+use crate::config::{ServerConfig, UpstreamConfig, DEFAULT_BODY_READ_TIMEOUT_MS};
 use crate::error::ApiError;
 use crate::headers::{
     strip_hop_by_hop, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
 };
+use crate::proxy::limits::{is_websocket_upgrade, BodyError, LimitedBody};
 
 /// Headers some frameworks honour to change the method or the path of a
 /// request after tollgate has authorised it (method overrides, and the
@@ -37,11 +47,17 @@ static REQUEST_OVERRIDES: [HeaderName; 5] = [
 /// The upstream and a keep-alive pool of connections to it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, LimitedBody<Incoming>>,
     authority: Authority,
     base_path: String,
     timeout: Duration,
     keep_credential: bool,
+    /// `server.max_body_bytes` (`None`: unlimited).
+    max_body: Option<u64>,
+    /// `server.body_read_timeout_ms`.
+    body_timeout: Duration,
+    /// `server.websocket`: tunnel WebSocket upgrades.
+    websocket: bool,
 }
 
 /// What the forwarding stage needs to know about the request it forwards.
@@ -72,16 +88,35 @@ impl Upstream {
             base_path: cfg.base_path.clone(),
             timeout: cfg.timeout,
             keep_credential: cfg.keep_credential,
+            max_body: None,
+            body_timeout: Duration::from_millis(DEFAULT_BODY_READ_TIMEOUT_MS),
+            websocket: false,
         }
+    }
+
+    /// Applies the listener's settings about what it forwards: the request
+    /// body limits and whether WebSocket upgrades are tunnelled.
+    pub fn with_listener(mut self, server: &ServerConfig) -> Self {
+        self.max_body = server.max_body_bytes;
+        self.body_timeout = server.body_read_timeout;
+        self.websocket = server.websocket;
+        self
     }
 
     /// Sends the request upstream; answers with the upstream's response, its
     /// hop-by-hop headers removed, and the time to its headers.
     pub async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         ctx: ForwardContext<'_>,
     ) -> Result<(Response<ProxyBody>, Duration), ApiError> {
+        // The client's side of a tunnel, and the protocol it asks for.
+        let websocket = (self.websocket && is_websocket_upgrade(req.headers())).then(|| {
+            (
+                hyper::upgrade::on(&mut req),
+                req.headers().get(UPGRADE).cloned(),
+            )
+        });
         let (mut parts, body) = req.into_parts();
         // The host the client addressed. An absolute-form target (or h2's
         // :authority) wins over a Host header, as RFC 9112 section 3.2.2 says;
@@ -123,9 +158,16 @@ impl Upstream {
             }
         }
         set_identity(h, ctx.principal);
+        if let Some((_, Some(protocol))) = &websocket {
+            h.insert(UPGRADE, protocol.clone());
+            h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
 
+        let body = LimitedBody::new(body, self.max_body, self.body_timeout);
+        let mut req = Request::from_parts(parts, body);
+        let connection = capture_connection(&mut req);
         let started = Instant::now();
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let sent = self.client.request(req);
         let resp = match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => {
                 return Err(ApiError::GatewayTimeout(
@@ -133,6 +175,10 @@ impl Upstream {
                 ))
             }
             Ok(Err(e)) => {
+                if let Some(cause) = BodyError::find(&e) {
+                    tracing::info!(error = %cause, "request body cut off; upstream request aborted");
+                    return Err(cause.to_api_error());
+                }
                 tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
                 return Err(ApiError::BadGateway(
                     "The upstream refused or broke the connection.".into(),
@@ -141,6 +187,23 @@ impl Upstream {
             Ok(Ok(resp)) => resp,
         };
         let elapsed = started.elapsed();
+        if let (Some((client_side, _)), StatusCode::SWITCHING_PROTOCOLS) =
+            (websocket, resp.status())
+        {
+            return Ok((tunnel(client_side, resp), elapsed));
+        }
+        if let Some(problem) = framing_problem(&resp) {
+            if let Some(conn) = connection.connection_metadata().as_ref() {
+                conn.poison();
+            }
+            tracing::warn!(
+                problem,
+                "upstream response refused; its connection is discarded"
+            );
+            return Err(ApiError::BadGateway(
+                "The upstream sent a malformed response.".into(),
+            ));
+        }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok((
@@ -168,6 +231,51 @@ impl Upstream {
             .build()
             .map_err(|_| ApiError::BadRequest("The request target is not valid.".into()))
     }
+}
+
+/// Joins the client's and the upstream's upgraded connections once both are
+/// ready, and answers the client with the upstream's `101`.
+fn tunnel(
+    client_side: hyper::upgrade::OnUpgrade,
+    mut resp: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let upstream_side = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, upstream_side) {
+            Ok((client, upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    Ok((up, down)) => tracing::debug!(up, down, "websocket tunnel closed"),
+                    Err(e) => tracing::debug!(error = %e, "websocket tunnel broken"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        parts.headers.insert(UPGRADE, p);
+    }
+    parts
+        .headers
+        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    Response::from_parts(parts, crate::body::empty())
+}
+
+/// Why an upstream response must not be passed on, if it must not: framing
+/// that two parsers could read differently (RFC 9112 §6.3 calls it a
+/// possible smuggling attempt), or a `101` nobody asked for.
+fn framing_problem<B>(resp: &Response<B>) -> Option<&'static str> {
+    let h = resp.headers();
+    if h.contains_key(TRANSFER_ENCODING) && h.contains_key(CONTENT_LENGTH) {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Some("an unsolicited 101 Switching Protocols");
+    }
+    None
 }
 
 /// Removes `Authorization: Bearer ...` values, keeping any other scheme.

@@ -4,13 +4,14 @@
 //! decorate. Every refusal becomes a response in one place, [`Refusal::into_response`].
 
 pub mod forward;
+pub mod limits;
 mod org;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::{App, Live};
@@ -37,6 +38,9 @@ pub struct Refusal {
     pub error: ApiError,
     pub state: Option<LimitState>,
     pub outcome: Outcome,
+    /// Close the connection after answering: the request's framing is suspect
+    /// or its body was left unread.
+    pub close: bool,
 }
 
 impl Refusal {
@@ -45,7 +49,13 @@ impl Refusal {
             error,
             state: None,
             outcome,
+            close: false,
         }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     fn with_state(mut self, state: Option<LimitState>) -> Self {
@@ -58,6 +68,10 @@ impl Refusal {
         let mut resp = self.error.to_response();
         if let Some(st) = &self.state {
             decorate(resp.headers_mut(), st, ietf);
+        }
+        if self.close {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
@@ -178,6 +192,10 @@ async fn serve(
             Outcome::bad_request,
         )
     })?;
+    // 1b. Framing limits (CONNECT, upgrades, declared size): before anything is
+    // counted, and the connection is not trusted with another request.
+    limits::check_head(&app.config.server, &req)
+        .map_err(|e| Refusal::new(e, Outcome::bad_request).closing())?;
 
     // 2. Authenticate: the credential must verify before anything else happens.
     let credential = auth::extract(req.headers()).map_err(|reason| {
@@ -220,11 +238,16 @@ async fn serve(
         path: &path,
         query: query.as_deref(),
     };
-    let (mut resp, upstream_elapsed) = live
-        .upstream
-        .forward(req, ctx)
-        .await
-        .map_err(|e| Refusal::new(e, Outcome::upstream_error).with_state(Some(state)))?;
+    let (mut resp, upstream_elapsed) =
+        live.upstream.forward(req, ctx).await.map_err(|e| match e {
+            // The client's body failed (too large, stalled, malformed), not the upstream.
+            ApiError::PayloadTooLarge(_)
+            | ApiError::RequestTimeout(_)
+            | ApiError::BadRequest(_) => Refusal::new(e, Outcome::bad_request)
+                .with_state(Some(state))
+                .closing(),
+            _ => Refusal::new(e, Outcome::upstream_error).with_state(Some(state)),
+        })?;
     app.metrics.upstream(upstream_elapsed);
     trace.upstream_status = Some(resp.status().as_u16());
 
