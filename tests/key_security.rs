@@ -5,7 +5,10 @@
 //! method and URL overrides. `docs/key-security.md` lists them with what
 //! tollgate answers.
 
+#[macro_use]
 mod common;
+
+use common::Backend;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,12 +26,6 @@ const READ: &str = "read:charge_points";
 const WRITE: &str = "write:charge_points";
 const READ_KEYS: &str = "read:api_keys";
 const CP: &str = "/api/v1/charge_points";
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Memory,
-    Redis,
-}
 
 struct Env {
     upstream: Upstream,
@@ -130,19 +127,6 @@ fn p99(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     let idx = ((samples.len() as f64) * 0.99).ceil() as usize - 1;
     samples[idx.min(samples.len() - 1)]
-}
-
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-    };
 }
 
 both_stores!(

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Backend;
+
 use std::time::{Duration, Instant};
 
 use common::admin::{create_client, create_key};
@@ -286,12 +288,6 @@ fn sf_list(value: &str) -> Vec<Item> {
             }
         })
         .collect()
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Memory,
-    Redis,
 }
 
 async fn ietf_headers(backend: Backend, enabled: bool) {

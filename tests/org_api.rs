@@ -2,7 +2,10 @@
 //! the real binary, a real upstream and, for the Redis backend, a real
 //! `redis-server`. Each case runs against both stores.
 
+#[macro_use]
 mod common;
+
+use common::Backend;
 
 use std::time::{Duration, Instant};
 
@@ -20,12 +23,6 @@ const READ_KEYS: &str = "read:api_keys";
 const WRITE_KEYS: &str = "write:api_keys";
 const CP: &str = "/api/v1/charge_points";
 const KEYS: &str = "/api/v1/org/api-keys";
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Memory,
-    Redis,
-}
 
 struct Env {
     upstream: Upstream,
@@ -117,20 +114,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Runs each listed async test body once per backend.
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-    };
 }
 
 both_stores!(

@@ -2,7 +2,10 @@
 //! upstream and, for the Redis backend, a real `redis-server`, all on free
 //! loopback ports. Each case runs against both stores.
 
+#[macro_use]
 mod common;
+
+use common::Backend;
 
 use std::time::{Duration, Instant};
 
@@ -17,12 +20,6 @@ use serde_json::json;
 const READ: &str = "read:charge_points";
 const WRITE: &str = "write:charge_points";
 const CP: &str = "/api/v1/charge_points";
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Memory,
-    Redis,
-}
 
 struct Env {
     upstream: Upstream,
@@ -69,20 +66,6 @@ impl Env {
     async fn get(&self, path: &str, key: &str) -> common::http::Reply {
         self.http.get_key(&self.tg.url(path), key).await
     }
-}
-
-/// Runs each listed async test body once per backend.
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-    };
 }
 
 both_stores!(
