@@ -561,6 +561,20 @@ impl RedisStore {
             .await
     }
 
+    /// The client a key belongs to, through the global key index; `None`
+    /// when there is no such key, or when `owner` is given and differs.
+    async fn owner_of(
+        &self,
+        key_id: &str,
+        owner: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let index = layout::key_index(key_id);
+        let client_id: Option<String> = self
+            .call(|mut c| async move { redis::cmd("GET").arg(index).query_async(&mut c).await })
+            .await?;
+        Ok(client_id.filter(|c| owner.is_none_or(|o| o == c)))
+    }
+
     /// `""` for `TIME`, else the test clock's milliseconds.
     fn now_arg(&self) -> String {
         self.inner
@@ -951,11 +965,7 @@ impl Store for RedisStore {
     }
 
     async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let index = layout::key_index(key_id);
-        let client_id: Option<String> = self
-            .call(|mut c| async move { redis::cmd("GET").arg(index).query_async(&mut c).await })
-            .await?;
-        let Some(client_id) = client_id else {
+        let Some(client_id) = self.owner_of(key_id, None).await? else {
             return Ok(None);
         };
         let key = layout::key(&client_id, key_id);
@@ -1006,17 +1016,10 @@ impl Store for RedisStore {
     /// Deletes the key in its client's slot first, then the global index, so
     /// a half-done revoke leaves only an index that points at nothing.
     async fn revoke_key(&self, key_id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
-        let index = layout::key_index(key_id);
-        let index2 = index.clone();
-        let client_id: Option<String> = self
-            .call(|mut c| async move { redis::cmd("GET").arg(index2).query_async(&mut c).await })
-            .await?;
-        let Some(client_id) = client_id else {
+        let Some(client_id) = self.owner_of(key_id, owner).await? else {
             return Ok(false);
         };
-        if owner.is_some_and(|o| o != client_id) {
-            return Ok(false);
-        }
+        let index = layout::key_index(key_id);
         let mut inv = self.inner.revoke_key.prepare_invoke();
         inv.key(layout::key(&client_id, key_id))
             .key(layout::keys(&client_id))
@@ -1046,16 +1049,9 @@ impl Store for RedisStore {
         new_hash: &str,
         grace: Duration,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let index = layout::key_index(key_id);
-        let client_id: Option<String> = self
-            .call(|mut c| async move { redis::cmd("GET").arg(index).query_async(&mut c).await })
-            .await?;
-        let Some(client_id) = client_id else {
+        let Some(client_id) = self.owner_of(key_id, owner).await? else {
             return Ok(None);
         };
-        if owner.is_some_and(|o| o != client_id) {
-            return Ok(None);
-        }
         let mut inv = self.inner.rotate_key.prepare_invoke();
         inv.key(layout::key(&client_id, key_id))
             .arg(&client_id)
