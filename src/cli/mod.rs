@@ -30,7 +30,8 @@ use crate::model::{
     valid_client_id, valid_key_name, ClientList, ClientStatus, ClientView, CreatedKey, KeyList,
     RotatedKey, EXPIRES_IN_DAYS, GRACE_SECONDS,
 };
-use output::{ClientEvent, UsageView};
+use crate::usage::UsageDoc;
+use output::ClientEvent;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -499,7 +500,7 @@ pub fn answer(
         }
         View::Revoked { key_id } => output::revoked_summary(key_id),
         View::Rotated => output::rotated_key_summary(&decode::<RotatedKey>(response)?),
-        View::Usage => output::usage_summary(&decode::<UsageView>(response)?),
+        View::Usage => output::usage_summary(&decode::<UsageDoc>(response)?),
     };
     Ok(text.into_bytes())
 }

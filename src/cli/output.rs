@@ -8,9 +8,8 @@
 
 use std::fmt::Write as _;
 
-use serde::Deserialize;
-
 use crate::model::{ClientView, CreatedKey, KeyView, RotatedKey};
+use crate::usage::UsageDoc;
 
 /// What a cell shows for a JSON `null`.
 const NULL_CELL: &str = "-";
@@ -27,32 +26,6 @@ const KEY_COLUMNS: [&str; 7] = [
     "LAST_USED",
     "EXPIRES",
 ];
-
-/// The usage document of SPEC.md ("Usage"), as far as the summary needs it.
-/// Unknown fields are ignored so that additions to the document do not break
-/// older clients.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct UsageView {
-    pub rate_limit: RateLimitUsage,
-    pub monthly_quota: QuotaUsage,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct RateLimitUsage {
-    pub limit: u64,
-    pub remaining: u64,
-    pub period: String,
-    pub reset_at: String,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct QuotaUsage {
-    pub limit: u64,
-    pub used: u64,
-    pub remaining: u64,
-    pub period_start: String,
-    pub period_end: String,
-}
 
 /// What just happened to a client, for the line above its summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +197,7 @@ pub fn revoked_summary(key_id: &str) -> String {
 }
 
 /// `usage`: both limits on one line.
-pub fn usage_summary(usage: &UsageView) -> String {
+pub fn usage_summary(usage: &UsageDoc) -> String {
     let r = &usage.rate_limit;
     let q = &usage.monthly_quota;
     format!(
@@ -413,7 +386,7 @@ mod tests {
 
     #[test]
     fn usage_summary_reads_as_one_line() {
-        let usage: UsageView = serde_json::from_str(
+        let usage: UsageDoc = serde_json::from_str(
             r#"{
               "rate_limit":    {"limit": 100, "remaining": 87, "period": "minute", "reset_at": "2026-02-10T10:01:00Z"},
               "monthly_quota": {"limit": 10000, "used": 3456, "remaining": 6544, "period": "month",
