@@ -91,73 +91,39 @@ pub fn apply(app: &App, loaded: Config) -> Applied {
 /// running process cannot change. Never prints a store URL (it may hold a password).
 pub fn restart_needed(boot: &Config, loaded: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    let mut differ = |key: &str, was: String, now: String| {
+    // Each setting as it is shown in the message.
+    type Show = fn(&Config) -> String;
+    let settings: [(&str, Show); 9] = [
+        ("server.listen", |c| c.server.listen.to_string()),
+        ("server.header_read_timeout_ms", |c| {
+            c.server.header_read_timeout.as_millis().to_string()
+        }),
+        ("server.trusted_proxies", |c| {
+            let nets: Vec<String> = c
+                .server
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("{nets:?}")
+        }),
+        ("auth.max_failures_per_minute", |c| {
+            c.auth.max_failures_per_minute.to_string()
+        }),
+        ("admin.listen", |c| c.admin.listen.to_string()),
+        ("admin.token_env", |c| c.admin.token_env.clone()),
+        ("auth.bcrypt_cost", |c| c.auth.bcrypt_cost.to_string()),
+        ("auth.cache_capacity", |c| c.auth.cache_capacity.to_string()),
+        ("log.format", |c| c.log.format.as_str().to_owned()),
+    ];
+    for (key, show) in settings {
+        let (was, now) = (show(boot), show(loaded));
         if was != now {
             out.push(format!(
                 "{key} changed from {was} to {now}, which needs a restart; still using {was}"
             ));
         }
-    };
-    differ(
-        "server.listen",
-        boot.server.listen.to_string(),
-        loaded.server.listen.to_string(),
-    );
-    differ(
-        "server.header_read_timeout_ms",
-        boot.server.header_read_timeout.as_millis().to_string(),
-        loaded.server.header_read_timeout.as_millis().to_string(),
-    );
-    differ(
-        "server.trusted_proxies",
-        format!(
-            "{:?}",
-            boot.server
-                .trusted_proxies
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-        ),
-        format!(
-            "{:?}",
-            loaded
-                .server
-                .trusted_proxies
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-        ),
-    );
-    differ(
-        "auth.max_failures_per_minute",
-        boot.auth.max_failures_per_minute.to_string(),
-        loaded.auth.max_failures_per_minute.to_string(),
-    );
-    differ(
-        "admin.listen",
-        boot.admin.listen.to_string(),
-        loaded.admin.listen.to_string(),
-    );
-    differ(
-        "admin.token_env",
-        boot.admin.token_env.clone(),
-        loaded.admin.token_env.clone(),
-    );
-    differ(
-        "auth.bcrypt_cost",
-        boot.auth.bcrypt_cost.to_string(),
-        loaded.auth.bcrypt_cost.to_string(),
-    );
-    differ(
-        "auth.cache_capacity",
-        boot.auth.cache_capacity.to_string(),
-        loaded.auth.cache_capacity.to_string(),
-    );
-    differ(
-        "log.format",
-        boot.log.format.as_str().to_owned(),
-        loaded.log.format.as_str().to_owned(),
-    );
+    }
     if boot.store != loaded.store {
         let backend = |c: &Config| crate::config::backend_name(&c.store.backend);
         out.push(format!(
