@@ -139,6 +139,7 @@ conformance!(
     last_used_at_is_written_on_admission_only,
     usage_counts_nothing_and_agrees_with_admit,
     concurrent_admits_admit_exactly_the_limit,
+    concurrent_admits_stop_at_the_monthly_quota,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -840,28 +841,61 @@ async fn usage_counts_nothing_and_agrees_with_admit(fx: Fx) {
 }
 
 async fn concurrent_admits_admit_exactly_the_limit(fx: Fx) {
-    acme(&fx, Some(50), None).await;
-    let tasks: Vec<_> = (0..200)
+    concurrent_admits(&fx, (Some(50), None), 200, Verdict::RateLimited).await;
+}
+
+async fn concurrent_admits_stop_at_the_monthly_quota(fx: Fx) {
+    concurrent_admits(&fx, (Some(1000), Some(30)), 100, Verdict::QuotaExhausted).await;
+}
+
+/// `offered` concurrent admissions through two handles (on Redis, two
+/// connections, each coalescing its concurrent requests into batches): the
+/// smaller limit is admitted exactly, each admitted request reports its own
+/// turn (every Remaining and every monthly count exactly once, as if the
+/// requests had come one by one) and every other one is refused with `refusal`.
+async fn concurrent_admits(
+    fx: &Fx,
+    limits: (Option<u64>, Option<u64>),
+    offered: usize,
+    refusal: Verdict,
+) {
+    let (per_minute, monthly) = limits;
+    acme(fx, per_minute, monthly).await;
+    let per_minute = per_minute.unwrap();
+    let admit_limit = monthly.map_or(per_minute, |m| m.min(per_minute));
+    let tasks: Vec<_> = (0..offered)
         .map(|i| {
             let store = if i % 2 == 0 {
                 fx.store.clone()
             } else {
                 fx.other.clone()
             };
-            tokio::spawn(async move { admit(&store).await.verdict })
+            tokio::spawn(async move { admit(&store).await })
         })
         .collect();
-    let mut admitted = 0;
+    let (mut remaining, mut used) = (Vec::new(), Vec::new());
     for t in tasks {
-        match t.await.unwrap() {
-            Verdict::Admitted => admitted += 1,
-            Verdict::RateLimited => {}
+        let d = t.await.unwrap();
+        let st = state(&d);
+        match d.verdict {
+            Verdict::Admitted => {
+                remaining.push(st.remaining);
+                used.push(st.monthly_used);
+            }
+            v if v == refusal => assert_eq!(st.monthly_used, admit_limit, "{d:?}"),
             v => panic!("unexpected {v:?}"),
         }
     }
-    assert_eq!(admitted, 50);
-    let u = usage(&fx).await;
-    assert_eq!((u.remaining, u.monthly_used), (0, 50));
+    remaining.sort_unstable();
+    used.sort_unstable();
+    let n = admit_limit;
+    assert_eq!(
+        remaining,
+        ((per_minute - n)..per_minute).collect::<Vec<_>>()
+    );
+    assert_eq!(used, (1..=n).collect::<Vec<_>>());
+    let u = usage(fx).await;
+    assert_eq!((u.remaining, u.monthly_used), (per_minute - n, n));
 }
 
 // ---------------------------------------------------------------- Redis only
@@ -1261,4 +1295,82 @@ async fn redis_and_memory_agree_on_a_random_walk() {
     ] {
         assert!(seen.get(v).is_some_and(|&n| n > 10), "{v}: {seen:?}");
     }
+}
+
+/// Script calls (`EVALSHA` and `EVAL`) the server has run so far.
+async fn script_calls(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Group commit: while a call for a key is in flight (here held up by a
+/// paused server), the key's later requests queue, and go together in the
+/// next call. 100 requests cost at most two script calls, and each still
+/// gets its own turn's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_concurrent_admissions_of_one_key_share_a_call() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    let server = RedisServer::start();
+    let store: SharedStore =
+        Arc::new(RedisStore::new(&server.url(), STORE_TIMEOUT, TimeSource::Store).unwrap());
+    let limit = 1000;
+    let mut acme = client("acme");
+    acme.per_minute = Some(limit);
+    store.create_client(&acme).await.unwrap();
+    store
+        .create_key(&key("key_a", "acme", "default"))
+        .await
+        .unwrap();
+    // Loads the script and opens the connection, so the batches below are all
+    // the test counts.
+    assert_eq!(admit(&store).await.verdict, Verdict::Admitted);
+    let before = script_calls(&server.url()).await;
+
+    server.pause();
+    let r = req(None);
+    let mut pending: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> =
+        (0..100).map(|_| store.admit(&r)).collect();
+    // One poll each: the first starts a call (which hangs on the paused
+    // server), the others queue behind it.
+    std::future::poll_fn(|cx| {
+        for f in pending.iter_mut() {
+            assert!(f.as_mut().poll(cx).is_pending());
+        }
+        Poll::Ready(())
+    })
+    .await;
+    server.resume();
+    let mut remaining = Vec::new();
+    for f in pending {
+        let d = f.await.unwrap();
+        assert_eq!(d.verdict, Verdict::Admitted);
+        remaining.push(state(&d).remaining);
+    }
+
+    let calls = script_calls(&server.url()).await - before;
+    assert!(
+        (1..=2).contains(&calls),
+        "{calls} script calls for 100 requests"
+    );
+    remaining.sort_unstable();
+    assert_eq!(remaining, ((limit - 101)..(limit - 1)).collect::<Vec<_>>());
 }

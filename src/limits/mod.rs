@@ -9,7 +9,7 @@ pub mod month;
 pub mod window;
 
 /// The per-client limits in force for one decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     pub per_minute: u64,
     pub monthly: u64,

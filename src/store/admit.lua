@@ -17,9 +17,16 @@
 -- ARGV[5]  "+" followed by the scope the route needs; "" for none
 -- ARGV[6]  default per-minute limit, ARGV[7] default monthly quota
 -- ARGV[8]  now in Unix milliseconds; "" to read the server's TIME (production)
+-- ARGV[9]  admit only: how many requests of this key and scope to admit (n >= 1;
+--          "" means 1). Concurrent requests of one key go together in one call
+--          (group commit, src/store/group.rs): the script admits
+--          min(n, room in the window, room in the month), as n calls in a row would.
 --
 -- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
--- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1}.
+-- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
+--  admitted}: the state after the writes; `admitted` requests (the first ones
+-- of the n) were counted, and `verdict` is the answer to the others (ADMITTED
+-- when all n were).
 -- Corrupt data raises an error whose message starts with TGCORRUPT and names
 -- the field, never its value.
 --
@@ -42,6 +49,7 @@ local scope = nil
 if ARGV[5] ~= '' then
   scope = string.sub(ARGV[5], 2)
 end
+local wanted = 1
 
 local function corrupt(what)
   error({ err = 'TGCORRUPT ' .. what })
@@ -89,6 +97,13 @@ local function period_id(secs)
     y = y + 1
   end
   return y * 100 + m
+end
+
+if ARGV[9] and ARGV[9] ~= '' then
+  wanted = tonumber(ARGV[9])
+  if wanted == nil or wanted < 1 or wanted ~= math.floor(wanted) then
+    error({ err = 'ERR tollgate admit.lua: bad admit count' })
+  end
 end
 
 local now_ms
@@ -181,8 +196,9 @@ elseif redis.call('EXISTS', win_key) == 1 then
   corrupt('window t')
 end
 
--- The limit state as it stands (after the writes, when admitted).
-local function state(verdict)
+-- The limit state as it stands (after the writes, when admitted), and how
+-- many requests were admitted.
+local function state(verdict, admitted)
   local reset_at
   if oldest then
     reset_at = oldest + BUCKET_LIFETIME_SECS
@@ -211,18 +227,18 @@ local function state(verdict)
     retry_at_ms = at
   end
   return { verdict, now_ms, per_minute, math.max(per_minute - total, 0), reset_at,
-    monthly, used, retry_at_ms }
+    monthly, used, retry_at_ms, admitted }
 end
 
 if mode == 'usage' then
   if key_id ~= '' and c[1] ~= 'active' then
-    return state(CLIENT_SUSPENDED)
+    return state(CLIENT_SUSPENDED, 0)
   end
-  return state(ADMITTED)
+  return state(ADMITTED, 0)
 end
 
 if c[1] ~= 'active' then
-  return state(CLIENT_SUSPENDED)
+  return state(CLIENT_SUSPENDED, 0)
 end
 if scope then
   local found = false
@@ -233,24 +249,25 @@ if scope then
     end
   end
   if not found then
-    return state(SCOPE_DENIED)
+    return state(SCOPE_DENIED, 0)
   end
 end
 if used >= monthly then
-  return state(QUOTA_EXHAUSTED)
+  return state(QUOTA_EXHAUSTED, 0)
 end
 if total >= per_minute then
-  return state(RATE_LIMITED)
+  return state(RATE_LIMITED, 0)
 end
 
--- Admitted: the only writes of this script.
+-- Admitted, as many as both limits have room for: the only writes of this script.
+local admitted = math.min(wanted, per_minute - total, monthly - used)
 if drop_window then
   redis.call('DEL', win_key)
 elseif #expired > 0 then
   redis.call('HDEL', win_key, unpack(expired))
 end
-local new_bucket = redis.call('HINCRBY', win_key, str(now_s), 1) == 1
-total = total + 1
+local new_bucket = redis.call('HINCRBY', win_key, str(now_s), admitted) == admitted
+total = total + admitted
 oldest = oldest and math.min(oldest, now_s) or now_s
 newest = newest and math.max(newest, now_s) or now_s
 redis.call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
@@ -261,11 +278,17 @@ if new_bucket then
   redis.call('EXPIRE', win_key, BUCKET_LIFETIME_SECS + 1)
 end
 
-used = used + 1
+used = used + admitted
 redis.call('HSET', client_key, 'mon', str(period), 'used', str(used))
 
 if last_used_at ~= str(now_s) then
   redis.call('HSET', key_key, 'last_used_at', str(now_s))
 end
 
-return state(ADMITTED)
+-- The requests beyond `admitted` are refused, as the next call would refuse them.
+if admitted == wanted then
+  return state(ADMITTED, admitted)
+elseif used >= monthly then
+  return state(QUOTA_EXHAUSTED, admitted)
+end
+return state(RATE_LIMITED, admitted)

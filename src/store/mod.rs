@@ -10,6 +10,7 @@
 //! the counters, so a revocation or suspension takes effect on the very next
 //! request in every process. The store never sees a secret, only its hash.
 
+pub mod group;
 pub mod memory;
 pub mod redis;
 

@@ -16,8 +16,9 @@
 //! tollgate starts (and reports not-ready) while Redis is down; a sentinel
 //! set-up is asked for the primary on every (re)connect, so a failover is
 //! followed. Every call, connecting included, is bounded by the configured
-//! timeout, and at most `max_in_flight` calls wait at once (more fail at
-//! once with `Unavailable`, so a hung Redis cannot pile up tasks). A
+//! timeout, and at most `max_in_flight` calls wait at once, and as many
+//! admissions in the queues of the group commit (more fail at once with
+//! `Unavailable`, so a hung Redis cannot pile up tasks). A
 //! timeout or connection error drops the connection; the next call opens a
 //! fresh one, so a hung (half-open or paused) server cannot wedge the store
 //! and a restarted one is picked up without rebuilding anything. tollgate
@@ -31,7 +32,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +40,7 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
+use super::group::{AdmitMany, Batch, GroupCommit, GroupKey};
 use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
 use crate::limits::{Decision, LimitState, Verdict};
@@ -224,6 +226,28 @@ struct Inner {
     create_key: Script,
     revoke_key: Script,
     rotate_key: Script,
+    /// Concurrent admissions of one key, sent together (`super::group`).
+    /// Holds the store weakly: its calls must not keep the store alive.
+    group: GroupCommit<WeakStore>,
+}
+
+/// The handle [`GroupCommit`] runs admissions through.
+#[derive(Clone)]
+struct WeakStore(Weak<Inner>);
+
+#[async_trait]
+impl AdmitMany for WeakStore {
+    async fn admit_many(&self, group: &GroupKey, n: u64) -> Result<Batch, StoreError> {
+        let Some(inner) = self.0.upgrade() else {
+            return Err(StoreError::Unavailable("the store was shut down".into()));
+        };
+        let store = RedisStore { inner };
+        let key = Some((group.key_id.as_str(), group.gen));
+        let scope = group.scope.as_deref();
+        store
+            .run_admit("admit", &group.client_id, key, scope, group.defaults, n)
+            .await
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -257,8 +281,9 @@ pub enum Topology {
 pub struct Bounds {
     /// Every call, connecting included, gives up after this.
     pub timeout: Duration,
-    /// Most calls waiting on Redis at once; more fail at once with
-    /// [`StoreError::Unavailable`] instead of queueing.
+    /// Most calls waiting on Redis at once, and most admissions queued
+    /// behind them for the next batch; more fail at once with
+    /// [`StoreError::Unavailable`].
     pub max_in_flight: usize,
 }
 
@@ -458,7 +483,7 @@ impl RedisStore {
             TimeSource::Clock(c) => Some(c),
         };
         Ok(RedisStore {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak| Inner {
                 conn: ConnSlot {
                     target,
                     config,
@@ -477,6 +502,7 @@ impl RedisStore {
                 create_key: Script::new(CREATE_KEY_LUA),
                 revoke_key: Script::new(REVOKE_KEY_LUA),
                 rotate_key: Script::new(ROTATE_KEY_LUA),
+                group: GroupCommit::new(WeakStore(weak.clone()), bounds.max_in_flight.max(1)),
             }),
         })
     }
@@ -584,7 +610,8 @@ impl RedisStore {
             .unwrap_or_default()
     }
 
-    /// Runs `admit.lua` in `mode` and decodes its reply.
+    /// Runs `admit.lua` in `mode` for `n` requests (admit; usage reads
+    /// with `n` = 1) and decodes its reply.
     async fn run_admit(
         &self,
         mode: &str,
@@ -592,7 +619,8 @@ impl RedisStore {
         key: Option<(&str, u64)>,
         scope: Option<&str>,
         defaults: crate::limits::Limits,
-    ) -> Result<Decision, StoreError> {
+        n: u64,
+    ) -> Result<Batch, StoreError> {
         let (key_id, gen) = key.unwrap_or(("", 0));
         let mut inv = self.inner.admit.prepare_invoke();
         inv.key(layout::client(client_id))
@@ -605,11 +633,12 @@ impl RedisStore {
             .arg(scope.map(|s| format!("+{s}")).unwrap_or_default())
             .arg(defaults.per_minute.to_string())
             .arg(defaults.monthly.to_string())
-            .arg(self.now_arg());
+            .arg(self.now_arg())
+            .arg(n.to_string());
         let reply: Vec<i64> = self
             .call(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
-        decode_decision(&reply)
+        decode_batch(&reply)
     }
 }
 
@@ -639,21 +668,28 @@ fn first_info(urls: &[String]) -> RedisResult<redis::ConnectionInfo> {
     }
 }
 
-fn decode_decision(reply: &[i64]) -> Result<Decision, StoreError> {
+fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
     let bad = || StoreError::Corrupt("unexpected admit reply".into());
     let code = *reply.first().ok_or_else(bad)?;
     let verdict = *usize::try_from(code)
         .ok()
         .and_then(|i| VERDICTS.get(i))
         .ok_or_else(bad)?;
+    let u = |n: i64| u64::try_from(n).map_err(|_| bad());
     match (verdict, reply) {
-        (Verdict::KeyInvalid | Verdict::ClientMissing, [_]) => Ok(Decision {
-            verdict,
-            state: None,
+        (Verdict::KeyInvalid | Verdict::ClientMissing, [_]) => Ok(Batch {
+            admitted: 0,
+            last: Decision {
+                verdict,
+                state: None,
+            },
         }),
-        (_, &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms]) => {
-            let u = |n: i64| u64::try_from(n).map_err(|_| bad());
-            Ok(Decision {
+        (
+            _,
+            &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms, admitted],
+        ) => Ok(Batch {
+            admitted: u(admitted)?,
+            last: Decision {
                 verdict,
                 state: Some(LimitState {
                     now_ms,
@@ -664,8 +700,8 @@ fn decode_decision(reply: &[i64]) -> Result<Decision, StoreError> {
                     monthly_used: u(monthly_used)?,
                     window_retry_at_ms: (retry_at_ms >= 0).then_some(retry_at_ms),
                 }),
-            })
-        }
+            },
+        }),
         _ => Err(bad()),
     }
 }
@@ -1075,18 +1111,13 @@ impl Store for RedisStore {
                 state: None,
             });
         }
-        self.run_admit(
-            "admit",
-            req.client_id,
-            Some((req.key_id, req.gen)),
-            req.scope,
-            req.defaults,
-        )
-        .await
+        self.inner.group.admit(req).await
     }
 
     async fn usage(&self, req: &UsageRequest<'_>) -> Result<Decision, StoreError> {
-        self.run_admit("usage", req.client_id, req.key, None, req.defaults)
-            .await
+        let batch = self
+            .run_admit("usage", req.client_id, req.key, None, req.defaults, 1)
+            .await?;
+        Ok(batch.last)
     }
 }
