@@ -398,7 +398,7 @@ impl ConnSlot {
 
 /// Attempts a cluster connection makes at one command: enough to follow a
 /// `MOVED`/`ASK` redirect after a failover or resharding. An I/O error
-/// retried this way may count a request twice; see docs/scaling.md.
+/// retried this way may count a request (or a batch) twice; see docs/scaling.md.
 const CLUSTER_RETRIES: u32 = 2;
 
 /// Concurrent reads when listing clients on a cluster.
