@@ -59,6 +59,8 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
         server.run(shutdown).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    // Access lines still held in memory go out before the process ends.
+    crate::telemetry::flush();
     result
 }
 

@@ -149,7 +149,7 @@ pub async fn handle(
             .client_request(&live.config.metrics, client, outcome);
     }
     tracing::info!(
-        target: "tollgate::access",
+        target: crate::telemetry::ACCESS_TARGET,
         method = %method,
         path = %raw_path,
         status = resp.status().as_u16(),
