@@ -157,8 +157,9 @@ impl Server {
             stop_rx.clone(),
             move |peer| {
                 let app = app.clone();
+                let peer = crate::proxy::forward::Peer::new(peer);
                 service_fn(move |req| {
-                    let app = app.clone();
+                    let (app, peer) = (app.clone(), peer.clone());
                     async move {
                         Ok::<_, std::convert::Infallible>(
                             crate::proxy::handle(app, req, peer).await,

@@ -7,7 +7,7 @@ pub mod forward;
 pub mod limits;
 mod org;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use crate::metrics::{AuthRejection, Outcome};
 use crate::routes::{normalize, Requirement};
 use crate::store::{AdmitRequest, StoreError, UsageRequest};
 use crate::usage::UsageDoc;
-use forward::ForwardContext;
+use forward::{ForwardContext, Peer};
 
 /// tollgate's own usage endpoint on the public listener.
 pub const USAGE_PATH: &str = "/api/v1/client/usage";
@@ -121,19 +121,16 @@ struct Trace {
     upstream_status: Option<u16>,
 }
 
-/// Serves one public request; never fails.
-pub async fn handle(
-    app: Arc<App>,
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<ProxyBody> {
+/// Serves one public request from `peer`; never fails.
+pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
     mark_credentials_sensitive(req.headers_mut());
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
     // One config snapshot for the whole request, even if a reload lands meanwhile.
     let live = app.live();
     let method = req.method().clone();
-    let raw_path = req.uri().path().to_owned();
+    // For the access log: a reference to the request's own bytes, not a copy.
+    let uri = req.uri().clone();
     let mut trace = Trace::default();
     let (resp, outcome) = match serve(&app, &live, req, peer, &mut trace).await {
         Ok(done) => done,
@@ -151,7 +148,7 @@ pub async fn handle(
     tracing::info!(
         target: crate::telemetry::ACCESS_TARGET,
         method = %method,
-        path = %raw_path,
+        path = %uri.path(),
         status = resp.status().as_u16(),
         client_id = trace.client_id.as_deref().unwrap_or("-"),
         key_id = trace.key_id.as_deref().unwrap_or("-"),
@@ -179,11 +176,11 @@ async fn serve(
     app: &App,
     live: &Live,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
     trace: &mut Trace,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
     // 0. Which address failed attempts are charged to.
-    let client_ip = app.peers.client_ip(peer.ip(), req.headers());
+    let client_ip = app.peers.client_ip(peer.addr.ip(), req.headers());
 
     // 1. One normalised path: what routes match and what the upstream receives.
     let path = normalize(req.uri().path()).map_err(|_| {
@@ -230,13 +227,11 @@ async fn serve(
     let state = admit(app, live, &caller, scope).await?;
 
     // 6. Forward, streaming both ways.
-    let query = req.uri().query().map(str::to_owned);
     let ctx = ForwardContext {
         principal: &principal,
         credential: credential.source,
-        peer,
+        peer: &peer,
         path: &path,
-        query: query.as_deref(),
     };
     let (mut resp, upstream_elapsed) =
         live.upstream.forward(req, ctx).await.map_err(|e| match e {
