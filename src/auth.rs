@@ -182,10 +182,11 @@ pub enum AuthError {
 
 /// The secrets of one key that verified: at most one per generation, and at
 /// most two generations (the current one and, during a rotation's grace
-/// period, the previous one), newest first.
+/// period, the previous one), newest first. Shared, as the cache hands out
+/// a clone on every lookup.
 #[derive(Clone)]
 struct Verified {
-    entries: Vec<([u8; 32], Principal)>,
+    entries: Arc<[([u8; 32], Principal)]>,
 }
 
 /// Most generations of one key remembered at once.
@@ -397,14 +398,19 @@ impl Authenticator {
         if let Some(old) = self.cache.get(&principal.key_id) {
             entries.extend(
                 old.entries
-                    .into_iter()
-                    .filter(|(_, p)| p.gen != principal.gen),
+                    .iter()
+                    .filter(|(_, p)| p.gen != principal.gen)
+                    .cloned(),
             );
         }
         entries.sort_by_key(|e| std::cmp::Reverse(e.1.gen));
         entries.truncate(CACHED_GENERATIONS);
-        self.cache
-            .insert(principal.key_id.clone(), Verified { entries });
+        self.cache.insert(
+            principal.key_id.clone(),
+            Verified {
+                entries: entries.into(),
+            },
+        );
     }
 
     /// Forgets every secret of a key (revoked).
@@ -417,10 +423,11 @@ impl Authenticator {
     /// so a refused key cannot make tollgate run bcrypt for free.
     pub fn forget_generation(&self, key_id: &str, gen: u64, peer: IpAddr) {
         if let Some(v) = self.cache.get(key_id) {
-            let entries: Vec<_> = v
+            let entries: Arc<[_]> = v
                 .entries
-                .into_iter()
+                .iter()
                 .filter(|(_, p)| p.gen != gen)
+                .cloned()
                 .collect();
             if entries.is_empty() {
                 self.cache.remove(key_id);

@@ -228,8 +228,10 @@ impl Upstream {
     }
 
     fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+        // Exactly the length: a `String` with spare room becomes `Bytes`
+        // through one more allocation.
         let mut pq = String::with_capacity(
-            self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
+            self.base_path.len() + path.len() + query.map_or(0, |q| 1 + q.len()),
         );
         pq.push_str(&self.base_path);
         pq.push_str(path);
