@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderMap, AUTHORIZATION};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
@@ -37,14 +37,15 @@ pub struct CredentialSource {
     pub bearer: bool,
 }
 
-/// A credential taken from a request, not yet checked.
-#[derive(Clone)]
-pub struct Credential {
-    text: String,
+/// A credential taken from a request, not yet checked; borrowed from the
+/// request's headers.
+#[derive(Clone, Copy)]
+pub struct Credential<'a> {
+    text: &'a str,
     pub source: CredentialSource,
 }
 
-impl std::fmt::Debug for Credential {
+impl std::fmt::Debug for Credential<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credential")
             .field("source", &self.source)
@@ -54,7 +55,7 @@ impl std::fmt::Debug for Credential {
 
 /// Takes the credential from `X-API-Key` or `Authorization: Bearer`.
 /// Two different credentials, or two `X-API-Key` headers, are refused.
-pub fn extract(headers: &HeaderMap) -> Result<Credential, AuthRejection> {
+pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, AuthRejection> {
     let mut api_keys = headers.get_all(&X_API_KEY).iter();
     let api_key = api_keys.next();
     if api_keys.next().is_some() {
@@ -104,7 +105,7 @@ pub fn extract(headers: &HeaderMap) -> Result<Credential, AuthRejection> {
         (Some(_), Some(_)) => return Err(AuthRejection::ambiguous),
     };
     Ok(Credential {
-        text: text.trim().to_owned(),
+        text: text.trim(),
         source,
     })
 }
@@ -127,9 +128,42 @@ pub struct Principal {
     /// The secret generation that verified.
     pub gen: u64,
     pub scopes: Arc<[String]>,
+    /// The identity as forwarded upstream, made once per verification
+    /// (the cache hands out clones), not once per request.
+    identity: Arc<IdentityHeaders>,
+}
+
+/// The values of the `X-Tollgate-*` headers that tell the upstream who
+/// called; `None` for a value that cannot be a header value (never sent).
+#[derive(Debug, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub client_id: Option<HeaderValue>,
+    pub key_id: Option<HeaderValue>,
+    /// The scopes, separated by single spaces.
+    pub scopes: Option<HeaderValue>,
 }
 
 impl Principal {
+    pub fn new(key_id: Arc<str>, client_id: Arc<str>, gen: u64, scopes: Arc<[String]>) -> Self {
+        let identity = Arc::new(IdentityHeaders {
+            client_id: HeaderValue::from_str(&client_id).ok(),
+            key_id: HeaderValue::from_str(&key_id).ok(),
+            scopes: HeaderValue::from_str(&scopes.join(" ")).ok(),
+        });
+        Principal {
+            key_id,
+            client_id,
+            gen,
+            scopes,
+            identity,
+        }
+    }
+
+    /// The `X-Tollgate-*` header values of this identity.
+    pub fn identity(&self) -> &IdentityHeaders {
+        &self.identity
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
@@ -148,10 +182,11 @@ pub enum AuthError {
 
 /// The secrets of one key that verified: at most one per generation, and at
 /// most two generations (the current one and, during a rotation's grace
-/// period, the previous one), newest first.
+/// period, the previous one), newest first. Shared, as the cache hands out
+/// a clone on every lookup.
 #[derive(Clone)]
 struct Verified {
-    entries: Vec<([u8; 32], Principal)>,
+    entries: Arc<[([u8; 32], Principal)]>,
 }
 
 /// Most generations of one key remembered at once.
@@ -242,10 +277,10 @@ impl Authenticator {
     ///    time, and at most [`default_bcrypt_slots`] at once.
     pub async fn authenticate(
         &self,
-        cred: &Credential,
+        cred: &Credential<'_>,
         peer: IpAddr,
     ) -> Result<Principal, AuthError> {
-        let secret = match Secret::parse(&cred.text) {
+        let secret = match Secret::parse(cred.text) {
             Ok(s) => s,
             Err(ParseError::Malformed) => return Err(self.reject(AuthRejection::malformed)),
             Err(ParseError::Checksum) => return Err(self.reject(AuthRejection::checksum)),
@@ -348,12 +383,12 @@ impl Authenticator {
         let Some(gen) = verified else {
             return Err(AuthError::Rejected(AuthRejection::bad_secret));
         };
-        let principal = Principal {
-            key_id: Arc::from(record.id.as_str()),
-            client_id: Arc::from(record.client_id.as_str()),
+        let principal = Principal::new(
+            Arc::from(record.id.as_str()),
+            Arc::from(record.client_id.as_str()),
             gen,
-            scopes: Arc::from(record.scopes.clone()),
-        };
+            Arc::from(record.scopes.clone()),
+        );
         self.remember(digest, &principal);
         Ok(principal)
     }
@@ -363,14 +398,19 @@ impl Authenticator {
         if let Some(old) = self.cache.get(&principal.key_id) {
             entries.extend(
                 old.entries
-                    .into_iter()
-                    .filter(|(_, p)| p.gen != principal.gen),
+                    .iter()
+                    .filter(|(_, p)| p.gen != principal.gen)
+                    .cloned(),
             );
         }
         entries.sort_by_key(|e| std::cmp::Reverse(e.1.gen));
         entries.truncate(CACHED_GENERATIONS);
-        self.cache
-            .insert(principal.key_id.clone(), Verified { entries });
+        self.cache.insert(
+            principal.key_id.clone(),
+            Verified {
+                entries: entries.into(),
+            },
+        );
     }
 
     /// Forgets every secret of a key (revoked).
@@ -383,10 +423,11 @@ impl Authenticator {
     /// so a refused key cannot make tollgate run bcrypt for free.
     pub fn forget_generation(&self, key_id: &str, gen: u64, peer: IpAddr) {
         if let Some(v) = self.cache.get(key_id) {
-            let entries: Vec<_> = v
+            let entries: Arc<[_]> = v
                 .entries
-                .into_iter()
+                .iter()
                 .filter(|(_, p)| p.gen != gen)
+                .cloned()
                 .collect();
             if entries.is_empty() {
                 self.cache.remove(key_id);
@@ -421,26 +462,39 @@ mod tests {
 
     #[test]
     fn credential_forms() {
-        let c = extract(&headers(&[("x-api-key", "abc")])).unwrap();
-        assert_eq!(c.text, "abc");
-        assert!(c.source.api_key_header && !c.source.bearer);
-        let c = extract(&headers(&[("authorization", "Bearer abc")])).unwrap();
-        assert_eq!(c.text, "abc");
-        assert!(c.source.bearer);
-        let c = extract(&headers(&[
-            ("authorization", "bearer abc"),
-            ("x-api-key", "abc"),
-        ]))
-        .unwrap();
-        assert!(c.source.bearer && c.source.api_key_header);
-        // A Basic header for the upstream is not ours.
-        let c = extract(&headers(&[
-            ("authorization", "Basic dXNlcg=="),
-            ("x-api-key", "k"),
-        ]))
-        .unwrap();
-        assert_eq!(c.text, "k");
-        assert!(!c.source.bearer);
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        // (headers, credential, from X-API-Key, from Bearer)
+        let cases: [(Headers, &str, bool, bool); 5] = [
+            (&[("x-api-key", "abc")], "abc", true, false),
+            (&[("x-api-key", " abc ")], "abc", true, false),
+            (&[("authorization", "Bearer abc")], "abc", false, true),
+            (
+                &[("authorization", "bearer abc"), ("x-api-key", "abc")],
+                "abc",
+                true,
+                true,
+            ),
+            // A Basic header for the upstream is not ours.
+            (
+                &[("authorization", "Basic dXNlcg=="), ("x-api-key", "k")],
+                "k",
+                true,
+                false,
+            ),
+        ];
+        for (h, text, api_key_header, bearer) in cases {
+            let h = headers(h);
+            let c = extract(&h).unwrap();
+            assert_eq!(c.text, text, "{h:?}");
+            assert_eq!(
+                c.source,
+                CredentialSource {
+                    api_key_header,
+                    bearer
+                },
+                "{h:?}"
+            );
+        }
     }
 
     #[test]
@@ -526,9 +580,9 @@ mod tests {
                 .to_owned()
         }
 
-        fn cred(s: &str) -> Credential {
+        fn cred(s: &str) -> Credential<'_> {
             Credential {
-                text: s.to_owned(),
+                text: s,
                 source: CredentialSource {
                     api_key_header: true,
                     bearer: false,
@@ -542,10 +596,10 @@ mod tests {
             let peer: IpAddr = [127, 0, 0, 1].into();
             let mut tasks = Vec::new();
             for _ in 0..16 {
-                let (auth, c) = (auth.clone(), cred(secret.expose()));
-                tasks.push(tokio::spawn(
-                    async move { auth.authenticate(&c, peer).await },
-                ));
+                let (auth, text) = (auth.clone(), secret.expose().to_owned());
+                tasks.push(tokio::spawn(async move {
+                    auth.authenticate(&cred(&text), peer).await
+                }));
             }
             for t in tasks {
                 assert!(t.await.unwrap().is_ok());
@@ -577,7 +631,8 @@ mod tests {
 
     #[test]
     fn debug_hides_the_credential() {
-        let c = extract(&headers(&[("x-api-key", "sk_live_topsecret")])).unwrap();
+        let h = headers(&[("x-api-key", "sk_live_topsecret")]);
+        let c = extract(&h).unwrap();
         assert!(!format!("{c:?}").contains("topsecret"));
     }
 }

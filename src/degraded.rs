@@ -186,12 +186,12 @@ mod tests {
     const T0: i64 = 1_770_717_600_000;
 
     fn principal() -> Principal {
-        Principal {
-            key_id: Arc::from("k"),
-            client_id: Arc::from("acme"),
-            gen: 0,
-            scopes: Arc::from(vec!["read:x".to_owned()]),
-        }
+        Principal::new(
+            Arc::from("k"),
+            Arc::from("acme"),
+            0,
+            Arc::from(vec!["read:x".to_owned()]),
+        )
     }
 
     #[test]

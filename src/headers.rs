@@ -1,6 +1,9 @@
 //! Header names (each defined once), hop-by-hop removal (RFC 9110 §7.6.1) and
 //! the rate-limit decoration of responses.
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
@@ -21,7 +24,6 @@ pub static X_TOLLGATE_CLIENT_ID: HeaderName = HeaderName::from_static("x-tollgat
 pub static X_TOLLGATE_KEY_ID: HeaderName = HeaderName::from_static("x-tollgate-key-id");
 pub static X_TOLLGATE_SCOPES: HeaderName = HeaderName::from_static("x-tollgate-scopes");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers that are always removed (besides those `Connection` names
 /// and any `Proxy-*`).
@@ -37,28 +39,89 @@ static HOP_BY_HOP: [&HeaderName; 6] = [
 /// Removes hop-by-hop headers: the fixed set, the ones `Connection` names, and
 /// every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(&CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(&name);
+    // One pass over the names finds which are there: most requests carry
+    // none, most responses only `Connection: keep-alive`.
+    let mut fixed = [false; HOP_BY_HOP.len()];
+    let (mut connection, mut proxy) = (false, false);
+    for name in headers.keys() {
+        match HOP_BY_HOP.iter().position(|h| *h == name) {
+            Some(i) => fixed[i] = true,
+            None => proxy |= name.as_str().starts_with("proxy-"),
+        }
+        connection |= name == CONNECTION;
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if !fixed.contains(&true) && !proxy {
+        return;
     }
-    headers.remove(&PROXY_CONNECTION);
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(&name);
+    if connection {
+        // Copied out (a reference count each), as removing needs the map.
+        let listed: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+        for name in listed
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            // Looked up as text: no `HeaderName` is made for it.
+            headers.remove(name.trim());
+        }
     }
+    for (name, present) in HOP_BY_HOP.iter().zip(fixed) {
+        if present {
+            headers.remove(*name);
+        }
+    }
+    if proxy {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(&name);
+        }
+    }
+}
+
+/// Removes every header of `names`, looking them up only when one of them is
+/// there (found in one pass over the names, as most requests carry none).
+pub fn remove_each(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if headers.keys().any(|k| names.contains(k)) {
+        for name in names {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The last header value one thread made, and what it was made from.
+type LastValue<K, V> = RefCell<Option<(K, V)>>;
+
+thread_local! {
+    /// `X-RateLimit-Reset` by the second it names: it changes once a second.
+    static RESET_VALUE: LastValue<i64, Option<HeaderValue>> = const { RefCell::new(None) };
+    /// `X-RateLimit-Limit`: the same for every response of a client.
+    static LIMIT_VALUE: LastValue<u64, HeaderValue> = const { RefCell::new(None) };
+}
+
+/// The value for `key`: this thread's last one if it was made from the same
+/// key, else a new one from `make` (remembered in its place). Cloning a
+/// header value is a reference count, making one is an allocation (and, for
+/// a date, a `strftime`).
+fn reuse<K: Copy + PartialEq + 'static, V: Clone + 'static>(
+    last: &'static LocalKey<LastValue<K, V>>,
+    key: K,
+    make: impl FnOnce(K) -> V,
+) -> V {
+    last.with(|cell| {
+        let mut last = cell.borrow_mut();
+        match &*last {
+            Some((k, v)) if *k == key => v.clone(),
+            _ => {
+                let v = make(key);
+                *last = Some((key, v.clone()));
+                v
+            }
+        }
+    })
 }
 
 /// Largest Integer a structured field (RFC 9651 §3.3.1) may carry.
@@ -88,13 +151,15 @@ fn sf_int(n: u64) -> u64 {
 pub fn decorate(headers: &mut HeaderMap, state: &LimitState, ietf: bool) {
     headers.insert(
         X_RATELIMIT_LIMIT.clone(),
-        HeaderValue::from(state.per_minute),
+        reuse(&LIMIT_VALUE, state.per_minute, HeaderValue::from),
     );
     headers.insert(
         X_RATELIMIT_REMAINING.clone(),
         HeaderValue::from(state.remaining),
     );
-    if let Ok(v) = HeaderValue::from_str(&iso8601(state.reset_at)) {
+    if let Some(v) = reuse(&RESET_VALUE, state.reset_at, |secs| {
+        HeaderValue::from_str(&iso8601(secs)).ok()
+    }) {
         headers.insert(X_RATELIMIT_RESET.clone(), v);
     }
     if ietf {
@@ -149,6 +214,93 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn every_connection_value_and_name_counts_whatever_its_case() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "Keep-Alive"),
+            ("connection", " X-One ,x-two,, bad name"),
+            ("keep-alive", "timeout=5"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-three", "3"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-three"]);
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_left_alone() {
+        let names = |h: &HeaderMap| -> Vec<String> { h.keys().map(|k| k.to_string()).collect() };
+        let mut h = HeaderMap::new();
+        for k in [
+            "host",
+            "accept",
+            "x-api-key",
+            "x-proxy-id",
+            "content-length",
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static("1"));
+        }
+        let before = names(&h);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), before);
+        // A lone `Proxy-*` header is still found.
+        h.append(
+            HeaderName::from_static("proxy-authenticate"),
+            HeaderValue::from_static("Basic"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), before);
+    }
+
+    #[test]
+    fn remove_each_removes_every_value_of_each_name() {
+        static NAMES: [HeaderName; 2] = [
+            HeaderName::from_static("x-a"),
+            HeaderName::from_static("x-b"),
+        ];
+        let mut h = HeaderMap::new();
+        h.append("x-kept", HeaderValue::from_static("1"));
+        remove_each(&mut h, &NAMES);
+        assert_eq!(h.len(), 1);
+        h.append("x-b", HeaderValue::from_static("1"));
+        h.append("x-b", HeaderValue::from_static("2"));
+        h.append("x-a", HeaderValue::from_static("3"));
+        remove_each(&mut h, &NAMES);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn reused_values_follow_the_state() {
+        let mut st = LimitState {
+            now_ms: 1_770_717_600_500,
+            per_minute: 7,
+            remaining: 4,
+            reset_at: 1_770_717_660,
+            monthly: 100,
+            monthly_used: 3,
+            window_retry_at_ms: None,
+        };
+        for (per_minute, reset_at, want) in [
+            (7, 1_770_717_660, "2026-02-10T10:01:00Z"),
+            (7, 1_770_717_660, "2026-02-10T10:01:00Z"),
+            (8, 1_770_717_661, "2026-02-10T10:01:01Z"),
+            (7, 1_770_717_660, "2026-02-10T10:01:00Z"),
+            (9, 0, "1970-01-01T00:00:00Z"),
+        ] {
+            st.per_minute = per_minute;
+            st.reset_at = reset_at;
+            let mut h = HeaderMap::new();
+            decorate(&mut h, &st, false);
+            assert_eq!(h[&X_RATELIMIT_LIMIT], per_minute.to_string().as_str());
+            assert_eq!(h[&X_RATELIMIT_RESET], want);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! distinct clients (later ones are counted under [`OTHER_CLIENTS`]).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -111,13 +111,13 @@ struct ReloadLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<OutcomeLabels, Counter>,
+    requests: ByVariant<OutcomeLabels>,
     request_duration: Histogram,
     upstream_duration: Histogram,
     store_duration: Histogram,
     store_errors: Counter,
     auth_rejections: Family<RejectionLabels, Counter>,
-    auth_cache: Family<CacheLabels, Counter>,
+    auth_cache: ByVariant<CacheLabels>,
     bcrypt_verifications: Counter,
     in_flight: Gauge,
     config_reloads: Family<ReloadLabels, Counter>,
@@ -226,13 +226,13 @@ impl Metrics {
         );
         Metrics {
             registry,
-            requests,
+            requests: ByVariant::new(requests),
             request_duration,
             upstream_duration,
             store_duration,
             store_errors,
             auth_rejections,
-            auth_cache,
+            auth_cache: ByVariant::new(auth_cache),
             bcrypt_verifications,
             in_flight,
             config_reloads,
@@ -289,8 +289,7 @@ impl Metrics {
 
     pub fn request(&self, outcome: Outcome, elapsed: Duration) {
         self.requests
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+            .inc(outcome as usize, || OutcomeLabels { outcome });
         self.request_duration.observe(elapsed.as_secs_f64());
     }
 
@@ -312,7 +311,8 @@ impl Metrics {
     }
 
     pub fn auth_cache(&self, result: CacheResult) {
-        self.auth_cache.get_or_create(&CacheLabels { result }).inc();
+        self.auth_cache
+            .inc(result as usize, || CacheLabels { result });
     }
 
     pub fn bcrypt_verified(&self) {
@@ -337,6 +337,41 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Series of a per-request counter family whose one label is a fieldless
+/// enum, by the variant's index. Each series is created in the family on first
+/// use (so the exposition lists the ones that happened, as any family does),
+/// then found again without hashing the labels or taking the family's lock.
+#[derive(Debug)]
+struct ByVariant<L> {
+    family: Family<L, Counter>,
+    series: [OnceLock<Counter>; MAX_VARIANTS],
+}
+
+/// Variants a [`ByVariant`] indexes; a later one is looked up in the family.
+const MAX_VARIANTS: usize = 16;
+
+impl<L: Clone + std::hash::Hash + Eq> ByVariant<L> {
+    fn new(family: Family<L, Counter>) -> Self {
+        ByVariant {
+            family,
+            series: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Counts one in the series of variant `index`, whose labels `labels` makes.
+    fn inc(&self, index: usize, labels: impl FnOnce() -> L) {
+        match self.series.get(index) {
+            Some(cell) => {
+                cell.get_or_init(|| self.family.get_or_create(&labels()).clone())
+                    .inc();
+            }
+            None => {
+                self.family.get_or_create(&labels()).inc();
+            }
+        }
     }
 }
 
@@ -379,6 +414,44 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         assert!(!text.contains("tollgate_client_requests_total{"), "{text}");
+    }
+
+    #[test]
+    fn enum_labelled_series_appear_when_first_counted_and_keep_counting() {
+        let m = Metrics::new();
+        assert!(!m.encode().contains("tollgate_requests_total{"));
+        for _ in 0..3 {
+            m.request(Outcome::auth_throttled, Duration::from_millis(1));
+        }
+        m.request(Outcome::served, Duration::from_millis(1));
+        m.auth_cache(CacheResult::miss);
+        m.auth_cache(CacheResult::miss);
+        let text = m.encode();
+        for needle in [
+            "tollgate_requests_total{outcome=\"auth_throttled\"} 3",
+            "tollgate_requests_total{outcome=\"served\"} 1",
+            "tollgate_auth_cache_total{result=\"miss\"} 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(!text.contains("outcome=\"forwarded\""), "{text}");
+        assert!(!text.contains("result=\"hit\""), "{text}");
+
+        // Past the indexed variants, the family itself counts.
+        let family = Family::<OutcomeLabels, Counter>::default();
+        let few = ByVariant {
+            family: family.clone(),
+            series: std::array::from_fn(|_| OnceLock::new()),
+        };
+        few.inc(MAX_VARIANTS + 1, || OutcomeLabels {
+            outcome: Outcome::forbidden,
+        });
+        let n = family
+            .get_or_create(&OutcomeLabels {
+                outcome: Outcome::forbidden,
+            })
+            .get();
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
         server.run(shutdown).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    // Access lines still held in memory go out before the process ends.
+    crate::telemetry::flush();
     result
 }
 
@@ -155,8 +157,9 @@ impl Server {
             stop_rx.clone(),
             move |peer| {
                 let app = app.clone();
+                let peer = crate::proxy::forward::Peer::new(peer);
                 service_fn(move |req| {
-                    let app = app.clone();
+                    let (app, peer) = (app.clone(), peer.clone());
                     async move {
                         Ok::<_, std::convert::Infallible>(
                             crate::proxy::handle(app, req, peer).await,

@@ -1,6 +1,7 @@
 //! What an operator sees, from the real binary: the `/metrics` families after
 //! a mix of requests (every outcome, on Redis), opt-in per-client labels with
 //! their cap, the JSON access log (one line per request, never a credential),
+//! its batched writing (lines arrive on their own, in order, all out at exit),
 //! and the IETF `RateLimit-Policy` / `RateLimit` fields on both stores.
 
 mod common;
@@ -238,6 +239,62 @@ async fn json_access_log_has_one_line_per_request_and_no_credential() {
     for credential in [secret.as_str(), bogus, &secret[8..]] {
         assert!(!log.contains(credential), "credential in the log:\n{log}");
     }
+}
+
+/// Access lines are written in batches, yet each arrives on its own within
+/// the flush interval (nothing else is logged here to push it out), they stay
+/// in order with the other lines, and every one is out when the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_access_lines_arrive_on_their_own_and_are_all_out_at_exit() {
+    let upstream = Upstream::start().await;
+    let mut tg = Tollgate::start(&config(&upstream.url(), &memory_store(), ""));
+    let http = Http::default();
+    create_client(&http, &tg, "acme", json!({})).await;
+    let (_, secret) = create_key(&http, &tg, "acme", &[READ]).await;
+
+    assert_eq!(http.get_key(&tg.url("/alone"), &secret).await.status, 200);
+    assert!(
+        tg.wait_for_log("path=/alone", Duration::from_secs(10)),
+        "the access line never arrived:\n{}",
+        tg.log_text()
+    );
+
+    for i in 0..20 {
+        let r = http.get_key(&tg.url(&format!("/batch/{i}")), &secret).await;
+        assert_eq!(r.status, 200);
+    }
+    tg.signal("TERM");
+    let status = tg
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", tg.log_text()));
+    assert_eq!(status.code(), Some(0), "{}", tg.log_text());
+    // The process is gone; its last lines may still be in the pipe.
+    assert!(
+        tg.wait_for_log("drained", Duration::from_secs(10)),
+        "{}",
+        tg.log_text()
+    );
+    let lines = tg.log_lines();
+    let access: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("tollgate::access"))
+        .collect();
+    assert_eq!(access.len(), 21, "one line per request:\n{}", tg.log_text());
+    for (n, &at) in access[1..].iter().enumerate() {
+        assert!(
+            lines[at].contains(&format!("path=/batch/{n} ")),
+            "out of order: {}",
+            lines[at]
+        );
+    }
+    let signal = lines
+        .iter()
+        .position(|l| l.contains("shutdown signal received"))
+        .expect("the shutdown line");
+    assert!(
+        access.iter().all(|&i| i < signal),
+        "access lines after the shutdown line:\n{}",
+        tg.log_text()
+    );
 }
 
 // ---------------------------------------------------------------------------

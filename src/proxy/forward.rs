@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::header::{
-    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
+    Entry, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::StatusCode;
@@ -27,7 +27,7 @@ use crate::body::ProxyBody;
 use crate::config::{ServerConfig, UpstreamConfig, DEFAULT_BODY_READ_TIMEOUT_MS};
 use crate::error::ApiError;
 use crate::headers::{
-    strip_hop_by_hop, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    remove_each, strip_hop_by_hop, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
 };
 use crate::proxy::limits::{is_websocket_upgrade, BodyError, LimitedBody};
@@ -60,15 +60,32 @@ pub struct Upstream {
     websocket: bool,
 }
 
+/// The client end of a connection, with its `X-Forwarded-For` entry made
+/// once per connection instead of once per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// `addr`'s IP as a header value.
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        Peer {
+            addr,
+            forwarded_for: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+        }
+    }
+}
+
 /// What the forwarding stage needs to know about the request it forwards.
 #[derive(Debug)]
 pub struct ForwardContext<'a> {
     pub principal: &'a Principal,
     pub credential: CredentialSource,
-    pub peer: SocketAddr,
-    /// The normalised path that was authorised, and the raw query.
+    pub peer: &'a Peer,
+    /// The normalised path that was authorised (the query is forwarded as received).
     pub path: &'a str,
-    pub query: Option<&'a str>,
 }
 
 impl Upstream {
@@ -127,13 +144,11 @@ impl Upstream {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         let absolute_form = target_authority.is_some() && parts.version <= Version::HTTP_11;
         let original_host = target_authority.or_else(|| parts.headers.get(HOST).cloned());
-        parts.uri = self.uri(ctx.path, ctx.query)?;
+        parts.uri = self.uri(ctx.path, parts.uri.query())?;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
-        for name in &REQUEST_OVERRIDES {
-            h.remove(name);
-        }
+        remove_each(h, &REQUEST_OVERRIDES);
         if !self.keep_credential {
             if ctx.credential.api_key_header {
                 h.remove(&X_API_KEY);
@@ -213,8 +228,10 @@ impl Upstream {
     }
 
     fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+        // Exactly the length: a `String` with spare room becomes `Bytes`
+        // through one more allocation.
         let mut pq = String::with_capacity(
-            self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
+            self.base_path.len() + path.len() + query.map_or(0, |q| 1 + q.len()),
         );
         pq.push_str(&self.base_path);
         pq.push_str(path);
@@ -295,33 +312,48 @@ fn remove_bearer(h: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let prior: Vec<&str> = h
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if prior.is_empty() {
-        ip
-    } else {
-        format!("{}, {ip}", prior.join(", "))
+/// Appends the peer's IP to `X-Forwarded-For` (the readable values the
+/// client sent, joined into one, then the IP).
+fn append_forwarded_for(h: &mut HeaderMap, peer: &Peer) {
+    let Some(ip) = &peer.forwarded_for else {
+        return;
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+    match h.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            e.insert(ip.clone());
+        }
+        Entry::Occupied(mut e) => {
+            let prior: Vec<&str> = e.iter().filter_map(|v| v.to_str().ok()).collect();
+            let value = if prior.is_empty() {
+                ip.clone()
+            } else {
+                let ip = ip.to_str().unwrap_or_default();
+                match HeaderValue::from_str(&format!("{}, {ip}", prior.join(", "))) {
+                    Ok(v) => v,
+                    Err(_) => return,
+                }
+            };
+            e.insert(value);
+        }
     }
 }
 
 /// Replaces any client-sent `X-Tollgate-*` with the verified identity.
 fn set_identity(h: &mut HeaderMap, p: &Principal) {
+    let id = p.identity();
     for (name, value) in [
-        (&X_TOLLGATE_CLIENT_ID, p.client_id.to_string()),
-        (&X_TOLLGATE_KEY_ID, p.key_id.to_string()),
-        (&X_TOLLGATE_SCOPES, p.scopes.join(" ")),
+        (&X_TOLLGATE_CLIENT_ID, &id.client_id),
+        (&X_TOLLGATE_KEY_ID, &id.key_id),
+        (&X_TOLLGATE_SCOPES, &id.scopes),
     ] {
-        h.remove(name);
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name.clone(), v);
+        // `insert` drops every value the client sent under that name.
+        match value {
+            Some(v) => {
+                h.insert(name.clone(), v.clone());
+            }
+            None => {
+                h.remove(name);
+            }
         }
     }
 }
@@ -342,27 +374,54 @@ mod tests {
             X_TOLLGATE_CLIENT_ID.clone(),
             HeaderValue::from_static("evil2"),
         );
-        let p = Principal {
-            key_id: Arc::from("key_abc"),
-            client_id: Arc::from("acme"),
-            gen: 1,
-            scopes: Arc::from(vec!["read:x".to_string(), "write:x".to_string()]),
-        };
+        h.append(X_TOLLGATE_SCOPES.clone(), HeaderValue::from_static("admin"));
+        let p = Principal::new(
+            Arc::from("key_abc"),
+            Arc::from("acme"),
+            1,
+            Arc::from(vec!["read:x".to_string(), "write:x".to_string()]),
+        );
         set_identity(&mut h, &p);
         let all: Vec<_> = h.get_all(&X_TOLLGATE_CLIENT_ID).iter().collect();
         assert_eq!(all, ["acme"]);
-        assert_eq!(h[&X_TOLLGATE_SCOPES], "read:x write:x");
+        assert_eq!(h[&X_TOLLGATE_KEY_ID], "key_abc");
+        let all: Vec<_> = h.get_all(&X_TOLLGATE_SCOPES).iter().collect();
+        assert_eq!(all, ["read:x write:x"]);
+
+        // A value that cannot be sent is not, and neither is the client's copy.
+        let p = Principal::new(Arc::from("key\n"), Arc::from("acme"), 1, Arc::from(vec![]));
+        h.append(X_TOLLGATE_KEY_ID.clone(), HeaderValue::from_static("evil"));
+        set_identity(&mut h, &p);
+        assert!(h.get(&X_TOLLGATE_KEY_ID).is_none());
+        assert_eq!(h[&X_TOLLGATE_SCOPES], "");
     }
 
     #[test]
     fn forwarded_for_appends() {
-        let mut h = HeaderMap::new();
-        h.append(
-            X_FORWARDED_FOR.clone(),
-            HeaderValue::from_static("10.0.0.1"),
-        );
-        append_forwarded_for(&mut h, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        let peer = Peer::new("127.0.0.1:5000".parse().unwrap());
+        let v6 = Peer::new("[::1]:5000".parse().unwrap());
+        let cases: [(&[&str], &Peer, &str); 5] = [
+            (&[], &peer, "127.0.0.1"),
+            (&["10.0.0.1"], &peer, "10.0.0.1, 127.0.0.1"),
+            (
+                &["10.0.0.1", "10.0.0.2, 10.0.0.3"],
+                &peer,
+                "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1",
+            ),
+            (&["10.0.0.1"], &v6, "10.0.0.1, ::1"),
+            // Unreadable values are dropped, not passed on.
+            (&["caf\u{e9}"], &peer, "127.0.0.1"),
+        ];
+        for (prior, peer, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in prior {
+                let v = HeaderValue::from_bytes(v.as_bytes()).unwrap();
+                h.append(X_FORWARDED_FOR.clone(), v);
+            }
+            append_forwarded_for(&mut h, peer);
+            let all: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
+            assert_eq!(all, [want], "{prior:?}");
+        }
     }
 
     #[test]
