@@ -272,7 +272,8 @@ impl Authenticator {
     /// 1. shape and checksum (no I/O): a mistyped or made-up key ends here;
     /// 2. the cache of secrets that verified: a known client ends here;
     /// 3. the peer's failure budget: a peer that failed too often gets 429
-    ///    before the store or bcrypt are touched;
+    ///    before the store or bcrypt are touched (charged only to the
+    ///    request that starts a verification, not to those that wait for it);
     /// 4. the store and bcrypt, one verification per distinct secret at a
     ///    time, and at most [`default_bcrypt_slots`] at once.
     pub async fn authenticate(
@@ -292,36 +293,56 @@ impl Authenticator {
         }
         self.metrics.auth_cache(CacheResult::miss);
 
-        if let Err(retry_after) = self.throttle.charge(peer, self.clock.now_ms()) {
-            self.metrics.auth_rejected(AuthRejection::throttled);
-            return Err(AuthError::Throttled { retry_after });
-        }
-        let result = self.verify_once(secret, digest).await;
-        match &result {
-            Ok(_) | Err(AuthError::Store(_)) => self.throttle.refund(peer, self.clock.now_ms()),
-            Err(_) => {}
-        }
-        if let Err(AuthError::Rejected(reason)) = &result {
-            self.metrics.auth_rejected(*reason);
-        }
-        result
-    }
-
-    /// Verifies a secret against the store, sharing the work with every
-    /// concurrent request that presents the same secret.
-    async fn verify_once(&self, secret: Secret, digest: [u8; 32]) -> Result<Principal, AuthError> {
-        let cell: Shared = self.in_progress.lock().entry(digest).or_default().clone();
+        // One verification per distinct secret at a time: a request that
+        // finds one under way waits for its result. Only the request that
+        // starts it is charged to the peer's failure budget, so a client
+        // whose new key arrives on many connections at once is not
+        // throttled for it, and the waiters cost nothing more.
+        let (cell, joined) = {
+            let mut map = self.in_progress.lock();
+            match map.get(&digest) {
+                Some(cell) => (cell.clone(), true),
+                None => {
+                    let cell = Shared::default();
+                    map.insert(digest, cell.clone());
+                    (cell, false)
+                }
+            }
+        };
         // The only reference besides the table's, so that dropping it tells.
         let leave = Leave {
             map: &self.in_progress,
             digest,
             cell,
         };
-        leave
+        if !joined {
+            if let Err(retry_after) = self.throttle.charge(peer, self.clock.now_ms()) {
+                self.metrics.auth_rejected(AuthRejection::throttled);
+                let refusal = AuthError::Throttled { retry_after };
+                // Whoever joined meanwhile gets the same answer, not a free verification.
+                let _ = leave.cell.set(Err(refusal.clone()));
+                return Err(refusal);
+            }
+        }
+        let result = leave
             .cell
             .get_or_init(|| self.verify_uncached(secret, digest))
             .await
-            .clone()
+            .clone();
+        match &result {
+            Ok(_) | Err(AuthError::Store(_)) if !joined => {
+                self.throttle.refund(peer, self.clock.now_ms())
+            }
+            _ => {}
+        }
+        match &result {
+            Err(AuthError::Rejected(reason)) => self.metrics.auth_rejected(*reason),
+            Err(AuthError::Throttled { .. }) => {
+                self.metrics.auth_rejected(AuthRejection::throttled)
+            }
+            _ => {}
+        }
+        result
     }
 
     /// The principal a secret with this digest verified as, if remembered.

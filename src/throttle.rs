@@ -8,7 +8,10 @@
 //! once, then one more every `60 / N` seconds). An attempt is charged
 //! *before* the store or bcrypt are touched and refunded when the secret
 //! verifies, so concurrent attempts cannot overdraw the budget and a client
-//! whose secret verifies costs nothing. A peer over its budget is answered
+//! whose secret verifies costs nothing. Requests that present a secret whose
+//! verification is already under way wait for it and are not charged (they
+//! cost nothing more), so a new key arriving on many connections at once is
+//! one attempt, not many. A peer over its budget is answered
 //! 429 with a `Retry-After` after which one attempt is admitted again.
 //!
 //! The table is bounded ([`DEFAULT_MAX_TRACKED_PEERS`]): entries back at a

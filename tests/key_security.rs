@@ -134,6 +134,7 @@ both_stores!(
     keys_longer_than_issued_are_refused_before_hashing,
     two_credentials_are_401_never_500,
     wrong_secret_flood_is_throttled_and_valid_clients_stay_flat,
+    a_new_key_on_many_connections_at_once_is_verified_once_not_throttled,
     hostile_paths_never_reach_a_scoped_route_without_the_scope,
     method_and_url_overrides_cannot_change_what_was_authorised,
 );
@@ -417,6 +418,31 @@ async fn wrong_secret_flood_is_throttled_and_valid_clients_stay_flat(b: Backend)
     assert_eq!(r.status, 429);
     assert_eq!(r.code(), "rate_limited");
     assert!(r.header("x-ratelimit-limit").is_none());
+}
+
+/// A client's new key arriving on 40 connections at once (a pool warming
+/// up) is one verification: the requests that find it under way wait for it
+/// and are not charged to the peer's failure budget (3 here), so none is
+/// throttled, and bcrypt runs once.
+async fn a_new_key_on_many_connections_at_once_is_verified_once_not_throttled(b: Backend) {
+    // A verification slow enough (bcrypt cost 10) for the requests to overlap.
+    let env = Env::new(b, "bcrypt_cost = 10\nmax_failures_per_minute = 3", "").await;
+    create_client(&env.http, &env.tg, "acme", json!({"per_minute": 1000})).await;
+    let (_, secret) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
+    let bcrypt_before = env.counter(BCRYPT).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (http, url, secret) = (Http::default(), env.tg.url(CP), secret.clone());
+            tokio::spawn(async move { http.get_key(&url, &secret).await.status.as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(env.counter(BCRYPT).await - bcrypt_before, 1);
+    assert_eq!(env.counter(&rejections("throttled")).await, 0);
 }
 
 /// For comparison (not part of the suite): the same flood with the budget
