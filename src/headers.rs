@@ -192,10 +192,18 @@ pub fn decorate(headers: &mut HeaderMap, state: &LimitState, ietf: bool) {
 mod tests {
     use super::*;
 
+    /// A header map with these fields, in this order.
+    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in fields {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = map(&[
             ("connection", "close, x-secret-hop"),
             ("x-secret-hop", "1"),
             ("keep-alive", "timeout=5"),
@@ -207,9 +215,7 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("x-kept", "yes"),
             ("content-length", "5"),
-        ] {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
+        ]);
         strip_hop_by_hop(&mut h);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
@@ -218,17 +224,14 @@ mod tests {
 
     #[test]
     fn every_connection_value_and_name_counts_whatever_its_case() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = map(&[
             ("connection", "Keep-Alive"),
             ("connection", " X-One ,x-two,, bad name"),
             ("keep-alive", "timeout=5"),
             ("x-one", "1"),
             ("x-two", "2"),
             ("x-three", "3"),
-        ] {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
+        ]);
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-three"]);

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -337,14 +337,13 @@ where
 /// `inner`'s full text format: `<timestamp>  INFO <target>: <message> name=value ...`.
 fn text_line(out: &mut Vec<u8>, event: &Event<'_>, now: SystemTime) -> Option<()> {
     timestamp(out, now)?;
-    let level = match *event.metadata().level() {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => " INFO",
-        Level::WARN => " WARN",
-        Level::ERROR => "ERROR",
-    };
+    // Right-aligned in five columns, as tracing-subscriber writes it.
+    let level = event.metadata().level().as_str();
     out.push(b' ');
+    out.extend(std::iter::repeat_n(
+        b' ',
+        5usize.saturating_sub(level.len()),
+    ));
     out.extend_from_slice(level.as_bytes());
     out.push(b' ');
     out.extend_from_slice(event.metadata().target().as_bytes());
@@ -364,13 +363,7 @@ fn text_line(out: &mut Vec<u8>, event: &Event<'_>, now: SystemTime) -> Option<()
 fn json_line(out: &mut Vec<u8>, event: &Event<'_>, now: SystemTime) -> Option<()> {
     out.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(out, now)?;
-    let level = match *event.metadata().level() {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARN",
-        Level::ERROR => "ERROR",
-    };
+    let level = event.metadata().level().as_str();
     out.extend_from_slice(b"\",\"level\":\"");
     out.extend_from_slice(level.as_bytes());
     out.push(b'"');
