@@ -43,30 +43,32 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// Is `path` its own normal form: exactly the paths `normalize_slow` maps
 /// to themselves (a unit test holds the two together). Origin form; no
 /// empty segment but a final one; no `.` or `..` segment; no segment whose
-/// name before `;` is empty, `.` or `..`; no `\` or control character;
-/// every `%` an upper-case escape of something that stays encoded.
+/// name before `;` is empty, `.` or `..`; no `\\` or control character;
+/// every `%` an upper-case escape of something that stays encoded. One
+/// pass over the bytes.
 fn is_normal(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    let mut segments = rest.split('/');
-    // The last segment may be empty: `/` itself, or a trailing slash.
-    let last = segments.next_back().unwrap_or("");
-    segments.all(|seg| !seg.is_empty() && segment_is_normal(seg))
-        && (last.is_empty() || segment_is_normal(last))
-}
-
-/// A non-empty segment `decode_segment` keeps as it is, and that names
-/// neither a dot segment nor an empty one with parameters.
-fn segment_is_normal(seg: &str) -> bool {
-    let name = seg.split(';').next().unwrap_or("");
-    if matches!(name, "" | "." | "..") {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let b = seg.as_bytes();
-    let mut i = 0;
+    // The current segment starts at `start`; its name ends at its first `;`.
+    let mut start = 1;
+    let mut name_end = None;
+    let mut i = 1;
     while i < b.len() {
         match b[i] {
+            b'/' => {
+                if !name_is_normal(&b[start..name_end.unwrap_or(i)]) {
+                    return false;
+                }
+                start = i + 1;
+                name_end = None;
+                i += 1;
+            }
+            b';' => {
+                name_end = name_end.or(Some(i));
+                i += 1;
+            }
             b'%' => match b.get(i + 1..i + 3) {
                 Some(&[h, l]) if is_upper_hex(h) && is_upper_hex(l) => {
                     let v = hex_value(h) << 4 | hex_value(l);
@@ -82,7 +84,13 @@ fn segment_is_normal(seg: &str) -> bool {
             _ => i += 1,
         }
     }
-    true
+    // The last segment may be empty: `/` itself, or a trailing slash.
+    start == b.len() || name_is_normal(&b[start..name_end.unwrap_or(b.len())])
+}
+
+/// A segment name (before any `;`) that is kept: not empty, `.` or `..`.
+fn name_is_normal(name: &[u8]) -> bool {
+    !matches!(name, b"" | b"." | b"..")
 }
 
 fn is_upper_hex(c: u8) -> bool {
