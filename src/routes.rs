@@ -11,6 +11,8 @@
 //! decodes, in any server, to a path with the same segments, so the route
 //! decided here is the route the upstream serves (`tests/routes_prop.rs`).
 
+use std::borrow::Cow;
+
 use http::Method;
 
 use crate::config::Route;
@@ -28,8 +30,85 @@ pub enum PathError {
     AboveRoot,
 }
 
-/// Normalises a request path (without query). Idempotent.
-pub fn normalize(path: &str) -> Result<String, PathError> {
+/// Normalises a request path (without query). Idempotent. A path that is
+/// already normal (the common case) is returned borrowed, without copying.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_normal(path) {
+        Ok(Cow::Borrowed(path))
+    } else {
+        normalize_slow(path).map(Cow::Owned)
+    }
+}
+
+/// Is `path` its own normal form: exactly the paths `normalize_slow` maps
+/// to themselves (a unit test holds the two together). Origin form; no
+/// empty segment but a final one; no `.` or `..` segment; no segment whose
+/// name before `;` is empty, `.` or `..`; no `\\` or control character;
+/// every `%` an upper-case escape of something that stays encoded. One
+/// pass over the bytes.
+fn is_normal(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    // The current segment starts at `start`; its name ends at its first `;`.
+    let mut start = 1;
+    let mut name_end = None;
+    let mut i = 1;
+    while i < b.len() {
+        match b[i] {
+            b'/' => {
+                if !name_is_normal(&b[start..name_end.unwrap_or(i)]) {
+                    return false;
+                }
+                start = i + 1;
+                name_end = None;
+                i += 1;
+            }
+            b';' => {
+                name_end = name_end.or(Some(i));
+                i += 1;
+            }
+            b'%' => match b.get(i + 1..i + 3) {
+                Some(&[h, l]) if is_upper_hex(h) && is_upper_hex(l) => {
+                    let v = hex_value(h) << 4 | hex_value(l);
+                    if is_unreserved(v) || is_ambiguous_escape(v) {
+                        return false;
+                    }
+                    i += 3;
+                }
+                _ => return false,
+            },
+            b'\\' => return false,
+            c if c.is_ascii_control() => return false,
+            _ => i += 1,
+        }
+    }
+    // The last segment may be empty: `/` itself, or a trailing slash.
+    start == b.len() || name_is_normal(&b[start..name_end.unwrap_or(b.len())])
+}
+
+/// A segment name (before any `;`) that is kept: not empty, `.` or `..`.
+fn name_is_normal(name: &[u8]) -> bool {
+    !matches!(name, b"" | b"." | b"..")
+}
+
+fn is_upper_hex(c: u8) -> bool {
+    c.is_ascii_digit() || (b'A'..=b'F').contains(&c)
+}
+
+/// Decoded by the normaliser (and by every server).
+fn is_unreserved(v: u8) -> bool {
+    v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Escapes refused: read as structure by a server that decodes first.
+fn is_ambiguous_escape(v: u8) -> bool {
+    matches!(v, b'/' | b'\\' | b'%' | b';' | b'?' | b'#') || v.is_ascii_control()
+}
+
+/// The full normaliser: decodes, resolves and rebuilds the path.
+fn normalize_slow(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
@@ -82,11 +161,9 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
                     }
                     _ => return Err(PathError::BadEscape),
                 };
-                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                if is_unreserved(v) {
                     out.push(v);
-                } else if matches!(v, b'/' | b'\\' | b'%' | b';' | b'?' | b'#')
-                    || v.is_ascii_control()
-                {
+                } else if is_ambiguous_escape(v) {
                     return Err(PathError::Ambiguous);
                 } else {
                     out.extend_from_slice(format!("%{v:02X}").as_bytes());
@@ -243,6 +320,77 @@ mod tests {
         ];
         for (input, want) in bad {
             assert_eq!(normalize(input), Err(want), "{input}");
+        }
+    }
+
+    /// The fast path and the full normaliser agree: `normalize` answers
+    /// what `normalize_slow` answers, and every path the normaliser produces
+    /// is recognised as normal (so normal paths never take the slow path).
+    fn assert_paths_agree(p: &str) {
+        let slow = normalize_slow(p);
+        assert_eq!(normalize(p).map(Cow::into_owned), slow, "{p:?}");
+        if is_normal(p) {
+            assert_eq!(slow.as_deref(), Ok(p), "fast path taken for {p:?}");
+        }
+        if let Ok(n) = &slow {
+            assert!(
+                is_normal(n),
+                "{p:?} normalises to {n:?}, not seen as normal"
+            );
+        }
+    }
+
+    /// Segment pieces: names, dot segments in every spelling, escapes of
+    /// every class in both cases, parameters, raw oddities.
+    const PIECES: &[&str] = &[
+        "api", "a", ".", "..", "", "%2e", "%2E", "%2e%2e", ".%2E", "%62", "%61", "%2F", "%5C",
+        "%5c", "\\", "%00", "%0a", "%7F", "%252e", "%25", "%", "%G1", "%2", ";x=1", ";", "%3B",
+        "%3F", "%23", "%20", "%3d", "%3D", "%7E", "%7e", "~", "%C3%A9", "%c3%a9", "é", "=", "\t",
+        "\u{7f}", "\u{80}", "x;", ".;", "..;y",
+    ];
+
+    #[test]
+    fn fast_path_and_slow_path_agree_on_a_corpus() {
+        let mut corpus: Vec<String> = vec![
+            String::new(),
+            "/".into(),
+            "//".into(),
+            "a".into(),
+            "*".into(),
+            "/api/v1/charge_points/CP-1234/sessions".into(),
+            "/api//v1/./charge_points/x/../%43P-1234/%7euser".into(),
+        ];
+        // Every path of up to three segments of one piece, with and without
+        // a trailing slash, and every segment of two pieces.
+        for a in PIECES {
+            corpus.push(format!("/{a}"));
+            for b in PIECES {
+                corpus.push(format!("/{a}{b}"));
+                corpus.push(format!("/{a}/{b}"));
+                for c in PIECES {
+                    corpus.push(format!("/{a}/{b}/{c}"));
+                    corpus.push(format!("/{a}/{b}/{c}/"));
+                }
+            }
+        }
+        for p in &corpus {
+            assert_paths_agree(p);
+        }
+        // And the common case is borrowed.
+        let clean = "/api/v1/charge_points/CP-1234/sessions;v=2/%C3%A9/";
+        assert!(matches!(normalize(clean), Ok(Cow::Borrowed(p)) if p == clean));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn fast_path_and_slow_path_agree_on_arbitrary_text(
+            c in proptest::collection::vec(proptest::prelude::any::<char>(), 0..24),
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..10),
+        ) {
+            assert_paths_agree(&format!("/{}", String::from_iter(c)));
+            assert_paths_agree(&format!("/{}", pieces.join("/")));
+            assert_paths_agree(&format!("/{}", pieces.concat()));
         }
     }
 

@@ -182,7 +182,8 @@ async fn serve(
     let client_ip = app.peers.client_ip(peer.addr.ip(), req.headers());
 
     // 1. One normalised path: what routes match and what the upstream receives.
-    let path = normalize(req.uri().path()).map_err(|_| {
+    let uri = req.uri().clone(); // shares its bytes; `path` borrows it, `req` moves on
+    let path = normalize(uri.path()).map_err(|_| {
         Refusal::new(
             ApiError::BadRequest("The request path is malformed or ambiguous.".into()),
             Outcome::bad_request,

@@ -63,18 +63,19 @@ impl ClientEntry {
         }
     }
 
-    /// Requests counted this month at `now_ms`, without rolling anything over.
-    fn month_used(&self, now_ms: i64) -> u64 {
-        let (period, used) = self.month;
-        if period == month::period_id(now_ms.div_euclid(1000)) {
+    /// Requests counted in the month `period`, without rolling anything over.
+    fn month_used(&self, period: u32) -> u64 {
+        let (counted, used) = self.month;
+        if counted == period {
             used
         } else {
             0
         }
     }
 
-    /// The limit state at `now_ms`; counts nothing.
-    fn state(&mut self, now_ms: i64, limits: Limits) -> LimitState {
+    /// The limit state at `now_ms`, in the month `period` (the
+    /// [`month::period_id`] of `now_ms`); counts nothing.
+    fn state(&mut self, now_ms: i64, period: u32, limits: Limits) -> LimitState {
         self.window.expire(now_ms);
         let w = self.window.state(now_ms, limits.per_minute);
         LimitState {
@@ -83,7 +84,7 @@ impl ClientEntry {
             remaining: w.remaining,
             reset_at: w.reset_at,
             monthly: limits.monthly,
-            monthly_used: self.month_used(now_ms),
+            monthly_used: self.month_used(period),
             window_retry_at_ms: w.retry_at_ms,
         }
     }
@@ -265,6 +266,7 @@ impl Store for MemoryStore {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
         let now_ms = self.clock.now_ms();
         let now_s = now_ms.div_euclid(1000);
+        let period = month::period_id(now_s);
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
 
@@ -276,7 +278,7 @@ impl Store for MemoryStore {
             return Ok(refused(Verdict::ClientMissing, None));
         };
         let limits = entry.limits(req.defaults);
-        let state = entry.state(now_ms, limits);
+        let state = entry.state(now_ms, period, limits);
         if entry.client.status != ClientStatus::Active {
             return Ok(refused(Verdict::ClientSuspended, Some(state)));
         }
@@ -292,11 +294,11 @@ impl Store for MemoryStore {
 
         // Admitted: count it against both limits.
         entry.window.add(now_ms, 1);
-        entry.month = (month::period_id(now_s), state.monthly_used + 1);
+        entry.month = (period, state.monthly_used + 1);
         key.last_used_at = Some(now_s);
         Ok(Decision {
             verdict: Verdict::Admitted,
-            state: Some(entry.state(now_ms, limits)),
+            state: Some(entry.state(now_ms, period, limits)),
         })
     }
 
@@ -316,7 +318,7 @@ impl Store for MemoryStore {
             return Ok(refused(Verdict::ClientMissing, None));
         };
         let limits = entry.limits(req.defaults);
-        let state = entry.state(now_ms, limits);
+        let state = entry.state(now_ms, month::period_id(now_ms.div_euclid(1000)), limits);
         if req.key.is_some() && entry.client.status != ClientStatus::Active {
             return Ok(refused(Verdict::ClientSuspended, Some(state)));
         }
