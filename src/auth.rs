@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
@@ -130,7 +131,7 @@ pub struct Principal {
     pub scopes: Arc<[String]>,
     /// The identity as forwarded upstream, made once per verification
     /// (the cache hands out clones), not once per request.
-    identity: Arc<IdentityHeaders>,
+    identity: Identity,
 }
 
 /// The values of the `X-Tollgate-*` headers that tell the upstream who
@@ -143,13 +144,50 @@ pub struct IdentityHeaders {
     pub scopes: Option<HeaderValue>,
 }
 
+/// The client id, key id and space-separated scopes, back to back in one
+/// buffer: one allocation per cached key, from which each request's header
+/// values are slices (a reference count, no copy). Kept this small because
+/// the verification cache holds one per key (100,000 by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    buf: Bytes,
+    key_at: usize,
+    scopes_at: usize,
+}
+
+impl Identity {
+    fn new(client_id: &str, key_id: &str, scopes: &[String]) -> Self {
+        let scopes_len = scopes
+            .iter()
+            .map(|s| s.len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        let mut buf = Vec::with_capacity(client_id.len() + key_id.len() + scopes_len);
+        buf.extend_from_slice(client_id.as_bytes());
+        let key_at = buf.len();
+        buf.extend_from_slice(key_id.as_bytes());
+        let scopes_at = buf.len();
+        for (i, scope) in scopes.iter().enumerate() {
+            if i > 0 {
+                buf.push(b' ');
+            }
+            buf.extend_from_slice(scope.as_bytes());
+        }
+        Identity {
+            buf: Bytes::from(buf),
+            key_at,
+            scopes_at,
+        }
+    }
+
+    fn value(&self, range: std::ops::Range<usize>) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.buf.slice(range)).ok()
+    }
+}
+
 impl Principal {
     pub fn new(key_id: Arc<str>, client_id: Arc<str>, gen: u64, scopes: Arc<[String]>) -> Self {
-        let identity = Arc::new(IdentityHeaders {
-            client_id: HeaderValue::from_str(&client_id).ok(),
-            key_id: HeaderValue::from_str(&key_id).ok(),
-            scopes: HeaderValue::from_str(&scopes.join(" ")).ok(),
-        });
+        let identity = Identity::new(&client_id, &key_id, &scopes);
         Principal {
             key_id,
             client_id,
@@ -159,9 +197,15 @@ impl Principal {
         }
     }
 
-    /// The `X-Tollgate-*` header values of this identity.
-    pub fn identity(&self) -> &IdentityHeaders {
-        &self.identity
+    /// The `X-Tollgate-*` header values of this identity (slices of one
+    /// shared buffer: no allocation).
+    pub fn identity(&self) -> IdentityHeaders {
+        let id = &self.identity;
+        IdentityHeaders {
+            client_id: id.value(0..id.key_at),
+            key_id: id.value(id.key_at..id.scopes_at),
+            scopes: id.value(id.scopes_at..id.buf.len()),
+        }
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
@@ -469,6 +513,19 @@ impl Authenticator {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn identity_headers_are_slices_of_one_buffer() {
+        let scopes: Arc<[String]> = Arc::from(vec!["read:x".to_string(), "write:x".into()]);
+        let p = Principal::new(Arc::from("key_1"), Arc::from("acme"), 1, scopes);
+        let id = p.identity();
+        assert_eq!(id.client_id.unwrap(), "acme");
+        assert_eq!(id.key_id.unwrap(), "key_1");
+        assert_eq!(id.scopes.unwrap(), "read:x write:x");
+        let none = Principal::new(Arc::from("k"), Arc::from("c"), 1, Arc::from(vec![]));
+        assert_eq!(none.identity().scopes.unwrap(), "");
+        assert_eq!(none.identity().key_id.unwrap(), "k");
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

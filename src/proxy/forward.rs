@@ -342,14 +342,14 @@ fn append_forwarded_for(h: &mut HeaderMap, peer: &Peer) {
 fn set_identity(h: &mut HeaderMap, p: &Principal) {
     let id = p.identity();
     for (name, value) in [
-        (&X_TOLLGATE_CLIENT_ID, &id.client_id),
-        (&X_TOLLGATE_KEY_ID, &id.key_id),
-        (&X_TOLLGATE_SCOPES, &id.scopes),
+        (&X_TOLLGATE_CLIENT_ID, id.client_id),
+        (&X_TOLLGATE_KEY_ID, id.key_id),
+        (&X_TOLLGATE_SCOPES, id.scopes),
     ] {
         // `insert` drops every value the client sent under that name.
         match value {
             Some(v) => {
-                h.insert(name.clone(), v.clone());
+                h.insert(name.clone(), v);
             }
             None => {
                 h.remove(name);
