@@ -279,9 +279,9 @@ mod tests {
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
-    #[test]
-    fn reused_values_follow_the_state() {
-        let mut st = LimitState {
+    /// 7 per minute with 4 left, 3 of 100 used, at 2026-02-10T10:00:00.5Z.
+    fn sample_state() -> LimitState {
+        LimitState {
             now_ms: 1_770_717_600_500,
             per_minute: 7,
             remaining: 4,
@@ -289,7 +289,12 @@ mod tests {
             monthly: 100,
             monthly_used: 3,
             window_retry_at_ms: None,
-        };
+        }
+    }
+
+    #[test]
+    fn reused_values_follow_the_state() {
+        let mut st = sample_state();
         for (per_minute, reset_at, want) in [
             (7, 1_770_717_660, "2026-02-10T10:01:00Z"),
             (7, 1_770_717_660, "2026-02-10T10:01:00Z"),
@@ -308,15 +313,7 @@ mod tests {
 
     #[test]
     fn decoration() {
-        let st = LimitState {
-            now_ms: 1_770_717_600_500,
-            per_minute: 7,
-            remaining: 4,
-            reset_at: 1_770_717_660,
-            monthly: 100,
-            monthly_used: 3,
-            window_retry_at_ms: None,
-        };
+        let st = sample_state();
         let mut h = HeaderMap::new();
         decorate(&mut h, &st, false);
         assert_eq!(h[&X_RATELIMIT_LIMIT], "7");
