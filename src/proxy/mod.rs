@@ -129,10 +129,11 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Re
     // One config snapshot for the whole request, even if a reload lands meanwhile.
     let live = app.live();
     let method = req.method().clone();
-    // For the access log: a reference to the request's own bytes, not a copy.
+    // The request's own bytes (a reference count, not a copy): the path to
+    // route and to log, still at hand once `req` has moved upstream.
     let uri = req.uri().clone();
     let mut trace = Trace::default();
-    let (resp, outcome) = match serve(&app, &live, req, peer, &mut trace).await {
+    let (resp, outcome) = match serve(&app, &live, req, &uri, peer, &mut trace).await {
         Ok(done) => done,
         Err(refusal) => {
             let outcome = refusal.outcome;
@@ -175,6 +176,7 @@ async fn serve(
     app: &App,
     live: &Live,
     req: Request<Incoming>,
+    uri: &http::Uri,
     peer: Peer,
     trace: &mut Trace,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
@@ -182,7 +184,6 @@ async fn serve(
     let client_ip = app.peers.client_ip(peer.addr.ip(), req.headers());
 
     // 1. One normalised path: what routes match and what the upstream receives.
-    let uri = req.uri().clone(); // shares its bytes; `path` borrows it, `req` moves on
     let path = normalize(uri.path()).map_err(|_| {
         Refusal::new(
             ApiError::BadRequest("The request path is malformed or ambiguous.".into()),
