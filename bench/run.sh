@@ -42,6 +42,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 [ -x "$NGINX" ] || missing+=(nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+[ -x "$HAPROXY" ] || missing+=(haproxy)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v taskset >/dev/null || missing+=(util-linux)
 if [ "$PROFILE" = 1 ]; then command -v perf >/dev/null || missing+=(linux-perf); fi
@@ -51,6 +53,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 log "building tollgate and bench-tool (release)"
 cargo build --release --quiet --bin tollgate --example bench-tool
@@ -240,6 +243,47 @@ done
 # The direct and nginx rows send the same request bytes (the header is ignored there).
 cp "$WORK/keys-memory-1.txt" "$WORK/keys-plain.txt"
 
+# A second peer: HAProxy doing in memory, in one process, what an API gateway
+# built from it does: the key looked up in a map file (key → client), an
+# unknown key refused 401, the client's request rate tracked in a stick table
+# (http_req_rate over 60 s) and refused 429 above a limit never reached here,
+# X-Forwarded-* added, a keep-alive pool to the upstream. It writes no access
+# log (HAProxy logs only to syslog); nginx-proxy and tollgate do.
+awk '{ printf "%s one\n", $1 }' "$WORK/keys-memory-1.txt" >"$WORK/haproxy-keys.map"
+awk '{ printf "%s c%d\n", $1, NR }' "$WORK/keys-memory-many.txt" >>"$WORK/haproxy-keys.map"
+HA_PORT=$(free_port)
+HA_URL=http://127.0.0.1:$HA_PORT
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend api
+  bind 127.0.0.1:$HA_PORT
+  http-request set-var(txn.client) req.hdr(X-API-Key),map($WORK/haproxy-keys.map)
+  http-request deny deny_status 401 unless { var(txn.client) -m found }
+  http-request track-sc0 var(txn.client) table limits
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  default_backend upstream
+backend limits
+  stick-table type string len 64 size 100k expire 2m store http_req_rate(60s)
+backend upstream
+  http-reuse always
+  server up 127.0.0.1:$UP_PORT
+EOF
+"${SUT[@]}" "$HAPROXY" -db -f "$WORK/haproxy.cfg" 2>"$WORK/haproxy.log" &
+HA_PID=$!
+PIDS+=("$HA_PID")
+wait_for "haproxy" curl -fsS -H "X-API-Key: $(sed -n 1p "$WORK/keys-memory-1.txt")" "$HA_URL$PATH_UNDER_TEST"
+
 LOAD_BEFORE=$(uptime)
 log "load before: $LOAD_BEFORE"
 
@@ -349,24 +393,27 @@ run_wrk() {
   log "$label round $round: ${RPS[$k]} req/s, p50 ${P50[$k]} ms, p99 ${P99[$k]} ms, non-2xx ${NON2XX[$k]}, proxy ${SUTCPU[$k]} CPU s/10k, load side ${LOADSIDE[$k]}% of a core, cores ${CORES[$k]}% busy"
 }
 
-ROWS=(direct nginx mem1 memN red1 redN)
+ROWS=(direct nginx hap1 hapN mem1 memN red1 redN)
 declare -A NAME=(
   [direct]="upstream (direct)"
   [nginx]="nginx-proxy"
+  [hap1]="haproxy (map + stick table), 1 key"
+  [hapN]="haproxy (map + stick table), $ROTATE_KEYS keys"
   [mem1]="tollgate-memory, 1 key"
   [memN]="tollgate-memory, $ROTATE_KEYS keys"
   [red1]="tollgate-redis, 1 key"
   [redN]="tollgate-redis, $ROTATE_KEYS keys"
 )
-declare -A URL=([direct]=$UP_URL [nginx]=$PX_URL [mem1]=$MEM_PUBLIC [memN]=$MEM_PUBLIC [red1]=$RED_PUBLIC [redN]=$RED_PUBLIC)
-declare -A PID=([direct]=$UP_PID [nginx]=$PX_PID [mem1]=$MEM_PID [memN]=$MEM_PID [red1]=$RED_PID [redN]=$RED_PID)
-declare -A ADMIN=([direct]=- [nginx]=- [mem1]=$MEM_ADMIN [memN]=$MEM_ADMIN [red1]=$RED_ADMIN [redN]=$RED_ADMIN)
+declare -A URL=([direct]=$UP_URL [nginx]=$PX_URL [hap1]=$HA_URL [hapN]=$HA_URL [mem1]=$MEM_PUBLIC [memN]=$MEM_PUBLIC [red1]=$RED_PUBLIC [redN]=$RED_PUBLIC)
+declare -A PID=([direct]=$UP_PID [nginx]=$PX_PID [hap1]=$HA_PID [hapN]=$HA_PID [mem1]=$MEM_PID [memN]=$MEM_PID [red1]=$RED_PID [redN]=$RED_PID)
+declare -A ADMIN=([direct]=- [nginx]=- [hap1]=- [hapN]=- [mem1]=$MEM_ADMIN [memN]=$MEM_ADMIN [red1]=$RED_ADMIN [redN]=$RED_ADMIN)
 declare -A KEYS=(
   [direct]=$WORK/keys-plain.txt [nginx]=$WORK/keys-plain.txt
+  [hap1]=$WORK/keys-memory-1.txt [hapN]=$WORK/keys-memory-many.txt
   [mem1]=$WORK/keys-memory-1.txt [memN]=$WORK/keys-memory-many.txt
   [red1]=$WORK/keys-redis-1.txt [redN]=$WORK/keys-redis-many.txt
 )
-declare -A ROTATE=([direct]=0 [nginx]=0 [mem1]=0 [memN]=1 [red1]=0 [redN]=1)
+declare -A ROTATE=([direct]=0 [nginx]=0 [hap1]=0 [hapN]=1 [mem1]=0 [memN]=1 [red1]=0 [redN]=1)
 
 # First sight of every key: its one bcrypt verification, before any measuring.
 for r in memN redN; do
@@ -609,7 +656,15 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
   m=$(ratio "$(v RPS mem1)" "$N_RPS"); echo "| tollgate-memory ≥ 1.0× nginx-proxy req/s | ${m}× | $(ok "$m >= 1.0") |"
   m=$(ratio "$(percpu mem1)" "$(percpu nginx)"); echo "| the same, per CPU-second | ${m}× | $(ok "$m >= 1.0") |"
   m=$(ratio "$(v P99 mem1)" "$N_P99"); echo "| tollgate-memory p99 ≤ 1.2× nginx-proxy's | ${m}× | $(ok "$m <= 1.2") |"
+  m=$(ratio "$(v RPS memN)" "$N_RPS"); echo "| tollgate-memory, $ROTATE_KEYS keys ≥ 1.0× nginx-proxy req/s | ${m}× | $(ok "$m >= 1.0") |"
+  m=$(ratio "$(percpu memN)" "$(percpu nginx)"); echo "| the same, per CPU-second | ${m}× | $(ok "$m >= 1.0") |"
+  m=$(ratio "$(v RPS mem1)" "$(v RPS hap1)"); echo "| tollgate-memory ≥ 1.0× haproxy req/s, 1 key | ${m}× | $(ok "$m >= 1.0") |"
+  m=$(ratio "$(v RPS memN)" "$(v RPS hapN)"); echo "| tollgate-memory ≥ 1.0× haproxy req/s, $ROTATE_KEYS keys | ${m}× | $(ok "$m >= 1.0") |"
+  m=$(ratio "$(percpu memN)" "$(percpu hapN)"); echo "| the same, per CPU-second | ${m}× | $(ok "$m >= 1.0") |"
   m=$(ratio "$(v RPS red1)" "$N_RPS"); echo "| tollgate-redis ≥ 0.8× nginx-proxy req/s | ${m}× | $(ok "$m >= 0.8") |"
+  m=$(ratio "$(v RPS redN)" "$N_RPS"); echo "| tollgate-redis, $ROTATE_KEYS clients × 1 key ≥ 0.6× nginx-proxy req/s | ${m}× | $(ok "$m >= 0.6") |"
+  m=$(ratio "$(percpu redN)" "$(percpu nginx)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | $(ok "$m >= 0.6") |"
+  m=$(v EVALPERREQ redN); echo "| Redis CPU per admission at $ROTATE_KEYS keys ≤ 6 µs (script µs per request) | $m µs | $(ok "$m <= 6") |"
   m=$(ratio "$(percpu red1)" "$(percpu nginx)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | $(ok "$m >= 0.8") |"
   m=$(calc "$(fr red1 p99_ms) - $(fr direct p99_ms)" 3); echo "| tollgate-redis p99 added over direct ≤ 1 ms at half load | $m ms | $(ok "$m <= 1.0") |"
   m=$(calc "$RT_TOP / $RT_N" 3); echo "| ≤ 1.0 Redis round trip per request (MONITOR, $RT_N requests) | $m | $(ok "$m <= 1.0") |"
