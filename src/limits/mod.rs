@@ -5,6 +5,7 @@
 //! everything a response needs (headers, 429 body, usage document), so those
 //! are computed by one piece of code from one value.
 
+pub mod cycle;
 pub mod month;
 pub mod window;
 
