@@ -71,7 +71,7 @@ fn array<'a>(value: &'a Value, what: &str) -> &'a Vec<Value> {
         .unwrap_or_else(|| panic!("{what}: not a list in {value:#}"))
 }
 
-/// Every rule of the rules file, `(group, rule)`.
+/// Every rule of the rules file, all groups.
 fn rules() -> Vec<Value> {
     let file = yaml(RULES);
     array(&file["groups"], "groups")
