@@ -8,6 +8,12 @@
 #   2. the output of `kustomize build` for the base and every overlay, when a
 #      kustomize (standalone, or `kubectl kustomize`) is on the PATH.
 #
+# Custom resources (the monitoring component's ServiceMonitor, the
+# PrometheusRule in deploy/monitoring/) are validated by
+# deploy/monitoring/check-custom-resources.py against schemas written there
+# for the fields tollgate uses (strict too); a kind that neither the
+# Kubernetes schemas nor that script know is an error.
+#
 # The validator is kubernetes-validate from PyPI, which ships the schemas of
 # each Kubernetes version inside the package; it is installed into a
 # virtualenv under target/ on first use. Exit status: 0 when everything
@@ -38,19 +44,40 @@ echo "validator: kubernetes-validate $("$VENV/bin/kubernetes-validate" --version
   "(strict), Kubernetes $KUBERNETES_VERSIONS"
 
 failed=0
+CR_CHECK=deploy/monitoring/check-custom-resources.py
+# Kinds kubernetes-validate has no schema for, validated by $CR_CHECK instead.
+CUSTOM_KINDS="ServiceMonitor PrometheusRule"
 validate() { # FILE LABEL
-  local file=$1 label=$2 version args=()
+  local file=$1 label=$2 version args=() out unknown
   for version in $KUBERNETES_VERSIONS; do args+=(-k "$version"); done
-  if "$VENV/bin/kubernetes-validate" --strict --quiet "${args[@]}" "$file"; then
-    echo "ok      $label"
+  if out=$("$VENV/bin/kubernetes-validate" --strict --quiet "${args[@]}" "$file" 2>&1); then
+    # It only warns about a kind it has no schema for.
+    unknown=$(grep -o "Couldn't find schema for kind [A-Za-z]*" <<<"$out" | awk '{print $NF}' | sort -u |
+      grep -vxF -f <(tr ' ' '\n' <<<"$CUSTOM_KINDS") || true)
+    if [ -n "$unknown" ]; then
+      echo "FAILED  $label: no schema for kind(s) $unknown"
+      failed=1
+    elif ! crs=$("$VENV/bin/python" "$CR_CHECK" "$file"); then
+      echo "$crs"
+      echo "FAILED  $label (custom resources)"
+      failed=1
+    else
+      echo "ok      $label${crs:+ ($(grep -c '^valid' <<<"$crs") custom resources, strict)}"
+    fi
   else
+    echo "$out"
     echo "FAILED  $label"
     failed=1
   fi
 }
 
 # --- 1. the files as written ---------------------------------------------------
-mapfile -t manifests < <(find "$ROOT" -name '*.yaml' ! -name kustomization.yaml | sort)
+mapfile -t manifests < <(
+  {
+    find "$ROOT" -name '*.yaml' ! -name kustomization.yaml
+    find deploy/monitoring -name '*.yaml' ! -name kustomization.yaml
+  } | sort
+)
 for file in "${manifests[@]}"; do
   validate "$file" "$file"
 done

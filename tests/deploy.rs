@@ -30,6 +30,8 @@ const KUBERNETES: &str = "deploy/kubernetes";
 const BASE: &str = "deploy/kubernetes/base";
 const OVERLAY: &str = "deploy/kubernetes/overlays/example";
 const REDIS_COMPONENT: &str = "deploy/kubernetes/components/redis";
+const MONITORING_COMPONENT: &str = "deploy/kubernetes/components/monitoring";
+const MONITORING_OVERLAY: &str = "deploy/kubernetes/overlays/example-monitoring";
 /// The sidecar's container name in the pod.
 const TOLLGATE: &str = "tollgate";
 /// Port names the sidecar's container declares.
@@ -597,6 +599,7 @@ fn every_manifest_parses_with_a_current_api_version() {
         "NetworkPolicy" => "networking.k8s.io/v1",
         "Kustomization" => "kustomize.config.k8s.io/v1beta1",
         "Component" => "kustomize.config.k8s.io/v1alpha1",
+        "ServiceMonitor" => "monitoring.coreos.com/v1",
         other => panic!("kind {other:?}: add its current apiVersion to this test"),
     };
     for doc in &m.docs {
@@ -615,7 +618,13 @@ fn every_manifest_parses_with_a_current_api_version() {
             );
         }
     }
-    for dir in [BASE, OVERLAY, REDIS_COMPONENT] {
+    for dir in [
+        BASE,
+        OVERLAY,
+        REDIS_COMPONENT,
+        MONITORING_COMPONENT,
+        MONITORING_OVERLAY,
+    ] {
         assert!(
             repo_path(dir).join("kustomization.yaml").is_file(),
             "{dir}: no kustomization.yaml"
@@ -666,7 +675,10 @@ fn kustomizations_reference_files_that_exist() {
             }
         }
     }
-    assert_eq!(seen, 3, "base, the redis component and the example overlay");
+    assert_eq!(
+        seen, 5,
+        "base, the redis and monitoring components, and the two overlays"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1192,4 +1204,80 @@ fn probe_paths_answer_200_and_sigterm_stops_the_server() {
         "tollgate serve after SIGTERM: {status}\n{}",
         server.log.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------
+// The monitoring component
+// ---------------------------------------------------------------------------
+
+#[test]
+fn service_monitor_scrapes_the_admin_port_through_a_metrics_service() {
+    let base = Manifests::load(&[BASE]);
+    let s = Sidecar::resolve(&base);
+    let config = toml_table(s.config_text, "base tollgate.toml");
+    let admin = listen(&config, "admin").port();
+    let monitoring = Manifests::load(&[MONITORING_COMPONENT]);
+
+    // The metrics Service: headless, selects the sidecar's pods, admin port only.
+    let services: Vec<&Value> = monitoring.of_kind("Service").collect();
+    assert_eq!(services.len(), 1, "the component's Services");
+    let service = services[0];
+    assert!(selects(
+        &service["spec"]["selector"],
+        pod_labels(s.deployment)
+    ));
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "headless: every pod is a target"
+    );
+    let ports = service["spec"]["ports"].as_array().expect("ports");
+    assert_eq!(ports.len(), 1, "the admin port only");
+    assert_eq!(
+        resolve_port(s.tollgate, &ports[0]["targetPort"]),
+        Some(admin)
+    );
+
+    // The ServiceMonitor selects that Service (and no public one) and names its port.
+    let monitor = monitoring.named("ServiceMonitor", "tollgate");
+    let selector = &monitor["spec"]["selector"];
+    assert!(selects(selector, &service["metadata"]["labels"]));
+    for public in base.of_kind("Service") {
+        assert!(
+            !selects(selector, &public["metadata"]["labels"]),
+            "the ServiceMonitor selects Service {}",
+            public["metadata"]["name"]
+        );
+    }
+    let endpoints = monitor["spec"]["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 1);
+    let endpoint = &endpoints[0];
+    assert_eq!(
+        endpoint["port"], ports[0]["name"],
+        "by the Service port's name"
+    );
+    let annotations = &s.deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(endpoint["path"], annotations["prometheus.io/path"]);
+    assert!(endpoint.get("scheme").is_none_or(|v| v == "http"));
+
+    // The component brings the rules and the dashboard; the overlay uses it.
+    let component = monitoring
+        .docs
+        .iter()
+        .find(|d| d.value["kind"] == "Component");
+    let resources = &component.expect("the Component").value["resources"];
+    assert!(resources
+        .as_array()
+        .is_some_and(|r| r.contains(&Value::from("../../../monitoring"))));
+    let overlay = Manifests::load(&[MONITORING_OVERLAY]);
+    let k = overlay.kustomization();
+    assert_eq!(k["resources"], Value::from(vec!["../example"]));
+    assert_eq!(
+        k["components"],
+        Value::from(vec!["../../components/monitoring"])
+    );
+    // The example overlay itself stays usable without the operator's CRDs.
+    let example = Manifests::load(&[OVERLAY]);
+    assert!(!example.kustomization()["components"]
+        .as_array()
+        .is_some_and(|c| c.contains(&Value::from("../../components/monitoring"))));
 }
