@@ -7,17 +7,21 @@ use std::sync::Arc;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::Value;
 use subtle::ConstantTimeEq;
 
+use crate::api::{
+    self, ClientBody, ClientList, CreateClient, CreateKey, Empty, PatchClient, RotateKey, Status,
+};
 use crate::app::App;
 use crate::body::{empty, full, ProxyBody};
-use crate::clock::Clock;
 use crate::error::{json_response, ApiError};
-use crate::keymgmt::{grace_from_json, read_json, read_optional_json, NewKey};
-use crate::model::{valid_client_id, Client, ClientList, ClientPatch, ClientStatus, ClientView};
+use crate::model::{valid_client_id, Client};
 use crate::store::UsageRequest;
 use crate::usage::UsageDoc;
+
+/// The OpenAPI document of both listeners (openapi.yaml at the repository
+/// root), embedded at build time.
+const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// Serves one admin-listener request; never fails.
 pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -32,35 +36,45 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>) -> Response<Proxy
     resp
 }
 
+/// `Ok` when `method` is one of `allow` (HEAD is listed wherever GET is);
+/// else the 405 that names them.
+fn allowed(method: &Method, allow: &'static str) -> Result<(), ApiError> {
+    if allow.split(", ").any(|a| a == method.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed(allow))
+    }
+}
+
+const GET: &str = "GET, HEAD";
+
 async fn route(app: &App, req: Request<Incoming>) -> Result<Response<ProxyBody>, ApiError> {
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["healthz"]) => Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-        )),
-        (&Method::GET, ["readyz"]) => match app.store.ping().await {
-            Ok(()) => Ok(json_response(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ready"}),
-            )),
-            // failure_mode = "open": a degraded pod still serves known keys,
-            // so it stays in the load balancer; the body says it is degraded.
-            Err(e) if app.degraded.is_some() => {
-                tracing::warn!(error = %e, "readiness: store unreachable, serving degraded");
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"status": "degraded"}),
-                ))
+    match segs.as_slice() {
+        ["healthz"] => {
+            allowed(&method, GET)?;
+            Ok(status_body("ok"))
+        }
+        ["readyz"] => {
+            allowed(&method, GET)?;
+            match app.store.ping().await {
+                Ok(()) => Ok(status_body("ready")),
+                // failure_mode = "open": a degraded pod still serves known keys,
+                // so it stays in the load balancer; the body says it is degraded.
+                Err(e) if app.degraded.is_some() => {
+                    tracing::warn!(error = %e, "readiness: store unreachable, serving degraded");
+                    Ok(status_body("degraded"))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness: store unreachable");
+                    Err(ApiError::Unavailable("The store is unreachable.".into()))
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "readiness: store unreachable");
-                Err(ApiError::Unavailable("The store is unreachable.".into()))
-            }
-        },
-        (&Method::GET, ["metrics"]) => {
+        }
+        ["metrics"] => {
+            allowed(&method, GET)?;
             let mut r = Response::new(full(app.metrics.encode()));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -70,7 +84,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Response<ProxyBody>,
             );
             Ok(r)
         }
-        (_, ["admin", "v1", rest @ ..]) => {
+        ["admin", "v1", rest @ ..] => {
             authorize(app, &req)?;
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
@@ -78,6 +92,15 @@ async fn route(app: &App, req: Request<Incoming>) -> Result<Response<ProxyBody>,
         }
         _ => Err(ApiError::NotFound("No such endpoint.".into())),
     }
+}
+
+fn status_body(status: &str) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::OK,
+        &Status {
+            status: status.into(),
+        },
+    )
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time.
@@ -109,47 +132,64 @@ async fn admin_api(
 ) -> Result<Response<ProxyBody>, ApiError> {
     let live = app.live();
     let (d_pm, d_mo) = (live.config.limits.per_minute, live.config.limits.monthly);
-    let view = |c: &Client| ClientView::new(c, d_pm, d_mo);
-    match (method, segs) {
-        (&Method::POST, ["clients"]) => {
-            let body = read_json(req.into_body()).await?;
-            let client = new_client(&body, app.clock.as_ref())?;
-            app.store.create_client(&client).await?;
-            Ok(json_response(StatusCode::CREATED, &view(&client)))
+    let view = |c: &Client| ClientBody::new(c, d_pm, d_mo);
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    // Each resource: the methods it serves, then the method's work.
+    match segs {
+        ["openapi.json"] => {
+            allowed(method, GET)?;
+            openapi_json()
         }
-        (&Method::GET, ["clients"]) => {
-            let clients = app.store.list_clients().await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &ClientList {
-                    clients: clients.iter().map(view).collect(),
-                },
-            ))
-        }
-        (&Method::GET, ["clients", id]) => {
-            let c = existing_client(app, id).await?;
-            Ok(json_response(StatusCode::OK, &view(&c)))
-        }
-        (&Method::PATCH, ["clients", id]) => {
-            let body = read_json(req.into_body()).await?;
-            let patch = client_patch(&body)?;
-            match app.store.update_client(id, &patch).await? {
-                Some(c) => Ok(json_response(StatusCode::OK, &view(&c))),
-                None => Err(no_client()),
+        ["clients"] => {
+            allowed(method, "GET, HEAD, POST")?;
+            if method == Method::POST {
+                let req: CreateClient = api::read_json(headers, body, Empty::Refused).await?;
+                let client = req.into_client(app.clock.now_ms().div_euclid(1000));
+                app.store.create_client(&client).await?;
+                Ok(json_response(StatusCode::CREATED, &view(&client)))
+            } else {
+                let clients = app.store.list_clients().await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &ClientList {
+                        clients: clients.iter().map(view).collect(),
+                    },
+                ))
             }
         }
-        (&Method::POST, ["clients", id, "keys"]) => {
-            existing_client(app, id).await?;
-            let body = read_json(req.into_body()).await?;
-            let new = NewKey::from_json(&body, &live.config.auth.scopes)?;
-            let created = app.keys.create(id, new, None).await?;
-            Ok(json_response(StatusCode::CREATED, &created))
+        ["clients", id] => {
+            allowed(method, "GET, HEAD, PATCH")?;
+            if method == Method::PATCH {
+                if !valid_client_id(id) {
+                    return Err(no_client());
+                }
+                let patch: PatchClient = api::read_json(headers, body, Empty::Refused).await?;
+                match app.store.update_client(id, &patch.into()).await? {
+                    Some(c) => Ok(json_response(StatusCode::OK, &view(&c))),
+                    None => Err(no_client()),
+                }
+            } else {
+                let c = existing_client(app, id).await?;
+                Ok(json_response(StatusCode::OK, &view(&c)))
+            }
         }
-        (&Method::GET, ["clients", id, "keys"]) => {
+        ["clients", id, "keys"] => {
+            allowed(method, "GET, HEAD, POST")?;
             existing_client(app, id).await?;
-            Ok(json_response(StatusCode::OK, &app.keys.list(id).await?))
+            if method == Method::POST {
+                let new: CreateKey = api::read_json(headers, body, Empty::Refused).await?;
+                let created = app
+                    .keys
+                    .create(id, new, &live.config.auth.scopes, None)
+                    .await?;
+                Ok(json_response(StatusCode::CREATED, &created))
+            } else {
+                Ok(json_response(StatusCode::OK, &app.keys.list(id).await?))
+            }
         }
-        (&Method::GET, ["clients", id, "usage"]) => {
+        ["clients", id, "usage"] => {
+            allowed(method, GET)?;
             existing_client(app, id).await?;
             let decision = app
                 .store
@@ -162,31 +202,43 @@ async fn admin_api(
             let state = decision.state.ok_or_else(no_client)?;
             Ok(json_response(StatusCode::OK, &UsageDoc::from(&state)))
         }
-        (&Method::DELETE, ["keys", key_id]) => {
+        ["keys", key_id] => {
+            allowed(method, "DELETE")?;
             app.keys.revoke(key_id, None).await?;
             app.auth.forget(key_id);
             let mut r = Response::new(empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             Ok(r)
         }
-        (&Method::POST, ["keys", key_id, "rotate"]) => {
-            let body = read_optional_json(req.into_body()).await?;
-            reject_unknown(&body, &["grace_seconds"])?;
-            let grace = grace_from_json(&body)?;
-            let rotated = app.keys.rotate(key_id, None, grace).await?;
+        ["keys", key_id, "rotate"] => {
+            allowed(method, "POST")?;
+            let req: RotateKey = api::read_json(headers, body, Empty::IsEmptyObject).await?;
+            let rotated = app.keys.rotate(key_id, None, req).await?;
             Ok(json_response(StatusCode::CREATED, &rotated))
         }
-        (
-            _,
-            ["clients"]
-            | ["clients", _]
-            | ["clients", _, "keys" | "usage"]
-            | ["keys", _]
-            | ["keys", _, "rotate"],
-        ) => Err(ApiError::MethodNotAllowed(
-            "Method not allowed on this resource.".into(),
-        )),
         _ => Err(ApiError::NotFound("No such endpoint.".into())),
+    }
+}
+
+/// `openapi.yaml` as JSON, converted once.
+fn openapi_json() -> Result<Response<ProxyBody>, ApiError> {
+    static JSON: std::sync::OnceLock<Result<bytes::Bytes, String>> = std::sync::OnceLock::new();
+    let json = JSON.get_or_init(|| {
+        serde_norway::from_str::<serde_json::Value>(OPENAPI_YAML)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string()))
+            .map(bytes::Bytes::from)
+    });
+    match json {
+        Ok(bytes) => {
+            let mut r = Response::new(full(bytes.clone()));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
+        Err(e) => Err(ApiError::Internal(format!(
+            "The embedded OpenAPI document does not parse: {e}."
+        ))),
     }
 }
 
@@ -201,127 +253,33 @@ async fn existing_client(app: &App, id: &str) -> Result<Client, ApiError> {
     app.store.get_client(id).await?.ok_or_else(no_client)
 }
 
-/// A positive integer field, or absent.
-fn limit_field(body: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 => Ok(Some(n)),
-            _ => Err(ApiError::BadRequest(format!(
-                "\"{key}\" must be a positive integer."
-            ))),
-        },
-    }
-}
-
-fn name_field(body: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
-    match body.get("name") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s))
-            if !s.is_empty() && s.chars().count() <= 256 && !s.chars().any(char::is_control) =>
-        {
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(ApiError::BadRequest(
-            "\"name\" must be a string of 1 to 256 characters.".into(),
-        )),
-    }
-}
-
-fn reject_unknown(body: &serde_json::Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
-    match body.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::BadRequest(format!(
-            "Unknown field \"{}\".",
-            k.chars().take(64).collect::<String>()
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn new_client(
-    body: &serde_json::Map<String, Value>,
-    clock: &dyn Clock,
-) -> Result<Client, ApiError> {
-    reject_unknown(body, &["id", "name", "per_minute", "monthly"])?;
-    let id = match body.get("id") {
-        Some(Value::String(id)) if valid_client_id(id) => id.clone(),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "\"id\" is required and must match [a-z0-9][a-z0-9_-]{0,63}.".into(),
-            ))
-        }
-    };
-    Ok(Client {
-        name: name_field(body)?.unwrap_or_else(|| id.clone()),
-        id,
-        status: ClientStatus::Active,
-        per_minute: limit_field(body, "per_minute")?,
-        monthly: limit_field(body, "monthly")?,
-        created_at: clock.now_ms().div_euclid(1000),
-    })
-}
-
-fn client_patch(body: &serde_json::Map<String, Value>) -> Result<ClientPatch, ApiError> {
-    reject_unknown(body, &["status", "name", "per_minute", "monthly"])?;
-    let status = match body.get("status") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(ClientStatus::parse(s).ok_or_else(|| {
-            ApiError::BadRequest("\"status\" must be \"active\" or \"suspended\".".into())
-        })?),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "\"status\" must be \"active\" or \"suspended\".".into(),
-            ))
-        }
-    };
-    Ok(ClientPatch {
-        name: name_field(body)?,
-        status,
-        per_minute: limit_field(body, "per_minute")?,
-        monthly: limit_field(body, "monthly")?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
-    use serde_json::json;
-
-    fn obj(v: Value) -> serde_json::Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
 
     #[test]
-    fn client_bodies() {
-        let clock = ManualClock::new(1_770_717_660_000);
-        let c = new_client(&obj(json!({"id": "acme", "per_minute": 7})), clock.as_ref()).unwrap();
+    fn methods_allowed_per_resource() {
+        assert!(allowed(&Method::HEAD, GET).is_ok());
+        assert!(allowed(&Method::GET, "GET, HEAD, POST").is_ok());
+        assert!(allowed(&Method::PATCH, "GET, HEAD, PATCH").is_ok());
+        let e = allowed(&Method::PUT, "GET, HEAD, PATCH").unwrap_err();
         assert_eq!(
-            (c.name.as_str(), c.per_minute, c.monthly),
-            ("acme", Some(7), None)
+            e,
+            ApiError::MethodNotAllowed {
+                message: "Method not allowed: this endpoint allows GET, HEAD, PATCH.".into(),
+                allow: "GET, HEAD, PATCH"
+            }
         );
-        assert_eq!(c.created_at, 1_770_717_660);
-        for bad in [
-            json!({}),
-            json!({"id": "Acme"}),
-            json!({"id": "a", "per_minute": 0}),
-            json!({"id": "a", "monthly": -1}),
-            json!({"id": "a", "monthly": "5"}),
-            json!({"id": "a", "extra": 1}),
-        ] {
-            assert_eq!(
-                new_client(&obj(bad.clone()), clock.as_ref())
-                    .unwrap_err()
-                    .code(),
-                "bad_request",
-                "{bad}"
-            );
-        }
-        let p = client_patch(&obj(json!({"status": "suspended"}))).unwrap();
-        assert_eq!(p.status, Some(ClientStatus::Suspended));
-        assert!(client_patch(&obj(json!({"status": "gone"}))).is_err());
+        assert!(allowed(&Method::HEAD, "DELETE").is_err());
+    }
+
+    /// The embedded document parses and describes the admin API it is served by.
+    #[test]
+    fn the_openapi_document_is_valid_json() {
+        let resp = openapi_json().unwrap();
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        let v: serde_json::Value = serde_norway::from_str(OPENAPI_YAML).unwrap();
+        assert_eq!(v["openapi"].as_str().map(|s| &s[..3]), Some("3.1"));
+        assert!(v["paths"]["/admin/v1/openapi.json"]["get"].is_object());
     }
 }

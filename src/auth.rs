@@ -96,7 +96,8 @@ pub fn extract(headers: &HeaderMap) -> Result<Credential<'_>, AuthRejection> {
                 bearer: true,
             },
         ),
-        (Some(k), Some(b)) if k.as_bytes().ct_eq(b.as_bytes()).into() => (
+        // The same key in both headers is one credential, whatever the spacing.
+        (Some(k), Some(b)) if k.trim().as_bytes().ct_eq(b.trim().as_bytes()).into() => (
             k,
             CredentialSource {
                 api_key_header: true,
@@ -542,13 +543,20 @@ mod tests {
     fn credential_forms() {
         type Headers<'a> = &'a [(&'a str, &'a str)];
         // (headers, credential, from X-API-Key, from Bearer)
-        let cases: [(Headers, &str, bool, bool); 5] = [
+        let cases: [(Headers, &str, bool, bool); 6] = [
             (&[("x-api-key", "abc")], "abc", true, false),
             (&[("x-api-key", " abc ")], "abc", true, false),
             (&[("authorization", "Bearer abc")], "abc", false, true),
             (
                 &[("authorization", "bearer abc"), ("x-api-key", "abc")],
                 "abc",
+                true,
+                true,
+            ),
+            // The same key in both headers, the bearer padded: one credential.
+            (
+                &[("x-api-key", "k"), ("authorization", "Bearer  k ")],
+                "k",
                 true,
                 true,
             ),

@@ -2,7 +2,7 @@
 //! place it becomes an HTTP response: `{"error": "...", "code": "..."}`.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::body::{full, ProxyBody};
@@ -22,10 +22,17 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    /// The method is not one the endpoint serves; `allow` lists those it does
+    /// (the `Allow` header RFC 9110 requires on a 405).
+    #[error("{message}")]
+    MethodNotAllowed {
+        message: String,
+        allow: &'static str,
+    },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     RequestTimeout(String),
     #[error("{0}")]
@@ -54,7 +61,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -76,7 +84,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Conflict(_) => "conflict",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -89,13 +98,28 @@ impl ApiError {
         }
     }
 
+    /// A 405 for an endpoint serving the methods `allow` (e.g. `"GET, POST"`).
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        ApiError::MethodNotAllowed {
+            message: format!("Method not allowed: this endpoint allows {allow}."),
+            allow,
+        }
+    }
+
     /// The JSON error response. Rate-limit headers are added by the caller.
     pub fn to_response(&self) -> Response<ProxyBody> {
         let body = serde_json::json!({ "error": self.to_string(), "code": self.code() });
         let mut resp = json_response(self.status(), &body);
-        if let ApiError::RateLimited { retry_after, .. } = self {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+        match self {
+            ApiError::RateLimited { retry_after, .. } => {
+                resp.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                resp.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
         }
         resp
     }
@@ -146,8 +170,17 @@ mod tests {
             (ApiError::Unauthorized(s()), 401, "unauthorized"),
             (ApiError::Forbidden(s()), 403, "forbidden"),
             (ApiError::NotFound(s()), 404, "not_found"),
-            (ApiError::MethodNotAllowed(s()), 405, "method_not_allowed"),
+            (
+                ApiError::method_not_allowed("GET, HEAD"),
+                405,
+                "method_not_allowed",
+            ),
             (ApiError::Conflict(s()), 409, "conflict"),
+            (
+                ApiError::UnsupportedMediaType(s()),
+                415,
+                "unsupported_media_type",
+            ),
             (ApiError::RequestTimeout(s()), 408, "request_timeout"),
             (ApiError::PayloadTooLarge(s()), 413, "payload_too_large"),
             (
@@ -182,5 +215,12 @@ mod tests {
         }
         .to_response();
         assert_eq!(resp.headers()[RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let resp = ApiError::method_not_allowed("GET, POST").to_response();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[ALLOW], "GET, POST");
     }
 }

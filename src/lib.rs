@@ -9,6 +9,7 @@
 //! `cli` owns the command-line client of the admin API.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod body;

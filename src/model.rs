@@ -1,21 +1,14 @@
 //! The entities of SPEC.md (clients and API keys) and their JSON views.
 //!
-//! Records here are what the store keeps; the `*View` types are what the
-//! admin and organisation APIs return. A view never carries a secret or a hash.
+//! Records here are what the store keeps; what the admin and organisation
+//! APIs read and return is `api`'s.
 
 use serde::{Deserialize, Serialize};
-
-use crate::clock::iso8601;
 
 /// Built-in scopes every key may hold, besides the configured ones.
 pub const SCOPE_READ_KEYS: &str = "read:api_keys";
 pub const SCOPE_WRITE_KEYS: &str = "write:api_keys";
 pub const BUILTIN_SCOPES: [&str; 2] = [SCOPE_READ_KEYS, SCOPE_WRITE_KEYS];
-
-/// Longest key name, in characters.
-pub const MAX_KEY_NAME_CHARS: usize = 128;
-/// Accepted range of `expires_in_days`.
-pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -160,101 +153,6 @@ pub fn valid_client_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
-/// Is `name` an acceptable key name: 1 to 128 characters, no control characters.
-pub fn valid_key_name(name: &str) -> bool {
-    let n = name.chars().count();
-    (1..=MAX_KEY_NAME_CHARS).contains(&n) && !name.chars().any(char::is_control)
-}
-
-/// The client as the admin API shows it; limits are the effective ones.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ClientView {
-    pub id: String,
-    pub name: String,
-    pub status: ClientStatus,
-    pub per_minute: u64,
-    pub monthly: u64,
-    pub created_at: String,
-}
-
-impl ClientView {
-    pub fn new(c: &Client, default_per_minute: u64, default_monthly: u64) -> Self {
-        ClientView {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            status: c.status,
-            per_minute: c.per_minute.unwrap_or(default_per_minute),
-            monthly: c.monthly.unwrap_or(default_monthly),
-            created_at: iso8601(c.created_at),
-        }
-    }
-}
-
-/// A key in a listing: no secret, no hash.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeyView {
-    pub id: String,
-    pub name: String,
-    pub prefix: String,
-    pub scopes: Vec<String>,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    pub expires_at: Option<String>,
-}
-
-impl From<&KeyRecord> for KeyView {
-    fn from(k: &KeyRecord) -> Self {
-        KeyView {
-            id: k.id.clone(),
-            name: k.name.clone(),
-            prefix: k.prefix.clone(),
-            scopes: k.scopes.clone(),
-            created_at: iso8601(k.created_at),
-            last_used_at: k.last_used_at.map(iso8601),
-            expires_at: k.expires_at.map(iso8601),
-        }
-    }
-}
-
-/// `{"keys": [...], "total": N}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyList {
-    pub keys: Vec<KeyView>,
-    pub total: usize,
-}
-
-/// The 201 body of key creation: the only place a secret is ever shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreatedKey {
-    pub id: String,
-    pub name: String,
-    pub key: String,
-    pub scopes: Vec<String>,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-}
-
-/// The 201 body of a rotation: the creation body (with the new secret) and
-/// the instant the previous secret stops working.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RotatedKey {
-    #[serde(flatten)]
-    pub key: CreatedKey,
-    /// ISO 8601: the previous secret is refused from this instant on.
-    pub previous_expires_at: String,
-}
-
-/// Accepted `grace_seconds` of a rotation: up to 30 days.
-pub const GRACE_SECONDS: std::ops::RangeInclusive<u64> = 0..=30 * 86_400;
-/// The grace period when none is given: 24 hours.
-pub const DEFAULT_GRACE_SECONDS: u64 = 86_400;
-
-/// `{"clients": [...]}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClientList {
-    pub clients: Vec<ClientView>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,15 +165,6 @@ mod tests {
         for bad in ["", "-a", "_a", "Acme", "a b", "a.b", &"a".repeat(65), "é"] {
             assert!(!valid_client_id(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn key_names() {
-        assert!(valid_key_name("ci"));
-        assert!(valid_key_name(&"é".repeat(128)));
-        assert!(!valid_key_name(""));
-        assert!(!valid_key_name(&"x".repeat(129)));
-        assert!(!valid_key_name("a\nb"));
     }
 
     #[test]

@@ -354,8 +354,20 @@ async fn the_organisation_comes_only_from_the_key(b: Backend) {
     create_client(&env.http, &env.tg, "beta", json!({})).await;
     let (_, acme) = create_key(&env.http, &env.tg, "acme", &[READ_KEYS, WRITE_KEYS, READ]).await;
     let (_, beta) = create_key(&env.http, &env.tg, "beta", &[READ_KEYS]).await;
-    let body = json!({"name": "sneaky", "scopes": [READ], "client_id": "beta",
-                      "client": "beta", "org": "beta", "organisation_id": "beta"});
+    // A body naming another organisation is refused outright: request bodies
+    // refuse unknown fields, and nothing is created.
+    let sneaky = json!({"name": "sneaky", "scopes": [READ], "client_id": "beta",
+                        "client": "beta", "org": "beta", "organisation_id": "beta"});
+    let r = env
+        .org(Method::POST, KEYS, &acme, &sneaky.to_string())
+        .await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (400, "bad_request"));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field `client`"));
+    assert_eq!(env.list(&acme).await["total"], 1);
+    let body = json!({"name": "sneaky", "scopes": [READ]});
     let r = env
         .http
         .send(

@@ -25,12 +25,13 @@ use serde::Deserialize;
 
 use self::http::{encode_segment, ApiRequest, ApiResponse};
 
-use crate::keys::valid_key_id;
-use crate::model::{
-    valid_client_id, valid_key_name, ClientList, ClientStatus, ClientView, CreatedKey, KeyList,
-    RotatedKey, EXPIRES_IN_DAYS, GRACE_SECONDS,
+use crate::api::{
+    ClientBody, ClientId, ClientList, ClientName, CreateClient, CreateKey, CreatedKey,
+    ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, RotateKey,
+    RotatedKey, Scopes, UsageDoc,
 };
-use crate::usage::UsageDoc;
+use crate::keys::valid_key_id;
+use crate::model::ClientStatus;
 use output::ClientEvent;
 
 #[derive(Debug, Parser)]
@@ -253,20 +254,20 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             per_minute,
             monthly,
         }) => {
-            check_client_id(&id)?;
-            let mut body = serde_json::Map::new();
-            body.insert("id".into(), id.into());
-            if let Some(name) = name {
-                body.insert("name".into(), name.into());
-            }
-            if let Some(n) = positive("--per-minute", per_minute)? {
-                body.insert("per_minute".into(), n.into());
-            }
-            if let Some(n) = positive("--monthly", monthly)? {
-                body.insert("monthly".into(), n.into());
-            }
+            let body = CreateClient {
+                id: client_id(&id)?,
+                name: name
+                    .map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
+                    .transpose()?,
+                per_minute: per_minute
+                    .map(|n| PerMinute::try_from(n).map_err(|e| flag("--per-minute", e)))
+                    .transpose()?,
+                monthly: monthly
+                    .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
+                    .transpose()?,
+            };
             Plan {
-                request: request(Method::POST, CLIENTS_PATH.into(), Some(body.into())),
+                request: request(Method::POST, CLIENTS_PATH.into(), Some(to_json(&body)?)),
                 view: View::Client(ClientEvent::Created),
             }
         }
@@ -291,33 +292,23 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             expires_in_days,
         }) => {
             let path = client_path(&client, "/keys")?;
-            if !valid_key_name(&name) {
-                return Err(CliError::usage(format!(
-                    "invalid key name {name:?}: 1 to {} characters, no control characters",
-                    crate::model::MAX_KEY_NAME_CHARS
-                )));
-            }
+            let name = KeyName::try_from(name.clone())
+                .map_err(|e| CliError::usage(format!("invalid key name {name:?}: {e}")))?;
             if scopes.is_empty() {
                 return Err(CliError::usage("at least one --scope is required"));
             }
             if scopes.iter().any(|s| s.trim().is_empty()) {
                 return Err(CliError::usage("--scope cannot be empty"));
             }
-            let mut body = serde_json::Map::new();
-            body.insert("name".into(), name.into());
-            body.insert("scopes".into(), scopes.into());
-            if let Some(days) = expires_in_days {
-                if !EXPIRES_IN_DAYS.contains(&days) {
-                    return Err(CliError::usage(format!(
-                        "--expires-in-days must be between {} and {}, got {days}",
-                        EXPIRES_IN_DAYS.start(),
-                        EXPIRES_IN_DAYS.end()
-                    )));
-                }
-                body.insert("expires_in_days".into(), days.into());
-            }
+            let body = CreateKey {
+                name,
+                scopes: Scopes::try_from(scopes).map_err(|e| flag("--scope", e))?,
+                expires_in_days: expires_in_days
+                    .map(|d| ExpiresInDays::try_from(d).map_err(|e| flag("--expires-in-days", e)))
+                    .transpose()?,
+            };
             Plan {
-                request: request(Method::POST, path, Some(body.into())),
+                request: request(Method::POST, path, Some(to_json(&body)?)),
                 view: View::CreatedKey { client },
             }
         }
@@ -330,22 +321,16 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             grace_seconds,
         }) => {
             check_key_id(&key_id)?;
-            let mut body = serde_json::Map::new();
-            if let Some(g) = grace_seconds {
-                if !GRACE_SECONDS.contains(&g) {
-                    return Err(CliError::usage(format!(
-                        "--grace-seconds must be between {} and {}, got {g}",
-                        GRACE_SECONDS.start(),
-                        GRACE_SECONDS.end()
-                    )));
-                }
-                body.insert("grace_seconds".into(), g.into());
-            }
+            let body = RotateKey {
+                grace_seconds: grace_seconds
+                    .map(|g| GraceSeconds::try_from(g).map_err(|e| flag("--grace-seconds", e)))
+                    .transpose()?,
+            };
             Plan {
                 request: request(
                     Method::POST,
                     format!("{KEYS_PATH}/{}/rotate", encode_segment(&key_id)),
-                    Some(body.into()),
+                    Some(to_json(&body)?),
                 ),
                 view: View::Rotated,
             }
@@ -380,28 +365,26 @@ fn check_key_id(key_id: &str) -> Result<(), CliError> {
     }
 }
 
-fn check_client_id(id: &str) -> Result<(), CliError> {
-    if valid_client_id(id) {
-        Ok(())
-    } else {
-        Err(CliError::usage(format!(
-            "invalid client id {id:?}: expected 1 to 64 characters of a-z, 0-9, '_' and '-', \
-             starting with a letter or digit"
-        )))
-    }
+fn client_id(id: &str) -> Result<ClientId, CliError> {
+    ClientId::try_from(id.to_owned())
+        .map_err(|e| CliError::usage(format!("invalid client id {id:?}: {e}")))
+}
+
+/// A flag's value refused by its type's rule: `--flag <reason>`.
+fn flag(name: &str, reason: crate::api::Invalid) -> CliError {
+    CliError::usage(format!("{name} {reason}"))
+}
+
+/// A request body as the JSON the CLI sends.
+fn to_json(body: &impl serde::Serialize) -> Result<serde_json::Value, CliError> {
+    serde_json::to_value(body)
+        .map_err(|e| CliError::failure(format!("cannot encode the request: {e}")))
 }
 
 /// `/admin/v1/clients/{id}{rest}`, after checking the id.
 fn client_path(id: &str, rest: &str) -> Result<String, CliError> {
-    check_client_id(id)?;
+    client_id(id)?;
     Ok(format!("{CLIENTS_PATH}/{}{rest}", encode_segment(id)))
-}
-
-fn positive(flag: &str, value: Option<u64>) -> Result<Option<u64>, CliError> {
-    match value {
-        Some(0) => Err(CliError::usage(format!("{flag} must be at least 1"))),
-        other => Ok(other),
-    }
 }
 
 fn set_status(id: &str, status: ClientStatus, event: ClientEvent) -> Result<Plan, CliError> {
@@ -409,7 +392,10 @@ fn set_status(id: &str, status: ClientStatus, event: ClientEvent) -> Result<Plan
         request: ApiRequest {
             method: Method::PATCH,
             path: client_path(id, "")?,
-            body: Some(serde_json::json!({ "status": status.as_str() })),
+            body: Some(to_json(&PatchClient {
+                status: Some(status),
+                ..PatchClient::default()
+            })?),
         },
         view: View::Client(event),
     })
@@ -489,7 +475,7 @@ pub fn answer(
         return json_output(&plan.view, response);
     }
     let text = match &plan.view {
-        View::Client(event) => output::client_summary(*event, &decode::<ClientView>(response)?),
+        View::Client(event) => output::client_summary(*event, &decode::<ClientBody>(response)?),
         View::ClientList => output::clients_table(&decode::<ClientList>(response)?.clients),
         View::CreatedKey { client } => {
             output::created_key_summary(client, &decode::<CreatedKey>(response)?)

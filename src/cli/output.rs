@@ -8,8 +8,8 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{ClientView, CreatedKey, KeyView, RotatedKey};
-use crate::usage::UsageDoc;
+use crate::api::UsageDoc;
+use crate::api::{ClientBody, CreatedKey, KeyBody, RotatedKey};
 
 /// What a cell shows for a JSON `null`.
 const NULL_CELL: &str = "-";
@@ -81,7 +81,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `clients list`: one row per client.
-pub fn clients_table(clients: &[ClientView]) -> String {
+pub fn clients_table(clients: &[ClientBody]) -> String {
     if clients.is_empty() {
         return "No clients.\n".to_string();
     }
@@ -102,7 +102,7 @@ pub fn clients_table(clients: &[ClientView]) -> String {
 }
 
 /// `clients create | show | suspend | activate`: what happened, then the client.
-pub fn client_summary(event: ClientEvent, client: &ClientView) -> String {
+pub fn client_summary(event: ClientEvent, client: &ClientBody) -> String {
     let id = clean(&client.id);
     let mut out = match event {
         ClientEvent::Created => format!("Client {id} created.\n"),
@@ -122,7 +122,7 @@ pub fn client_summary(event: ClientEvent, client: &ClientView) -> String {
 }
 
 /// `keys list`: one row per key, `-` for a null timestamp.
-pub fn keys_table(client_id: &str, keys: &[KeyView], total: usize) -> String {
+pub fn keys_table(client_id: &str, keys: &[KeyBody], total: usize) -> String {
     if keys.is_empty() && total == 0 {
         return format!("No keys for client {}.\n", clean(client_id));
     }
@@ -233,8 +233,8 @@ mod tests {
     use super::*;
     use crate::model::ClientStatus;
 
-    fn client(id: &str, name: &str, status: ClientStatus) -> ClientView {
-        ClientView {
+    fn client(id: &str, name: &str, status: ClientStatus) -> ClientBody {
+        ClientBody {
             id: id.into(),
             name: name.into(),
             status,
@@ -244,8 +244,8 @@ mod tests {
         }
     }
 
-    fn key(id: &str, name: &str, last_used: Option<&str>, expires: Option<&str>) -> KeyView {
-        KeyView {
+    fn key(id: &str, name: &str, last_used: Option<&str>, expires: Option<&str>) -> KeyBody {
+        KeyBody {
             id: id.into(),
             name: name.into(),
             prefix: "sk_live_AbCd".into(),

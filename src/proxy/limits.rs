@@ -36,9 +36,10 @@ const FRAMING_ALIASES: [&str; 2] = ["content_length", "transfer_encoding"];
 /// Refuses what must never reach the upstream, judging the head alone.
 pub fn check_head<B>(cfg: &ServerConfig, req: &Request<B>) -> Result<(), ApiError> {
     if req.method() == Method::CONNECT {
-        return Err(ApiError::MethodNotAllowed(
-            "tollgate does not open tunnels: CONNECT is not allowed.".into(),
-        ));
+        return Err(ApiError::MethodNotAllowed {
+            message: "tollgate does not open tunnels: CONNECT is not allowed.".into(),
+            allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        });
     }
     let headers = req.headers();
     if let Some(name) = headers.keys().find(|k| is_framing_alias(k.as_str())) {

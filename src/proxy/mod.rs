@@ -376,7 +376,7 @@ async fn usage(
     let state = checked_usage(app, live, c).await?;
     if method != Method::GET && method != Method::HEAD {
         return Err(Refusal::new(
-            ApiError::MethodNotAllowed("Use GET.".into()),
+            ApiError::method_not_allowed("GET, HEAD"),
             Outcome::bad_request,
         )
         .with_state(Some(state)));

@@ -11,11 +11,11 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{checked_usage, Caller, Refusal};
+use crate::api::{self, CreateKey, Empty, RotateKey};
 use crate::app::{App, Live};
 use crate::body::{empty, ProxyBody};
 use crate::error::{json_response, ApiError};
 use crate::headers::decorate;
-use crate::keymgmt::{grace_from_json, read_json, read_optional_json, NewKey};
 use crate::metrics::Outcome;
 use crate::model::{SCOPE_READ_KEYS, SCOPE_WRITE_KEYS};
 
@@ -77,11 +77,13 @@ pub(super) async fn handle(
         }
         (Method::POST, Resource::Collection) => {
             need(SCOPE_WRITE_KEYS)?;
-            let body = read_json(req.into_body()).await.map_err(fail)?;
-            let new = NewKey::from_json(&body, &live.config.auth.scopes).map_err(fail)?;
+            let (parts, body) = req.into_parts();
+            let new: CreateKey = api::read_json(&parts.headers, body, Empty::Refused)
+                .await
+                .map_err(fail)?;
             let created = app
                 .keys
-                .create(&p.client_id, new, Some(p))
+                .create(&p.client_id, new, &live.config.auth.scopes, Some(p))
                 .await
                 .map_err(fail)?;
             json_response(StatusCode::CREATED, &created)
@@ -99,24 +101,22 @@ pub(super) async fn handle(
         }
         (Method::POST, Resource::Rotate(id)) => {
             need(SCOPE_WRITE_KEYS)?;
-            let body = read_optional_json(req.into_body()).await.map_err(fail)?;
-            let grace = grace_from_json(&body).map_err(fail)?;
+            let (parts, body) = req.into_parts();
+            let rotate: RotateKey = api::read_json(&parts.headers, body, Empty::IsEmptyObject)
+                .await
+                .map_err(fail)?;
             let rotated = app
                 .keys
-                .rotate(id, Some(&p.client_id), grace)
+                .rotate(id, Some(&p.client_id), rotate)
                 .await
                 .map_err(fail)?;
             json_response(StatusCode::CREATED, &rotated)
         }
         (_, Resource::Collection) => {
-            return Err(fail(ApiError::MethodNotAllowed("Use GET or POST.".into())))
+            return Err(fail(ApiError::method_not_allowed("GET, HEAD, POST")))
         }
-        (_, Resource::Key(_)) => {
-            return Err(fail(ApiError::MethodNotAllowed("Use DELETE.".into())))
-        }
-        (_, Resource::Rotate(_)) => {
-            return Err(fail(ApiError::MethodNotAllowed("Use POST.".into())))
-        }
+        (_, Resource::Key(_)) => return Err(fail(ApiError::method_not_allowed("DELETE"))),
+        (_, Resource::Rotate(_)) => return Err(fail(ApiError::method_not_allowed("POST"))),
         (_, Resource::Unknown) => return Err(fail(ApiError::NotFound("No such endpoint.".into()))),
     };
     decorate(resp.headers_mut(), &state, live.ietf());
