@@ -13,7 +13,9 @@
 # the scheduler place everything), NICE (-10: priority of the bench's
 # processes; 0 leaves it), PROFILE (1: add perf profiles and system-call
 # counts under load), STREAMING (1: run tests/streaming.rs and report its
-# peak RSS), OUT (results file), KEEP (1: keep the work directory).
+# peak RSS), REDIS_TLS (1: add a tollgate-redis-tls row, tollgate on the same
+# redis-server's TLS port; 0 leaves it out), OUT (results file), KEEP (1:
+# keep the work directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ PIN=${PIN:-1}
 NICE=${NICE:--10}
 PROFILE=${PROFILE:-0}
 STREAMING=${STREAMING:-1}
+REDIS_TLS=${REDIS_TLS:-1}
 OUT=${OUT:-bench/results/$(date -u +%F).md}
 TOKEN=bench-admin-token
 export TOLLGATE_ADMIN_TOKEN=$TOKEN
@@ -170,8 +173,29 @@ PIDS+=("$PX_PID")
 wait_for "nginx proxy" curl -fsS "$PX_URL/"
 
 REDIS_PORT=$(free_port)
+# REDIS_TLS=1: the same redis-server also listens with TLS (a test CA and a
+# certificate for 127.0.0.1 made here), so both rows share one Redis process
+# and its CPU accounting.
+REDIS_TLS_ARGS=()
+if [ "$REDIS_TLS" = 1 ]; then
+  command -v openssl >/dev/null || die "REDIS_TLS=1 needs openssl"
+  REDIS_TLS_PORT=$(free_port)
+  mkdir -p "$WORK/tls"
+  (
+    cd "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+      -out ca.pem -days 2 -subj "/CN=tollgate bench CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+      -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+  )
+  REDIS_TLS_ARGS=(--tls-port "$REDIS_TLS_PORT" --tls-cert-file "$WORK/tls/server.pem"
+    --tls-key-file "$WORK/tls/server.key" --tls-ca-cert-file "$WORK/tls/ca.pem" --tls-auth-clients no)
+fi
 "${SUT[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-  --daemonize no --logfile "$WORK/redis-server.log" &
+  --daemonize no --logfile "$WORK/redis-server.log" "${REDIS_TLS_ARGS[@]}" &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
@@ -229,6 +253,17 @@ start_tollgate redis "$WORK/redis.toml" "${SUT[@]}"
 RED_PID=$TG_PID RED_PUBLIC=$TG_PUBLIC RED_ADMIN=$TG_ADMIN
 RED_IDLE_KB=$(status_kb "$RED_PID" VmRSS)
 REDIS_IDLE_KB=$(status_kb "$REDIS_PID" VmRSS)
+
+if [ "$REDIS_TLS" = 1 ]; then
+  # Database 2: its clients and keys apart from the plain row's.
+  tollgate_conf "$WORK/redis-tls.toml" "[store]
+backend = \"redis\"
+url = \"rediss://127.0.0.1:$REDIS_TLS_PORT/2\"
+ca = \"$WORK/tls/ca.pem\""
+  start_tollgate redis-tls "$WORK/redis-tls.toml" "${SUT[@]}"
+  TLS_PID=$TG_PID TLS_PUBLIC=$TG_PUBLIC TLS_ADMIN=$TG_ADMIN
+  "$TOOL" mint --admin "$TLS_ADMIN" --prefix one --out "$WORK/keys-redis-tls-1.txt"
+fi
 
 log "minting keys: 1 client with 1 key, and $ROTATE_KEYS clients with 1 key each, on both stores"
 for s in memory redis; do
@@ -367,6 +402,12 @@ declare -A KEYS=(
   [red1]=$WORK/keys-redis-1.txt [redN]=$WORK/keys-redis-many.txt
 )
 declare -A ROTATE=([direct]=0 [nginx]=0 [mem1]=0 [memN]=1 [red1]=0 [redN]=1)
+if [ "$REDIS_TLS" = 1 ]; then
+  ROWS+=(tls1)
+  NAME[tls1]="tollgate-redis-tls, 1 key"
+  URL[tls1]=$TLS_PUBLIC PID[tls1]=$TLS_PID ADMIN[tls1]=$TLS_ADMIN
+  KEYS[tls1]=$WORK/keys-redis-tls-1.txt ROTATE[tls1]=0
+fi
 
 # First sight of every key: its one bcrypt verification, before any measuring.
 for r in memN redN; do
@@ -612,6 +653,10 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
   m=$(ratio "$(v RPS red1)" "$N_RPS"); echo "| tollgate-redis ≥ 0.8× nginx-proxy req/s | ${m}× | $(ok "$m >= 0.8") |"
   m=$(ratio "$(percpu red1)" "$(percpu nginx)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | $(ok "$m >= 0.8") |"
   m=$(calc "$(fr red1 p99_ms) - $(fr direct p99_ms)" 3); echo "| tollgate-redis p99 added over direct ≤ 1 ms at half load | $m ms | $(ok "$m <= 1.0") |"
+  if [ "$REDIS_TLS" = 1 ]; then
+    m=$(ratio "$(v RPS tls1)" "$(v RPS red1)"); echo "| tollgate-redis over TLS vs plain redis://, req/s (1 key) | ${m}× | measured |"
+    m=$(ratio "$(percpu tls1)" "$(percpu red1)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | measured |"
+  fi
   m=$(calc "$RT_TOP / $RT_N" 3); echo "| ≤ 1.0 Redis round trip per request (MONITOR, $RT_N requests) | $m | $(ok "$m <= 1.0") |"
   for r in red1 redN; do
     m=$(v EXCESS "$r"); echo "| ≤ 1 script per request under load (commandstats, ${NAME[$r]#tollgate-redis, }): scripts − requests ≤ $CONNS in flight at wrk's stop | $(v SCRIPTS "$r") per request ($(v BATCH "$r") requests per script) | $(ok "$m <= $CONNS") |"
