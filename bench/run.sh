@@ -13,7 +13,9 @@
 # the scheduler place everything), NICE (-10: priority of the bench's
 # processes; 0 leaves it), PROFILE (1: add perf profiles and system-call
 # counts under load), STREAMING (1: run tests/streaming.rs and report its
-# peak RSS), OUT (results file), KEEP (1: keep the work directory).
+# peak RSS), REDIS_TLS (1: add a tollgate-redis-tls row, tollgate on the same
+# redis-server's TLS port; 0 leaves it out), OUT (results file), KEEP (1:
+# keep the work directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ PIN=${PIN:-1}
 NICE=${NICE:--10}
 PROFILE=${PROFILE:-0}
 STREAMING=${STREAMING:-1}
+REDIS_TLS=${REDIS_TLS:-1}
 OUT=${OUT:-bench/results/$(date -u +%F).md}
 TOKEN=bench-admin-token
 export TOLLGATE_ADMIN_TOKEN=$TOKEN
@@ -173,8 +176,29 @@ PIDS+=("$PX_PID")
 wait_for "nginx proxy" curl -fsS "$PX_URL/"
 
 REDIS_PORT=$(free_port)
+# REDIS_TLS=1: the same redis-server also listens with TLS (a test CA and a
+# certificate for 127.0.0.1 made here), so both rows share one Redis process
+# and its CPU accounting.
+REDIS_TLS_ARGS=()
+if [ "$REDIS_TLS" = 1 ]; then
+  command -v openssl >/dev/null || die "REDIS_TLS=1 needs openssl"
+  REDIS_TLS_PORT=$(free_port)
+  mkdir -p "$WORK/tls"
+  (
+    cd "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+      -out ca.pem -days 2 -subj "/CN=tollgate bench CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+      -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+  )
+  REDIS_TLS_ARGS=(--tls-port "$REDIS_TLS_PORT" --tls-cert-file "$WORK/tls/server.pem"
+    --tls-key-file "$WORK/tls/server.key" --tls-ca-cert-file "$WORK/tls/ca.pem" --tls-auth-clients no)
+fi
 "${SUT[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-  --daemonize no --logfile "$WORK/redis-server.log" &
+  --daemonize no --logfile "$WORK/redis-server.log" "${REDIS_TLS_ARGS[@]}" &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
@@ -232,6 +256,18 @@ start_tollgate redis "$WORK/redis.toml" "${SUT[@]}"
 RED_PID=$TG_PID RED_PUBLIC=$TG_PUBLIC RED_ADMIN=$TG_ADMIN
 RED_IDLE_KB=$(status_kb "$RED_PID" VmRSS)
 REDIS_IDLE_KB=$(status_kb "$REDIS_PID" VmRSS)
+
+if [ "$REDIS_TLS" = 1 ]; then
+  # Database 2: its clients and keys apart from the plain row's.
+  tollgate_conf "$WORK/redis-tls.toml" "[store]
+backend = \"redis\"
+url = \"rediss://127.0.0.1:$REDIS_TLS_PORT/2\"
+ca = \"$WORK/tls/ca.pem\""
+  start_tollgate redis-tls "$WORK/redis-tls.toml" "${SUT[@]}"
+  TLS_PID=$TG_PID TLS_PUBLIC=$TG_PUBLIC TLS_ADMIN=$TG_ADMIN
+  "$TOOL" mint --admin "$TLS_ADMIN" --prefix one --out "$WORK/keys-redis-tls-1.txt"
+  "$TOOL" mint --admin "$TLS_ADMIN" --prefix many --clients "$ROTATE_KEYS" --out "$WORK/keys-redis-tls-many.txt"
+fi
 
 log "minting keys: 1 client with 1 key, and $ROTATE_KEYS clients with 1 key each, on both stores"
 for s in memory redis; do
@@ -414,9 +450,20 @@ declare -A KEYS=(
   [red1]=$WORK/keys-redis-1.txt [redN]=$WORK/keys-redis-many.txt
 )
 declare -A ROTATE=([direct]=0 [nginx]=0 [hap1]=0 [hapN]=1 [mem1]=0 [memN]=1 [red1]=0 [redN]=1)
+if [ "$REDIS_TLS" = 1 ]; then
+  # 1 key: group commit shares a script call among concurrent requests;
+  # many keys: about one call (one TLS record each way) per request.
+  ROWS+=(tls1 tlsN)
+  NAME[tls1]="tollgate-redis-tls, 1 key"
+  NAME[tlsN]="tollgate-redis-tls, $ROTATE_KEYS keys"
+  URL[tls1]=$TLS_PUBLIC PID[tls1]=$TLS_PID ADMIN[tls1]=$TLS_ADMIN
+  URL[tlsN]=$TLS_PUBLIC PID[tlsN]=$TLS_PID ADMIN[tlsN]=$TLS_ADMIN
+  KEYS[tls1]=$WORK/keys-redis-tls-1.txt ROTATE[tls1]=0
+  KEYS[tlsN]=$WORK/keys-redis-tls-many.txt ROTATE[tlsN]=1
+fi
 
 # First sight of every key: its one bcrypt verification, before any measuring.
-for r in memN redN; do
+for r in memN redN $([ "$REDIS_TLS" = 1 ] && echo tlsN); do
   "$TOOL" touch --url "${URL[$r]}$PATH_UNDER_TEST" --keys "${KEYS[$r]}" --concurrency 8
 done
 
@@ -667,6 +714,13 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
   m=$(v EVALPERREQ redN); echo "| Redis CPU per admission at $ROTATE_KEYS keys ≤ 6 µs (script µs per request) | $m µs | $(ok "$m <= 6") |"
   m=$(ratio "$(percpu red1)" "$(percpu nginx)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | $(ok "$m >= 0.8") |"
   m=$(calc "$(fr red1 p99_ms) - $(fr direct p99_ms)" 3); echo "| tollgate-redis p99 added over direct ≤ 1 ms at half load | $m ms | $(ok "$m <= 1.0") |"
+  if [ "$REDIS_TLS" = 1 ]; then
+    for n in 1 N; do
+      keys="1 key"; [ $n = N ] && keys="$ROTATE_KEYS keys"
+      m=$(ratio "$(v RPS tls$n)" "$(v RPS red$n)"); echo "| tollgate-redis over TLS vs plain redis://, req/s ($keys) | ${m}× | measured |"
+      m=$(ratio "$(percpu tls$n)" "$(percpu red$n)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | measured |"
+    done
+  fi
   m=$(calc "$RT_TOP / $RT_N" 3); echo "| ≤ 1.0 Redis round trip per request (MONITOR, $RT_N requests) | $m | $(ok "$m <= 1.0") |"
   for r in red1 redN; do
     m=$(v EXCESS "$r"); echo "| ≤ 1 script per request under load (commandstats, ${NAME[$r]#tollgate-redis, }): scripts − requests ≤ $CONNS in flight at wrk's stop | $(v SCRIPTS "$r") per request ($(v BATCH "$r") requests per script) | $(ok "$m <= $CONNS") |"

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, FailureMode, StoreBackend};
+use crate::config::{Config, FailureMode, RedisAccess, StoreBackend};
 use crate::degraded::Degraded;
 use crate::keymgmt::KeyService;
 use crate::limits::Limits;
@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::proxy::forward::Upstream;
 use crate::routes::RouteTable;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{Bounds, RedisStore, Topology};
+use crate::store::redis::{Access, Bounds, RedisStore, Topology};
 use crate::store::{SharedStore, TimeSource};
 use crate::throttle::{FailureThrottle, PeerResolver, DEFAULT_MAX_TRACKED_PEERS};
 
@@ -95,6 +95,20 @@ impl Live {
     }
 }
 
+/// The store's view of the managed-Redis settings (TLS material, credentials).
+fn store_access(a: &RedisAccess) -> Access {
+    Access {
+        ca: a.ca.as_ref().map(|f| f.pem.clone()),
+        client_identity: a
+            .client_cert
+            .as_ref()
+            .zip(a.client_key.as_ref())
+            .map(|(c, k)| (c.pem.clone(), k.pem.clone())),
+        username: a.username.clone(),
+        password: a.password.as_ref().map(|p| p.expose().to_owned()),
+    }
+}
+
 impl App {
     /// Builds the process state. Does not connect to the store: a store that is
     /// down at start-up makes the process unready, not dead.
@@ -118,8 +132,13 @@ impl App {
         let store: SharedStore = match topology {
             None => Arc::new(MemoryStore::new(TimeSource::Store)),
             Some(topology) => Arc::new(
-                RedisStore::with_topology(&topology, bounds, TimeSource::Store)
-                    .map_err(|e| anyhow::anyhow!("store: {e}"))?,
+                RedisStore::with_access(
+                    &topology,
+                    &store_access(&config.store.access),
+                    bounds,
+                    TimeSource::Store,
+                )
+                .map_err(|e| anyhow::anyhow!("store: {e}"))?,
             ),
         };
         let metrics = Arc::new(Metrics::new());

@@ -7,8 +7,11 @@
 //! every error. Every error names the key path (`routes[1].scope`) and, where
 //! the file gives it, the line; all semantic problems are reported at once.
 //! [`Config::describe`] renders the understood config back as TOML, secrets
-//! masked. It does no I/O beyond reading the file and must not connect to
-//! anything: `tollgate check` has to work offline.
+//! masked. It does no I/O beyond reading the file (and the PEM files and
+//! environment variables that `[store]` names, see [`redis_access`]) and must
+//! not connect to anything: `tollgate check` has to work offline.
+
+mod redis_access;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -25,6 +28,8 @@ use toml::Spanned;
 use crate::limits::Limits;
 use crate::model::BUILTIN_SCOPES;
 use crate::throttle::Cidr;
+
+pub use redis_access::{PemFile, RedisAccess, Secret};
 
 pub const DEFAULT_CONFIG_PATH: &str = "tollgate.toml";
 pub const CONFIG_ENV: &str = "TOLLGATE_CONFIG";
@@ -191,6 +196,8 @@ pub struct StoreConfig {
     pub replicas: u64,
     /// Most store calls waiting at once; beyond, 503 at once.
     pub max_in_flight: usize,
+    /// TLS material and credentials from the environment (managed Redis).
+    pub access: RedisAccess,
 }
 
 #[derive(Debug, Clone)]
@@ -438,6 +445,11 @@ struct RawStore {
     failure_mode: Opt<String>,
     replicas: Opt<i64>,
     max_in_flight: Opt<i64>,
+    ca: Opt<String>,
+    client_cert: Opt<String>,
+    client_key: Opt<String>,
+    username_env: Opt<String>,
+    password_env: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1102,12 +1114,14 @@ impl Checker<'_> {
             1,
             *STORE_MAX_IN_FLIGHT.end(),
         );
+        let access = self.redis_access(&raw, &backend);
         StoreConfig {
             backend,
             timeout: Duration::from_millis(timeout_ms),
             failure_mode,
             replicas,
             max_in_flight: usize::try_from(max_in_flight).unwrap_or(usize::MAX),
+            access,
         }
     }
 
@@ -1483,13 +1497,16 @@ fn check_redis_url(url: &str) -> Result<(), String> {
     let Some(parsed) = redis::parse_redis_url(url) else {
         return Err("is not a valid URL; expected e.g. \"redis://127.0.0.1:6379/0\"".to_owned());
     };
+    if parsed.fragment().is_some() {
+        // The redis crate reads `#insecure` as "skip certificate verification".
+        return Err(
+            "has a fragment (\"#...\"); remove it: there is no \"#insecure\", \
+                    certificates are always verified"
+                .to_owned(),
+        );
+    }
     parsed.into_connection_info().map(drop).map_err(|e| {
         let text = e.to_string();
-        if text.contains("TLS") {
-            // The redis crate is built without a TLS feature (see Cargo.toml).
-            return "rediss:// (Redis over TLS) is not supported by this build; use redis://"
-                .to_owned();
-        }
         // RedisError's Display appends " - <kind>"; the description is enough.
         let description = text.split(" - ").next().unwrap_or_default();
         format!("cannot be used: {description}")
@@ -1662,6 +1679,16 @@ struct EffStore {
     failure_mode: &'static str,
     replicas: u64,
     max_in_flight: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_env: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -1708,6 +1735,11 @@ struct EffMetrics {
 struct EffReload {
     watch: bool,
     interval_ms: u64,
+}
+
+/// The path of a PEM file, for `describe`.
+fn path_of(file: &Option<PemFile>) -> Option<String> {
+    file.as_ref().map(|f| f.path.display().to_string())
 }
 
 fn ms(d: Duration) -> u64 {
@@ -1767,6 +1799,11 @@ impl From<&Config> for Effective {
                 },
                 replicas: c.store.replicas,
                 max_in_flight: c.store.max_in_flight as u64,
+                ca: path_of(&c.store.access.ca),
+                client_cert: path_of(&c.store.access.client_cert),
+                client_key: path_of(&c.store.access.client_key),
+                username_env: c.store.access.username_env.clone(),
+                password_env: c.store.access.password_env.clone(),
             },
             limits: EffLimits {
                 per_minute: c.limits.per_minute,

@@ -7,6 +7,9 @@ use tollgate::cli::{Cli, Command};
 use tollgate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 
 fn main() -> ExitCode {
+    // The binary's one TLS stack (Redis over TLS and any HTTPS): rustls with
+    // ring, installed before anything can build a TLS configuration.
+    tollgate::store::redis::install_crypto_provider();
     let cli = Cli::parse();
     let config_path = || {
         cli.global

@@ -64,6 +64,16 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
     result
 }
 
+/// Tries the store once at start-up and logs why it cannot be reached (a
+/// wrong CA, a wrong password, ...), so a bad setting is seen at once rather
+/// than at the first request; `/readyz` answers 503 meanwhile.
+async fn startup_store_check(app: Arc<App>) {
+    if let Err(e) = app.store.ping().await {
+        let backend = crate::config::backend_name(&app.config.store.backend);
+        tracing::error!(error = %e, backend, "store: cannot connect at start-up");
+    }
+}
+
 /// Registers the SIGTERM and SIGINT handlers now; the future resolves on either.
 fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
@@ -125,6 +135,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(Reloader::new(self.app.clone()).run(stop_rx.clone()));
         tracing::info!(public = %public_addr, admin = %admin_addr, store, "listening");
+        tokio::spawn(startup_store_check(self.app.clone()));
 
         let graceful = Arc::new(GracefulShutdown::new());
         let server = &self.app.config.server;

@@ -814,8 +814,28 @@ const REJECTED: &[(&str, &str)] = &[
         "line 5: store.url: must be a redis:// or rediss:// URL",
     ),
     (
-        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"rediss://r:6379\"\n",
-        "line 5: store.url: rediss:// (Redis over TLS) is not supported by this build",
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"rediss://r:6379/#insecure\"\n",
+        "line 5: store.url: has a fragment (\"#...\"); remove it: there is no \"#insecure\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-cluster\"\nurls = [\"rediss://r:1\", \"redis://r:2\"]\n",
+        "line 5: store.urls: mixes redis:// and rediss:// URLs",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"redis://r:6379\"\nclient_key = \"k.pem\"\n",
+        "line 6: store.client_key: is only used over TLS",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\npassword_env = \"P\"\n",
+        "line 4: store.password_env: is not read by store.backend = \"memory\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"rediss://r\"\npassword_env = \"1X\"\n",
+        "line 6: store.password_env: \"1X\" is not an environment variable name",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-sentinel\"\nmaster_name = \"m\"\nsentinels = [\"rediss://s:1\"]\npassword_env = \"TG_CONFIG_TEST_SURELY_UNSET\"\n",
+        "line 7: store.password_env: the environment variable TG_CONFIG_TEST_SURELY_UNSET is not set",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"redis://:hunter2@r/zero\"\n",

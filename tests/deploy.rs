@@ -32,6 +32,7 @@ const OVERLAY: &str = "deploy/kubernetes/overlays/example";
 const REDIS_COMPONENT: &str = "deploy/kubernetes/components/redis";
 const MONITORING_COMPONENT: &str = "deploy/kubernetes/components/monitoring";
 const MONITORING_OVERLAY: &str = "deploy/kubernetes/overlays/example-monitoring";
+const MANAGED_REDIS: &str = "deploy/kubernetes/overlays/managed-redis";
 /// The sidecar's container name in the pod.
 const TOLLGATE: &str = "tollgate";
 /// Port names the sidecar's container declares.
@@ -624,6 +625,7 @@ fn every_manifest_parses_with_a_current_api_version() {
         REDIS_COMPONENT,
         MONITORING_COMPONENT,
         MONITORING_OVERLAY,
+        MANAGED_REDIS,
     ] {
         assert!(
             repo_path(dir).join("kustomization.yaml").is_file(),
@@ -676,8 +678,8 @@ fn kustomizations_reference_files_that_exist() {
         }
     }
     assert_eq!(
-        seen, 5,
-        "base, the redis and monitoring components, and the two overlays"
+        seen, 6,
+        "base, the redis and monitoring components, and the example, example-monitoring and managed-redis overlays"
     );
 }
 
@@ -1139,6 +1141,153 @@ fn overlay_runs_two_replicas_on_the_bundled_redis() {
     assert_eq!(
         toml_str(&toml_table(s.config_text, "base"), "store", "backend"),
         Some("memory")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The managed-redis overlay
+// ---------------------------------------------------------------------------
+
+#[test]
+fn managed_redis_overlay_takes_the_password_from_a_secret_and_the_ca_from_a_configmap() {
+    let base = Manifests::load(&[BASE]);
+    let s = Sidecar::resolve(&base);
+    let overlay = Manifests::load(&[MANAGED_REDIS]);
+    let k = overlay.kustomization();
+    let dir = repo_path(MANAGED_REDIS);
+    let text_of = |file: &str| read(&dir.join(file));
+    let config_text = text_of("tollgate.toml");
+    let config = toml_table(&config_text, "managed-redis tollgate.toml");
+
+    assert!(k["resources"]
+        .as_array()
+        .is_some_and(|r| r.contains(&Value::from("../../base"))));
+    assert!(
+        k.get("components").is_none(),
+        "no bundled Redis: the store is the managed one"
+    );
+    assert_eq!(
+        text(
+            overlay.of_kind("Namespace").next().expect("a Namespace"),
+            "/metadata/name"
+        ),
+        text(k, "/namespace")
+    );
+
+    // [store]: TLS, the CA file and the password variable, no credentials in the URL.
+    assert_eq!(toml_str(&config, "store", "backend"), Some("redis"));
+    let url = toml_str(&config, "store", "url").expect("store.url");
+    assert!(url.starts_with("rediss://"), "{url}");
+    assert!(
+        !url.contains('@'),
+        "credentials belong in the Secret: {url}"
+    );
+    let ca = toml_str(&config, "store", "ca").expect("store.ca");
+    let password_env = toml_str(&config, "store", "password_env").expect("store.password_env");
+
+    // The Deployment patch gives the sidecar both.
+    let patches = k["patches"].as_array().expect("patches");
+    assert_eq!(patches.len(), 1);
+    assert_eq!(
+        patches[0]["target"]["name"],
+        s.deployment["metadata"]["name"]
+    );
+    let patch = &yaml_documents(text(&patches[0], "/patch")).expect("the patch is YAML")[0];
+    let tollgate = container(patch, TOLLGATE);
+
+    // The password: env var <- secretKeyRef <- a Secret of the overlay with
+    // that key, holding an example value only.
+    let env = env_var(tollgate, password_env)
+        .unwrap_or_else(|| panic!("the patch sets no {password_env}"));
+    let secret_ref = &env["valueFrom"]["secretKeyRef"];
+    let secret = overlay.named("Secret", text(secret_ref, "/name"));
+    let value = secret["stringData"][text(secret_ref, "/key")]
+        .as_str()
+        .expect("the Secret has the key");
+    assert!(value.contains(EXAMPLE_MARK), "{value}");
+    assert!(!config_text.contains(value));
+
+    // The CA: store.ca's directory is a mount of a volume from a ConfigMap
+    // that a generator of the overlay makes, with the file under its name.
+    let (ca_dir, ca_file) = ca.rsplit_once('/').expect("an absolute path");
+    assert_ne!(
+        ca_dir,
+        text(s.mount, "/mountPath"),
+        "not inside the config's read-only mount"
+    );
+    let mount = tollgate["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == ca_dir)
+        .unwrap_or_else(|| panic!("nothing mounted at {ca_dir}"));
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod_spec(patch)["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    let map_name = text(volume, "/configMap/name");
+    let generator = k["configMapGenerator"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["name"] == map_name)
+        .unwrap_or_else(|| panic!("no configMapGenerator {map_name}"));
+    let source = generator["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|f| match f.split_once('=') {
+            Some((key, path)) => (key == ca_file).then_some(path),
+            None => (f == ca_file).then_some(f),
+        })
+        .unwrap_or_else(|| panic!("{map_name} has no key {ca_file}"));
+
+    // Apart from [store], the file is the base's.
+    let mut base_rest = toml_table(s.config_text, "base tollgate.toml");
+    let mut overlay_rest = config.clone();
+    base_rest.remove("store");
+    overlay_rest.remove("store");
+    assert_eq!(base_rest, overlay_rest);
+
+    // `tollgate check` as the pod would run it: the ConfigMap's file where
+    // store.ca points (here: its source in the repository), the Secret's
+    // value in the environment. Without the variable: exit 2, naming it.
+    let local = config_text.replace(ca, &dir.join(source).display().to_string());
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("tollgate.toml");
+    std::fs::write(&path, &local).expect("write config");
+    let run = |with_password: bool| {
+        let mut cmd = tollgate_command(tmp.path());
+        cmd.args(["check", "--config"]).arg(&path);
+        if with_password {
+            cmd.env(password_env, value);
+        } else {
+            cmd.env_remove(password_env);
+        }
+        cmd.output().expect("run tollgate check")
+    };
+    let out = run(true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("warning"), "{stdout}");
+    assert!(!stdout.contains(value), "{stdout}");
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "store.password_env: the environment variable {password_env} is not set"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Each case is an async fn over a [`Fx`]; the `conformance!` macro runs it
 //! against `MemoryStore` and against `RedisStore` on a real `redis-server`
-//! started for the case. Time comes from a `ManualClock`, so time-dependent
+//! started for the case, and all cases in turn on a Redis Cluster and on a
+//! Redis Cluster over TLS. Time comes from a `ManualClock`, so time-dependent
 //! cases are exact on both. Redis-only cases at the end cover failures:
 //! a paused server, a killed and restarted one, one that is down at startup,
 //! corrupt data and secrets in errors.
@@ -14,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
+use common::tls_redis::{Pki, TlsRedisCluster};
 use tollgate::clock::{Clock, ManualClock, SystemClock};
 use tollgate::limits::{Decision, LimitState, Limits, Verdict};
 use tollgate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 use tollgate::store::memory::MemoryStore;
-use tollgate::store::redis::{Bounds, RedisStore, Topology};
+use tollgate::store::redis::{Access, Bounds, RedisStore, Topology};
 use tollgate::store::{AdmitRequest, SharedStore, Store, StoreError, TimeSource, UsageRequest};
 
 /// 2026-02-10T10:00:00Z, a whole minute.
@@ -88,6 +90,32 @@ fn cluster_fx(cluster: &RedisCluster) -> Fx {
     }
 }
 
+/// [`cluster_fx`] over TLS: `rediss://` seeds, the test CA as `store.ca`.
+fn tls_cluster_fx(cluster: &TlsRedisCluster, pki: &Pki) -> Fx {
+    let clock = ManualClock::new(T0);
+    let topology = Topology::Cluster {
+        urls: cluster.seed_urls(),
+    };
+    let access = Access {
+        ca: Some(std::fs::read(&pki.ca_file).unwrap()),
+        ..Access::default()
+    };
+    let open = || -> SharedStore {
+        let time = TimeSource::Clock(clock.clone());
+        let bounds = Bounds {
+            timeout: STORE_TIMEOUT,
+            max_in_flight: 1024,
+        };
+        Arc::new(RedisStore::with_access(&topology, &access, bounds, time).unwrap())
+    };
+    Fx {
+        store: open(),
+        other: open(),
+        clock: clock.clone(),
+        _server: None,
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory_store {
@@ -113,6 +141,19 @@ macro_rules! conformance {
             $(
                 eprintln!("cluster case {}", stringify!($case));
                 $case(cluster_fx(&cluster)).await;
+                cluster.flush_all();
+            )*
+        }
+        /// The same on three primaries with `--tls-cluster yes`, the store
+        /// given their TLS ports and the test CA: the nodes `CLUSTER SLOTS`
+        /// names to a TLS client are reached over TLS too.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis_tls_cluster_store_all_cases() {
+            let pki = Pki::new();
+            let cluster = TlsRedisCluster::start(&pki);
+            $(
+                eprintln!("TLS cluster case {}", stringify!($case));
+                $case(tls_cluster_fx(&cluster, &pki)).await;
                 cluster.flush_all();
             )*
         }

@@ -27,6 +27,13 @@
 //! retries a command up to [`CLUSTER_RETRIES`] times to follow redirects;
 //! see docs/scaling.md for what that means for counts.)
 //!
+//! TLS (`rediss://`, [`Access`]): the same topologies over rustls, with
+//! the roots of `ca` (else the system's) and an optional client certificate;
+//! for a sentinel set-up, the sentinels and the primary alike. Certificates
+//! are always verified, hostname included. Credentials from the environment
+//! replace the URL's. A TLS failure is a connection error like any other: the
+//! call fails `Unavailable`, never falls back to plain TCP.
+//!
 //! Errors never carry the URL, the password or any stored value.
 
 use std::collections::HashMap;
@@ -276,6 +283,59 @@ pub enum Topology {
     },
 }
 
+/// TLS material and credentials for the connections; all `None` for plain
+/// `redis://` with the URL's own credentials. `Debug` shows none of it.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// PEM roots that verify the servers; `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// PEM certificate chain and private key: mutual TLS.
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The ACL user, replacing the URL's.
+    pub username: Option<String>,
+    /// The password, replacing the URL's.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("ca", &self.ca.is_some())
+            .field("client_identity", &self.client_identity.is_some())
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client_identity
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+
+    fn has_tls_material(&self) -> bool {
+        self.ca.is_some() || self.client_identity.is_some()
+    }
+}
+
+/// Installs rustls' process-wide crypto provider (ring, the binary's one TLS
+/// stack) unless one is installed already. `main` does this at start; the
+/// store does it again so that library users (tests) need not.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err: another thread installed one in between, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// Bounds on the store's calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
@@ -426,19 +486,39 @@ impl RedisStore {
         bounds: Bounds,
         time: TimeSource,
     ) -> Result<RedisStore, StoreError> {
+        RedisStore::with_access(topology, &Access::default(), bounds, time)
+    }
+
+    /// Parses the URLs of `topology` and prepares TLS and credentials from
+    /// `access`; does not connect. TLS material with a `redis://` URL is refused.
+    pub fn with_access(
+        topology: &Topology,
+        access: &Access,
+        bounds: Bounds,
+        time: TimeSource,
+    ) -> Result<RedisStore, StoreError> {
         let invalid = |e: RedisError| {
-            StoreError::Unavailable(format!("invalid redis url ({})", e.category()))
+            // The description names what is wrong (a PEM that does not
+            // parse, ...); the redis crate's descriptions never hold the URL,
+            // and the password is scrubbed should one ever.
+            let text = e.to_string();
+            let mut what = text.split(" - ").next().unwrap_or_default().to_owned();
+            if let Some(p) = access.password.as_deref().filter(|p| !p.is_empty()) {
+                what = what.replace(p, "***");
+            }
+            StoreError::Unavailable(format!("invalid redis settings: {what}"))
         };
         let timeout = bounds.timeout;
         let (target, info) = match topology {
             Topology::Single { url } => {
-                let client = redis::Client::open(url.as_str()).map_err(invalid)?;
-                let info = client.get_connection_info().clone();
+                let info = node_info(url, access).map_err(invalid)?;
+                let client = redis::Client::open(info.clone()).map_err(invalid)?;
                 (Target::Single(client), info)
             }
             Topology::Cluster { urls } => {
-                let info = first_info(urls).map_err(invalid)?;
-                let mut builder = redis::cluster::ClusterClientBuilder::new(urls.clone())
+                let infos = node_infos(urls, access).map_err(invalid)?;
+                let info = infos[0].clone();
+                let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(CLUSTER_RETRIES);
@@ -448,26 +528,36 @@ impl RedisStore {
                 if let Some(u) = info.redis_settings().username() {
                     builder = builder.username(u);
                 }
+                if is_tls(&info) {
+                    // Also for the nodes the cluster names (CLUSTER SLOTS).
+                    builder = builder.certs(access.certificates());
+                }
                 (Target::Cluster(builder.build().map_err(invalid)?), info)
             }
             Topology::Sentinel {
                 sentinels,
                 master_name,
             } => {
-                let info = first_info(sentinels).map_err(invalid)?;
-                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(info.redis_settings().clone());
-                let client = redis::sentinel::SentinelClient::build(
-                    sentinels.clone(),
-                    master_name.clone(),
-                    Some(node),
-                    redis::sentinel::SentinelServerType::Master,
-                )
+                let infos = node_infos(sentinels, access).map_err(invalid)?;
+                let info = infos[0].clone();
+                let client = if is_tls(&info) {
+                    sentinel_over_tls(&infos, master_name, access)
+                } else {
+                    let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                        .set_redis_connection_info(info.redis_settings().clone());
+                    redis::sentinel::SentinelClient::build(
+                        infos,
+                        master_name.clone(),
+                        Some(node),
+                        redis::sentinel::SentinelServerType::Master,
+                    )
+                }
                 .map_err(invalid)?;
                 (Target::Sentinel(tokio::sync::Mutex::new(client)), info)
             }
         };
         let addr = info.addr().to_string();
+        // The URL's password, or the one from the environment that replaced it.
         let password = info
             .redis_settings()
             .password()
@@ -571,7 +661,8 @@ impl RedisStore {
     }
 
     fn unavailable(&self, e: &RedisError) -> StoreError {
-        StoreError::Unavailable(format!("redis: {}", self.scrub(&e.to_string())))
+        let text = e.to_string();
+        StoreError::Unavailable(format!("redis: {}{}", self.scrub(&text), hint(e, &text)))
     }
 
     /// Removes the password from a message, should it ever contain it.
@@ -656,16 +747,105 @@ fn drops_connection(e: &RedisError) -> bool {
         || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
 
-/// The connection info of the first URL (credentials and database for all).
-fn first_info(urls: &[String]) -> RedisResult<redis::ConnectionInfo> {
+/// What to check, for the errors a wrong setting causes (TLS, credentials).
+fn hint(e: &RedisError, text: &str) -> &'static str {
+    if text.contains("invalid peer certificate") {
+        "; the server's certificate must chain to store.ca (or a system root), \
+         be valid now, and name the host of the URL"
+    } else if e.kind() == ErrorKind::AuthenticationFailed {
+        "; check the user and password (store.username_env, store.password_env or the URL)"
+    } else {
+        ""
+    }
+}
+
+/// The connection info of `url` with the credentials of `access`, and for
+/// `rediss://` its TLS material (else the system's roots).
+fn node_info(url: &str, access: &Access) -> RedisResult<redis::ConnectionInfo> {
     use redis::IntoConnectionInfo;
-    match urls.first() {
-        Some(url) => url.as_str().into_connection_info(),
-        None => Err(RedisError::from((
+    let info = url.into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &access.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &access.password {
+        settings = settings.set_password(password);
+    }
+    let info = info.set_redis_settings(settings);
+    if is_tls(&info) {
+        install_crypto_provider();
+        let client = redis::Client::build_with_tls(info, access.certificates())?;
+        Ok(client.get_connection_info().clone())
+    } else if access.has_tls_material() {
+        // Never a silent plaintext connection when TLS was asked for.
+        Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "TLS certificates given for a redis:// URL; use rediss://",
+        )))
+    } else {
+        Ok(info)
+    }
+}
+
+/// [`node_info`] of every URL; the first one's credentials and database
+/// apply to all. At least one URL; all `rediss://` or none.
+fn node_infos(urls: &[String], access: &Access) -> RedisResult<Vec<redis::ConnectionInfo>> {
+    let infos = urls
+        .iter()
+        .map(|u| node_info(u, access))
+        .collect::<RedisResult<Vec<_>>>()?;
+    let Some(first) = infos.first() else {
+        return Err(RedisError::from((
             ErrorKind::InvalidClientConfig,
             "no redis url",
-        ))),
+        )));
+    };
+    if infos.iter().any(|i| is_tls(i) != is_tls(first)) {
+        return Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "redis:// and rediss:// URLs mixed",
+        )));
     }
+    Ok(infos)
+}
+
+fn is_tls(info: &redis::ConnectionInfo) -> bool {
+    matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. })
+}
+
+/// A sentinel client that speaks TLS to the sentinels and to the primary
+/// they name, with the roots and client certificate of `access` for both
+/// (the plain `SentinelClient::build` would verify the primary against the
+/// system roots only). The first URL's credentials and database apply to
+/// the sentinels and the primary.
+fn sentinel_over_tls(
+    infos: &[redis::ConnectionInfo],
+    master_name: &str,
+    access: &Access,
+) -> RedisResult<redis::sentinel::SentinelClient> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    let settings = infos[0].redis_settings();
+    let mut builder = SentinelClientBuilder::new(
+        infos.iter().map(|i| i.addr().clone()),
+        master_name,
+        SentinelServerType::Master,
+    )?
+    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+    .set_client_to_sentinel_certificates(access.certificates())
+    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+    .set_client_to_redis_certificates(access.certificates())
+    .set_client_to_redis_db(settings.db());
+    if let Some(user) = settings.username() {
+        builder = builder
+            .set_client_to_sentinel_username(user)
+            .set_client_to_redis_username(user);
+    }
+    if let Some(password) = settings.password() {
+        builder = builder
+            .set_client_to_sentinel_password(password)
+            .set_client_to_redis_password(password);
+    }
+    builder.build()
 }
 
 fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
@@ -1119,5 +1299,63 @@ impl Store for RedisStore {
             .run_admit("usage", req.client_id, req.key, None, req.defaults, 1)
             .await?;
         Ok(batch.last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(url: &str, access: &Access) -> RedisStore {
+        let bounds = Bounds {
+            timeout: Duration::from_millis(200),
+            max_in_flight: 8,
+        };
+        RedisStore::with_access(
+            &Topology::Single { url: url.into() },
+            access,
+            bounds,
+            TimeSource::Store,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_password_from_the_environment_is_scrubbed_too() {
+        let access = Access {
+            password: Some("env-s3cret-42".into()),
+            ..Access::default()
+        };
+        let s = store("redis://127.0.0.1:1/0", &access);
+        assert_eq!(
+            s.scrub("AUTH env-s3cret-42 failed"),
+            "AUTH *** failed".to_owned()
+        );
+        assert!(!format!("{s:?} {access:?}").contains("env-s3cret-42"));
+        // The URL's own password still is, when no variable replaces it.
+        let s = store("redis://:url-s3cret@127.0.0.1:1/0", &Access::default());
+        assert_eq!(s.scrub("x url-s3cret y"), "x *** y");
+    }
+
+    #[test]
+    fn tls_material_with_a_plain_url_is_refused() {
+        let access = Access {
+            ca: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            ..Access::default()
+        };
+        let bounds = Bounds {
+            timeout: Duration::from_millis(200),
+            max_in_flight: 8,
+        };
+        let err = RedisStore::with_access(
+            &Topology::Single {
+                url: "redis://127.0.0.1:1/0".into(),
+            },
+            &access,
+            bounds,
+            TimeSource::Store,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("use rediss://"), "{err}");
     }
 }

@@ -31,5 +31,6 @@ pub mod http;
 pub mod raw_upstream;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod tls_redis;
 pub mod tollgate;
 pub mod upstream;
