@@ -7,6 +7,9 @@ use tollgate::cli::{Cli, Command};
 use tollgate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 
 fn main() -> ExitCode {
+    // One TLS stack for the whole process (rustls with ring), installed before
+    // anything builds a TLS config.
+    tollgate::tls::install_default_provider();
     let cli = Cli::parse();
     let config_path = || {
         cli.global
