@@ -27,9 +27,11 @@ macro_rules! both_stores {
 }
 
 pub mod admin;
+pub mod grpc;
 pub mod http;
 pub mod raw_upstream;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod tls;
 pub mod tollgate;
 pub mod upstream;
