@@ -289,10 +289,9 @@ impl Upstream {
                     return Err(cause.to_api_error());
                 }
                 let cause = ErrorChain(&e);
-                if let Some(tls) = cause.tls_error() {
+                if cause.is_tls() {
                     tracing::warn!(
                         error = %cause,
-                        tls_error = %tls,
                         "upstream TLS handshake failed: the upstream's certificate was refused \
                          (nothing was sent to it)"
                     );
@@ -374,14 +373,11 @@ impl ErrorChain<'_> {
         }
     }
 
-    /// The rustls error that failed the connection, if one did.
-    fn tls_error(&self) -> Option<String> {
-        let mut found = None;
-        self.each(|e| {
-            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-                found.get_or_insert_with(|| tls.to_string());
-            }
-        });
+    /// Whether rustls failed the connection (a refused certificate, a
+    /// failed handshake).
+    fn is_tls(&self) -> bool {
+        let mut found = false;
+        self.each(|e| found |= e.is::<rustls::Error>());
         found
     }
 }

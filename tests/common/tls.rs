@@ -140,3 +140,136 @@ pub fn server_tls_section(cert: &Path, key: &Path) -> String {
         key.display()
     )
 }
+
+/// A real HTTPS upstream (HTTP/1.1 and HTTP/2 by ALPN) on a free port: it
+/// answers `200 tls-ok` with `x-seen-proto` (the `X-Forwarded-Proto` it got)
+/// and counts the requests that reached it and the handshakes that failed.
+pub struct HttpsUpstream {
+    pub addr: std::net::SocketAddr,
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    pub failed_handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpsUpstream {
+    pub async fn start(config: Arc<rustls::ServerConfig>) -> HttpsUpstream {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (r, f) = (requests.clone(), failed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, r, f) = (acceptor.clone(), r.clone(), f.clone());
+                tokio::spawn(async move {
+                    let stream = match acceptor.accept(stream).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            f.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            let proto = req
+                                .headers()
+                                .get("x-forwarded-proto")
+                                .cloned()
+                                .unwrap_or(http::HeaderValue::from_static("-"));
+                            async move {
+                                let mut resp = http::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from_static(b"tls-ok"),
+                                ));
+                                resp.headers_mut().insert("x-seen-proto", proto);
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        });
+        HttpsUpstream {
+            addr,
+            requests,
+            failed_handshakes: failed,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+impl Drop for HttpsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The end-entity certificate `addr` presents to a new TLS connection
+/// (SNI `localhost`), verified against `roots`.
+pub async fn presented_cert(
+    addr: std::net::SocketAddr,
+    ca: &TestCa,
+) -> Result<Vec<u8>, std::io::Error> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(&[b"http/1.1"])));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await?;
+    let certs = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    Ok(certs.first().map(|c| c.to_vec()).unwrap_or_default())
+}
+
+impl Leaf {
+    /// The leaf certificate's DER bytes.
+    pub fn der(&self) -> Vec<u8> {
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .expect("leaf pem")
+            .to_vec()
+    }
+}
+
+/// An HTTPS client (hyper-util, ALPN `alpn`) that trusts `ca`; with
+/// `fresh`, every request opens a new connection (a new handshake).
+pub fn https_client(
+    ca: &TestCa,
+    alpn: &[&[u8]],
+    fresh: bool,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<bytes::Bytes>,
+> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let b = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(ca.client_config(&[]))
+        .https_only();
+    let connector = match (alpn.contains(&&b"h2"[..]), alpn.contains(&&b"http/1.1"[..])) {
+        (true, true) => b.enable_all_versions().wrap_connector(http),
+        (true, false) => b.enable_http2().wrap_connector(http),
+        _ => b.enable_http1().wrap_connector(http),
+    };
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    if fresh {
+        builder.pool_max_idle_per_host(0);
+    }
+    if alpn == [&b"h2"[..]] {
+        builder.http2_only(true);
+    }
+    builder.build(connector)
+}
