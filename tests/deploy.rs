@@ -595,6 +595,8 @@ fn every_manifest_parses_with_a_current_api_version() {
         "Deployment" => "apps/v1",
         "PodDisruptionBudget" => "policy/v1",
         "NetworkPolicy" => "networking.k8s.io/v1",
+        // cert-manager (overlays/tls).
+        "Certificate" | "Issuer" => "cert-manager.io/v1",
         "Kustomization" => "kustomize.config.k8s.io/v1beta1",
         "Component" => "kustomize.config.k8s.io/v1alpha1",
         other => panic!("kind {other:?}: add its current apiVersion to this test"),
@@ -666,7 +668,10 @@ fn kustomizations_reference_files_that_exist() {
             }
         }
     }
-    assert_eq!(seen, 3, "base, the redis component and the example overlay");
+    assert_eq!(
+        seen, 5,
+        "base, the redis component, and the example, grpc and tls overlays"
+    );
 }
 
 // ---------------------------------------------------------------------------

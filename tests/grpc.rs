@@ -365,9 +365,9 @@ async fn a_client_cancel_reaches_the_upstream() {
     );
     let mut c2 = client.clone();
     let call = tokio::spawn(async move { c2.sleep(req).await });
-    // Wait until the upstream has the call, then cancel it.
+    // Wait until the upstream's handler runs, then cancel the call.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while up.counters.calls.load(Ordering::SeqCst) == 0 {
+    while up.counters.sleeping.load(Ordering::SeqCst) == 0 {
         assert!(
             Instant::now() < deadline,
             "the call never reached the upstream"
@@ -465,5 +465,89 @@ async fn auto_keeps_each_requests_version() {
     assert_eq!(
         r.status, 502,
         "an HTTP/1.1 request reached an h2-only upstream"
+    );
+}
+
+/// GOAWAY from the upstream (a graceful shutdown of its connection, as a
+/// rolling restart does) while calls are in flight and arriving: calls
+/// already running finish, new ones go on a new connection, and not one
+/// call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_from_the_upstream_fails_no_call() {
+    let up = GrpcUpstream::start().await;
+    let lines = format!("url = \"{}\"\nprotocol = \"http2\"", up.url());
+    let (_tg, client, key) = setup(&lines, json!({"per_minute": 1_000_000})).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (mut client, key, stop) = (client.clone(), key.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                // Some calls take a while, so that GOAWAY finds them in flight.
+                let req = with_key(
+                    &key,
+                    Msg {
+                        text: String::new(),
+                        n: i,
+                        delay_ms: if w == 0 { 50 } else { 0 },
+                    },
+                );
+                match client.sleep(req).await {
+                    Ok(_) => ok += 1,
+                    Err(st) => failed.push(st),
+                }
+                i += 1;
+            }
+            (ok, failed)
+        }));
+    }
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        up.goaway();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 20, "only {ok} calls");
+    assert!(
+        up.counters.connections.load(Ordering::SeqCst) >= 2,
+        "GOAWAY did not make tollgate open a new connection"
+    );
+}
+
+/// The gRPC overlay's tollgate.toml is a valid config (HTTP/2 upstream,
+/// method routes).
+#[test]
+fn the_grpc_overlay_config_is_accepted() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/overlays/grpc/tollgate.toml"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "--config", path])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("protocol = \"http2\""), "{stdout}");
+    assert!(
+        stdout.contains("path = \"/grpc.health.v1.Health\""),
+        "{stdout}"
     );
 }

@@ -445,3 +445,38 @@ fn replace(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// The TLS overlay's tollgate.toml is a valid config once its two files
+/// exist (here: rcgen's, at the paths the overlay mounts them, rewritten to a
+/// temporary directory).
+#[test]
+fn the_tls_overlay_config_is_accepted() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/overlays/tls/tollgate.toml"
+    ))
+    .unwrap();
+    assert!(text.contains("cert = \"/etc/tollgate-tls/tls.crt\""));
+    assert!(text.contains("key = \"/etc/tollgate-tls/tls.key\""));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.leaf(&["example-api.tollgate-tls.svc"]).write(dir.path());
+    // The Secret is mounted 0440 with the pod's fsGroup: group-readable is accepted.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("tls.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let text = text.replace("/etc/tollgate-tls", &dir.path().display().to_string());
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[server.tls]"));
+}

@@ -79,12 +79,17 @@ pub struct Counters {
     pub cancelled: AtomicUsize,
     /// Calls the service received.
     pub calls: AtomicUsize,
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// `Sleep` calls whose handler has started.
+    pub sleeping: AtomicUsize,
 }
 
 pub struct GrpcUpstream {
     pub addr: SocketAddr,
     pub counters: Arc<Counters>,
     kill: watch::Sender<bool>,
+    goaway: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
     tls: bool,
 }
@@ -105,9 +110,11 @@ impl GrpcUpstream {
         let addr = listener.local_addr().expect("addr");
         let counters = Arc::new(Counters::default());
         let (kill, kill_rx) = watch::channel(false);
+        let (goaway, _) = watch::channel(0u64);
         let c = counters.clone();
         let is_tls = tls.is_some();
         let kill_tx = kill.clone();
+        let goaway_tx = goaway.clone();
         let task = tokio::spawn(async move {
             let mut stop = kill_rx.clone();
             loop {
@@ -115,24 +122,21 @@ impl GrpcUpstream {
                     _ = stop.changed() => return,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
-                let (c, tls, mut conn_kill, kill_tx) =
-                    (c.clone(), tls.clone(), kill_rx.clone(), kill_tx.clone());
+                c.connections.fetch_add(1, Ordering::SeqCst);
+                let (c, tls, kill_tx) = (c.clone(), tls.clone(), kill_tx.clone());
+                // Subscribed now: only later signals concern this connection.
+                let (conn_kill, conn_goaway) = (kill_tx.subscribe(), goaway_tx.subscribe());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         route(req, c.clone(), kill_tx.clone())
                     });
-                    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                     match tls {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                            tokio::select! { _ = conn => {}, _ = conn_kill.changed() => {} }
-                        }
+                        None => serve(TokioIo::new(stream), svc, conn_kill, conn_goaway).await,
                         Some(acceptor) => {
                             let Ok(stream) = acceptor.accept(stream).await else {
                                 return;
                             };
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                            tokio::select! { _ = conn => {}, _ = conn_kill.changed() => {} }
+                            serve(TokioIo::new(stream), svc, conn_kill, conn_goaway).await
                         }
                     }
                 });
@@ -142,6 +146,7 @@ impl GrpcUpstream {
             addr,
             counters,
             kill,
+            goaway,
             task,
             tls: is_tls,
         }
@@ -156,12 +161,48 @@ impl GrpcUpstream {
     pub fn kill(&self) {
         let _ = self.kill.send(true);
     }
+
+    /// Sends GOAWAY on every open connection (hyper's graceful shutdown:
+    /// calls in flight finish, new ones must use a new connection); the
+    /// server keeps accepting.
+    pub fn goaway(&self) {
+        self.goaway.send_modify(|n| *n += 1);
+    }
 }
 
 impl Drop for GrpcUpstream {
     fn drop(&mut self) {
         self.kill();
         self.task.abort();
+    }
+}
+
+/// One HTTP/2 connection until it ends, is killed (dropped), or is told
+/// to go away (GOAWAY, then served until its calls finish).
+async fn serve<I, S>(
+    io: I,
+    svc: S,
+    mut kill: watch::Receiver<bool>,
+    mut goaway: watch::Receiver<u64>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = tonic::body::Body>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = kill.changed() => return,
+            changed = goaway.changed() => match changed {
+                Ok(()) => conn.as_mut().graceful_shutdown(),
+                Err(_) => return,
+            },
+        }
     }
 }
 
@@ -217,7 +258,8 @@ async fn route(
                     async move {
                         let m = r.into_inner();
                         // Dropped unanswered (the call was cancelled): counted.
-                        let mut pending = CancelCount(c, true);
+                        let mut pending = CancelCount(c.clone(), true);
+                        c.sleeping.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(m.delay_ms.into())).await;
                         pending.1 = false;
                         Ok(Response::new(msg("slept", m.delay_ms)))
