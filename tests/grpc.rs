@@ -551,3 +551,45 @@ fn the_grpc_overlay_config_is_accepted() {
         "{stdout}"
     );
 }
+
+/// A tollgate process's resident set, from /proc.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// HTTP/2 flow control holds both ways: a client that stops reading a
+/// 128 MiB server stream makes the upstream wait, not tollgate buffer (its
+/// memory stays flat), and every message still arrives once it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_does_not_make_tollgate_buffer_a_stream() {
+    let up = GrpcUpstream::start().await;
+    let (tg, mut client, key) = setup(&h2_upstream(&up), json!({})).await;
+    client.unary(with_key(&key, msg("warm", 0))).await.unwrap();
+    let before = rss_kb(tg.pid());
+    let mut stream = client
+        .big(with_key(&key, msg("", 128)))
+        .await
+        .expect("stream")
+        .into_inner();
+    assert_eq!(stream.next().await.unwrap().unwrap().n, 0);
+    // The client reads nothing for a while; the upstream could send 127 MiB.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let paused = rss_kb(tg.pid());
+    let mut n = 1;
+    while let Some(m) = stream.next().await {
+        assert_eq!(m.unwrap().n, n);
+        n += 1;
+    }
+    assert_eq!(n, 128);
+    let grew_mb = paused.saturating_sub(before) / 1024;
+    eprintln!("tollgate RSS before {before} kB, with the reader paused {paused} kB");
+    assert!(
+        grew_mb < 32,
+        "tollgate grew by {grew_mb} MiB while the reader paused"
+    );
+}

@@ -10,6 +10,7 @@
 //!   `text = "die"` kills the server (every connection dropped) after two;
 //! - `ClientStream`: counts the messages and joins their texts;
 //! - `Bidi`: echoes each message as it arrives;
+//! - `Big`: `n` messages of 1 MiB each, as fast as flow control lets it;
 //! - `Sleep`: answers after `delay_ms`; counts calls dropped before answering
 //!   (the client cancelled and the RST_STREAM reached the upstream).
 
@@ -313,6 +314,18 @@ async fn route(
             )
             .await
         }
+        "/test.Echo/Big" => {
+            grpc.server_streaming(
+                Svc(|r: Request<Msg>| async move {
+                    let n = r.into_inner().n;
+                    let big = "x".repeat(1 << 20);
+                    let s = futures_util::stream::iter(0..n).map(move |i| Ok(msg(&big, i)));
+                    Ok(Response::new(Box::pin(s) as MsgStream))
+                }),
+                req,
+            )
+            .await
+        }
         "/test.Echo/ClientStream" => {
             grpc.client_streaming(
                 Svc(|r: Request<Streaming<Msg>>| async move {
@@ -436,6 +449,13 @@ impl EchoClient {
         self.ready().await?;
         self.grpc
             .server_streaming(req, path("/test.Echo/ServerStream"), ProstCodec::default())
+            .await
+    }
+
+    pub async fn big(&mut self, req: Request<Msg>) -> Result<Response<Streaming<Msg>>, Status> {
+        self.ready().await?;
+        self.grpc
+            .server_streaming(req, path("/test.Echo/Big"), ProstCodec::default())
             .await
     }
 
