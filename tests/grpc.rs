@@ -593,3 +593,40 @@ async fn a_slow_reader_does_not_make_tollgate_buffer_a_stream() {
         "tollgate grew by {grew_mb} MiB while the reader paused"
     );
 }
+
+/// A malformed gRPC frame (a length prefix promising more bytes than the
+/// body holds) is forwarded as bytes — tollgate does not parse messages —
+/// and the upstream's refusal (a gRPC error status) reaches the client;
+/// tollgate keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_gets_the_upstreams_status() {
+    let up = GrpcUpstream::start().await;
+    let (tg, mut client, key) = setup(&h2_upstream(&up), json!({})).await;
+    let raw = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let req = http::Request::post(tg.url("/test.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-api-key", &key)
+        // Uncompressed, 1000 bytes announced, 2 sent.
+        .body(http_body_util::Full::new(Bytes::from_static(&[
+            0, 0, 0, 3, 0xE8, 1, 2,
+        ])))
+        .unwrap();
+    let resp = raw.request(req).await.expect("h2 request");
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body");
+    let status = body
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| headers.get("grpc-status"))
+        .expect("a grpc-status from the upstream")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(status, "0", "a malformed frame was accepted");
+    let ok = client.unary(with_key(&key, msg("after", 1))).await;
+    assert_eq!(ok.expect("still serving").get_ref().text, "echo:after");
+}
