@@ -75,6 +75,7 @@ impl Live {
         loaded.server.listen = boot.server.listen;
         loaded.server.header_read_timeout = boot.server.header_read_timeout;
         loaded.server.trusted_proxies = boot.server.trusted_proxies.clone();
+        loaded.server.tls = boot.server.tls.clone();
         loaded.admin = boot.admin.clone();
         loaded.store = boot.store.clone();
         loaded.auth.bcrypt_cost = boot.auth.bcrypt_cost;

@@ -66,6 +66,10 @@ pub const DEFAULT_MAX_FAILURES_PER_MINUTE: u32 = 20;
 pub const MAX_FAILURES_PER_MINUTE: RangeInclusive<u32> = 1..=60_000;
 /// Port of an upstream URL that names none.
 pub const DEFAULT_UPSTREAM_PORT: u16 = 80;
+/// Port of an `https://` upstream URL that names none.
+pub const DEFAULT_UPSTREAM_TLS_PORT: u16 = 443;
+/// `upstream.protocol`: HTTP/1.1 to the upstream whatever the client spoke.
+pub const DEFAULT_UPSTREAM_PROTOCOL: UpstreamProtocol = UpstreamProtocol::Http1;
 pub const DEFAULT_KEEP_CREDENTIAL: bool = false;
 pub const DEFAULT_HEADERS_IETF: bool = false;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -133,6 +137,46 @@ pub struct ServerConfig {
     pub max_header_bytes: u32,
     /// Forward WebSocket upgrades (`Upgrade: websocket`) and tunnel them.
     pub websocket: bool,
+    /// `[server.tls]`: TLS on the public listener (restart-only; its files reload).
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`: the listener's certificate chain and key files, checked
+/// at load (they parse, match, and the key is not readable by others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `upstream.protocol`: the HTTP version spoken to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    Http1,
+    /// HTTP/2: prior knowledge (h2c) on `http://`, ALPN `h2` on `https://`.
+    Http2,
+    /// Each request in the version the client used.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The config file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::Http2 => "http2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+}
+
+/// `upstream.ca`: the roots that verify an `https://` upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamCa {
+    pub path: PathBuf,
+    /// The file's certificates, read at load.
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +188,8 @@ pub struct AdminConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
+    /// `https://` (TLS to the upstream) rather than `http://`.
+    pub tls: bool,
     /// `http://host:port` plus an optional base path (no trailing slash, may be empty).
     /// As written in the URL (with a port only if the URL names one; see [`UpstreamConfig::port`]).
     pub authority: http::uri::Authority,
@@ -155,6 +201,9 @@ pub struct UpstreamConfig {
     pub pool_max_idle_per_host: usize,
     /// Forward the credential header instead of removing it.
     pub keep_credential: bool,
+    pub protocol: UpstreamProtocol,
+    /// Roots for an `https://` upstream; `None`: the system's.
+    pub ca: Option<UpstreamCa>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,14 +397,28 @@ impl LogFormat {
 }
 
 impl UpstreamConfig {
-    /// The upstream as a URL: `http://` + authority + base path.
+    /// The upstream as a URL: scheme + authority + base path.
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.authority, self.base_path)
+        format!("{}://{}{}", self.scheme(), self.authority, self.base_path)
     }
 
-    /// The port to connect to: the URL's, else [`DEFAULT_UPSTREAM_PORT`].
+    /// `"https"` or `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The port to connect to: the URL's, else 80 or 443.
     pub fn port(&self) -> u16 {
-        self.authority.port_u16().unwrap_or(DEFAULT_UPSTREAM_PORT)
+        let default = if self.tls {
+            DEFAULT_UPSTREAM_TLS_PORT
+        } else {
+            DEFAULT_UPSTREAM_PORT
+        };
+        self.authority.port_u16().unwrap_or(default)
     }
 }
 
@@ -413,6 +476,14 @@ struct RawServer {
     max_body_bytes: Opt<i64>,
     max_header_bytes: Opt<i64>,
     websocket: Opt<bool>,
+    tls: Opt<RawServerTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: Opt<String>,
+    key: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,6 +502,8 @@ struct RawUpstream {
     pool_idle_timeout_ms: Opt<i64>,
     pool_max_idle_per_host: Opt<i64>,
     keep_credential: Opt<bool>,
+    protocol: Opt<String>,
+    ca: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -876,7 +949,38 @@ impl Checker<'_> {
             ))
             .unwrap_or(u32::MAX),
             websocket: raw.websocket.map_or(DEFAULT_WEBSOCKET, Spanned::into_inner),
+            tls: self.server_tls(raw.tls),
         }
+    }
+
+    /// `[server.tls]`: both files named, readable, matching, the key private.
+    fn server_tls(&mut self, raw: Opt<RawServerTls>) -> Option<ServerTls> {
+        let span = raw.as_ref().map(Spanned::span);
+        let raw = raw?.into_inner();
+        let mut file = |key: &str, value: &Opt<String>| match value {
+            Some(v) if !v.get_ref().is_empty() => Some((PathBuf::from(v.get_ref()), v.span())),
+            _ => {
+                self.report(
+                    span.as_ref(),
+                    key,
+                    "required with [server.tls]: a PEM file path",
+                );
+                None
+            }
+        };
+        let cert = file("server.tls.cert", &raw.cert);
+        let key = file("server.tls.key", &raw.key);
+        let ((cert, cert_span), (key, key_span)) = (cert?, key?);
+        if let Err(e) = crate::tls::load_certified_key(&cert, &key) {
+            let (name, span) = if e.is_key {
+                ("server.tls.key", key_span)
+            } else {
+                ("server.tls.cert", cert_span)
+            };
+            self.report(Some(&span), name, e.to_string());
+            return None;
+        }
+        Some(ServerTls { cert, key })
     }
 
     fn admin(&mut self, raw: Opt<RawAdmin>, server: &ServerConfig) -> AdminConfig {
@@ -915,20 +1019,57 @@ impl Checker<'_> {
 
     fn upstream(&mut self, raw: Opt<RawUpstream>) -> UpstreamConfig {
         let (span, raw) = section(raw);
-        let (authority, base_path) = match &raw.url {
+        let (tls, authority, base_path) = match &raw.url {
             None => {
                 let message = "required: the API to forward to, e.g. \
                                [upstream] url = \"http://127.0.0.1:3000\"";
                 self.report(span.as_ref(), "upstream.url", message);
-                (Authority::from_static("invalid"), String::new())
+                (false, Authority::from_static("invalid"), String::new())
             }
             Some(url) => match parse_upstream_url(url.get_ref()) {
                 Ok(parts) => parts,
                 Err(message) => {
                     self.report(Some(&url.span()), "upstream.url", message);
-                    (Authority::from_static("invalid"), String::new())
+                    (false, Authority::from_static("invalid"), String::new())
                 }
             },
+        };
+        let protocol = match &raw.protocol {
+            None => DEFAULT_UPSTREAM_PROTOCOL,
+            Some(p) => match p.get_ref().as_str() {
+                "http1" => UpstreamProtocol::Http1,
+                "http2" => UpstreamProtocol::Http2,
+                "auto" => UpstreamProtocol::Auto,
+                other => {
+                    self.report(
+                        Some(&p.span()),
+                        "upstream.protocol",
+                        format!("must be \"http1\", \"http2\" or \"auto\", not {other:?}"),
+                    );
+                    DEFAULT_UPSTREAM_PROTOCOL
+                }
+            },
+        };
+        let ca = match &raw.ca {
+            None => None,
+            Some(v) if !tls => {
+                self.report(
+                    Some(&v.span()),
+                    "upstream.ca",
+                    "applies only to an https:// upstream.url",
+                );
+                None
+            }
+            Some(v) => {
+                let path = PathBuf::from(v.get_ref());
+                match crate::tls::load_ca(&path) {
+                    Ok(certs) => Some(UpstreamCa { path, certs }),
+                    Err(e) => {
+                        self.report(Some(&v.span()), "upstream.ca", e.to_string());
+                        None
+                    }
+                }
+            }
         };
         let pool_max_idle = self.int(
             "upstream.pool_max_idle_per_host",
@@ -938,6 +1079,7 @@ impl Checker<'_> {
             u64::MAX,
         );
         UpstreamConfig {
+            tls,
             authority,
             base_path,
             timeout: self.millis(
@@ -959,6 +1101,8 @@ impl Checker<'_> {
             keep_credential: raw
                 .keep_credential
                 .map_or(DEFAULT_KEEP_CREDENTIAL, Spanned::into_inner),
+            protocol,
+            ca,
         }
     }
 
@@ -1428,27 +1572,28 @@ fn valid_env_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// `http://host[:port][/base]` → authority, base path without a trailing slash.
-fn parse_upstream_url(url: &str) -> Result<(Authority, String), String> {
+/// `http[s]://host[:port][/base]` → TLS or not, authority, base path without a trailing slash.
+fn parse_upstream_url(url: &str) -> Result<(bool, Authority, String), String> {
     if url.contains('#') {
         return Err(format!("{url:?} has a fragment (\"#...\"); remove it"));
     }
     let uri: http::Uri = url.parse().map_err(|e| {
         format!("{url:?} is not a valid URL ({e}); expected e.g. \"http://127.0.0.1:3000\"")
     })?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(other) => {
             return Err(format!(
-            "scheme must be \"http\", not {other:?} (tollgate speaks plain HTTP to its upstream)"
-        ))
+                "scheme must be \"http\" or \"https\", not {other:?}"
+            ))
         }
         None => {
             return Err(format!(
                 "{url:?} is not an absolute URL; expected e.g. \"http://127.0.0.1:3000\""
             ))
         }
-    }
+    };
     let Some(authority) = uri.authority().cloned() else {
         return Err(format!("{url:?} has no host"));
     };
@@ -1473,7 +1618,7 @@ fn parse_upstream_url(url: &str) -> Result<(Authority, String), String> {
         return Err(format!("{url:?} has a query (\"?...\"); remove it"));
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
-    Ok((authority, base_path))
+    Ok((tls, authority, base_path))
 }
 
 /// The `store.backend` value naming a backend.
@@ -1646,6 +1791,14 @@ struct EffServer {
     max_body_bytes: u64,
     max_header_bytes: u32,
     websocket: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<EffServerTls>,
+}
+
+#[derive(Serialize)]
+struct EffServerTls {
+    cert: String,
+    key: String,
 }
 
 #[derive(Serialize)]
@@ -1662,6 +1815,9 @@ struct EffUpstream {
     pool_idle_timeout_ms: u64,
     pool_max_idle_per_host: u64,
     keep_credential: bool,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -1773,6 +1929,10 @@ impl From<&Config> for Effective {
                 max_body_bytes: c.server.max_body_bytes.unwrap_or(0),
                 max_header_bytes: c.server.max_header_bytes,
                 websocket: c.server.websocket,
+                tls: c.server.tls.as_ref().map(|t| EffServerTls {
+                    cert: t.cert.display().to_string(),
+                    key: t.key.display().to_string(),
+                }),
             },
             admin: EffAdmin {
                 listen: c.admin.listen.to_string(),
@@ -1785,6 +1945,12 @@ impl From<&Config> for Effective {
                 pool_idle_timeout_ms: ms(c.upstream.pool_idle_timeout),
                 pool_max_idle_per_host: c.upstream.pool_max_idle_per_host as u64,
                 keep_credential: c.upstream.keep_credential,
+                protocol: c.upstream.protocol.as_str(),
+                ca: c
+                    .upstream
+                    .ca
+                    .as_ref()
+                    .map(|ca| ca.path.display().to_string()),
             },
             store: EffStore {
                 backend: backend_name(&c.store.backend),
@@ -1910,13 +2076,16 @@ mod tests {
 
     #[test]
     fn upstream_urls() {
-        let ok = |url: &str| parse_upstream_url(url).map(|(a, p)| (a.to_string(), p));
+        let ok = |url: &str| parse_upstream_url(url).map(|(_, a, p)| (a.to_string(), p));
         assert_eq!(ok("http://h"), Ok(("h".into(), "".into())));
+        assert_eq!(ok("https://h:8443/b"), Ok(("h:8443".into(), "/b".into())));
+        assert!(matches!(parse_upstream_url("https://h"), Ok((true, _, _))));
+        assert!(matches!(parse_upstream_url("http://h"), Ok((false, _, _))));
         assert_eq!(ok("http://h:3000/"), Ok(("h:3000".into(), "".into())));
         assert_eq!(ok("http://h/base//"), Ok(("h".into(), "/base".into())));
         assert_eq!(ok("http://[::1]:8/b"), Ok(("[::1]:8".into(), "/b".into())));
         for bad in [
-            "https://h",
+            "ftp://h",
             "h:3000",
             "/x",
             "http://h:0",

@@ -1,11 +1,51 @@
 //! The one error type of the request paths (public and admin), and the one
-//! place it becomes an HTTP response: `{"error": "...", "code": "..."}`.
+//! place it becomes a response, in either of its two wire forms
+//! ([`ApiError::respond`]): SPEC.md's JSON error
+//! (`{"error": "...", "code": "..."}` with the HTTP status), or, for a gRPC
+//! call, a trailers-only gRPC response (HTTP 200, `grpc-status` from SPEC.md's
+//! table, a percent-encoded `grpc-message`, `grpc-retry-pushback-ms` on 429)
+//! — never an HTTP error status, which gRPC clients read as UNAVAILABLE and
+//! retry.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::body::{full, ProxyBody};
+use crate::body::{empty, full, ProxyBody};
+
+/// `grpc-status`: the call's status code.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`: the status message, percent-encoded.
+pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// How long a client should wait before retrying, in milliseconds (gRFC A6).
+pub static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+/// The `content-type` of a gRPC response.
+pub const GRPC_CONTENT_TYPE: &str = "application/grpc";
+
+/// The two shapes a refusal can take on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireForm {
+    /// SPEC.md's JSON error with its HTTP status.
+    Json,
+    /// A trailers-only gRPC response.
+    Grpc,
+}
+
+/// gRPC status codes (grpc/doc/statuscodes.md) that tollgate answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
 
 /// Everything a request can fail with, each variant one row of SPEC.md's table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +146,62 @@ impl ApiError {
         }
     }
 
+    /// The gRPC status of SPEC.md's table ("Protocols"); the rows it does
+    /// not name take the nearest status.
+    pub fn grpc_code(&self) -> GrpcCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidScope(_) | ApiError::NameTaken(_) => {
+                GrpcCode::InvalidArgument
+            }
+            ApiError::Unauthorized(_) => GrpcCode::Unauthenticated,
+            ApiError::Forbidden(_) => GrpcCode::PermissionDenied,
+            ApiError::NotFound(_) => GrpcCode::NotFound,
+            ApiError::MethodNotAllowed { .. } | ApiError::NotImplemented(_) => {
+                GrpcCode::Unimplemented
+            }
+            ApiError::UnsupportedMediaType(_) => GrpcCode::InvalidArgument,
+            ApiError::Conflict(_) => GrpcCode::AlreadyExists,
+            ApiError::RequestTimeout(_) | ApiError::GatewayTimeout(_) => GrpcCode::DeadlineExceeded,
+            ApiError::PayloadTooLarge(_) | ApiError::RateLimited { .. } => {
+                GrpcCode::ResourceExhausted
+            }
+            ApiError::BadGateway(_) | ApiError::Unavailable(_) => GrpcCode::Unavailable,
+            ApiError::Internal(_) => GrpcCode::Internal,
+        }
+    }
+
+    /// The refusal in the form the request calls for. Rate-limit headers
+    /// are added by the caller (as gRPC metadata they ride the same way).
+    pub fn respond(&self, form: WireForm) -> Response<ProxyBody> {
+        match form {
+            WireForm::Json => self.to_response(),
+            WireForm::Grpc => self.to_grpc_response(),
+        }
+    }
+
+    /// The trailers-only gRPC response: HTTP 200, no body, the status in the
+    /// one HEADERS frame.
+    pub fn to_grpc_response(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(empty());
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+        h.insert(
+            GRPC_STATUS.clone(),
+            HeaderValue::from(self.grpc_code() as u16),
+        );
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(&self.to_string())) {
+            h.insert(GRPC_MESSAGE.clone(), v);
+        }
+        if let ApiError::RateLimited { retry_after, .. } = self {
+            h.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            h.insert(
+                GRPC_RETRY_PUSHBACK_MS.clone(),
+                HeaderValue::from(retry_after.saturating_mul(1000)),
+            );
+        }
+        resp
+    }
+
     /// The JSON error response. Rate-limit headers are added by the caller.
     pub fn to_response(&self) -> Response<ProxyBody> {
         let body = serde_json::json!({ "error": self.to_string(), "code": self.code() });
@@ -123,6 +219,21 @@ impl ApiError {
         }
         resp
     }
+}
+
+/// `grpc-message` encoding (gRPC over HTTP/2, "Responses"): bytes outside
+/// printable ASCII, and `%` itself, as `%XX` of the UTF-8 bytes.
+pub fn percent_encode(message: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// A JSON response with the given status.
@@ -205,6 +316,72 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(v["code"], code);
         }
+    }
+
+    /// Both wire forms of every refusal, pinned: the JSON form's status and
+    /// code, the gRPC form's HTTP 200, content-type, status and message.
+    #[tokio::test]
+    async fn every_error_has_both_wire_forms() {
+        let m = || "Nope: 100% \"wrong\" \u{e9}".to_string();
+        // error, HTTP status, gRPC status
+        let table: Vec<(ApiError, u16, u8)> = vec![
+            (ApiError::BadRequest(m()), 400, 3),
+            (ApiError::InvalidScope(m()), 400, 3),
+            (ApiError::NameTaken(m()), 400, 3),
+            (ApiError::Unauthorized(m()), 401, 16),
+            (ApiError::Forbidden(m()), 403, 7),
+            (ApiError::NotFound(m()), 404, 5),
+            (ApiError::method_not_allowed("GET"), 405, 12),
+            (ApiError::UnsupportedMediaType(m()), 415, 3),
+            (ApiError::Conflict(m()), 409, 6),
+            (ApiError::RequestTimeout(m()), 408, 4),
+            (ApiError::PayloadTooLarge(m()), 413, 8),
+            (
+                ApiError::RateLimited {
+                    message: m(),
+                    retry_after: 3,
+                },
+                429,
+                8,
+            ),
+            (ApiError::NotImplemented(m()), 501, 12),
+            (ApiError::BadGateway(m()), 502, 14),
+            (ApiError::Unavailable(m()), 503, 14),
+            (ApiError::GatewayTimeout(m()), 504, 4),
+            (ApiError::Internal(m()), 500, 13),
+        ];
+        for (err, status, grpc) in table {
+            let json = err.respond(WireForm::Json);
+            assert_eq!(json.status().as_u16(), status, "{err:?}");
+            assert_eq!(json.headers()[CONTENT_TYPE], "application/json");
+            assert!(json.headers().get(&GRPC_STATUS).is_none());
+
+            let resp = err.respond(WireForm::Grpc);
+            assert_eq!(resp.status(), StatusCode::OK, "{err:?}");
+            let h = resp.headers();
+            assert_eq!(h[CONTENT_TYPE], "application/grpc");
+            assert_eq!(h[&GRPC_STATUS], grpc.to_string().as_str(), "{err:?}");
+            assert_eq!(h[&GRPC_MESSAGE], "Nope: 100%25 \"wrong\" %C3%A9", "{err:?}");
+            let pushback = h
+                .get(&GRPC_RETRY_PUSHBACK_MS)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let want = (status == 429).then(|| "3000".to_owned());
+            assert_eq!(pushback, want, "{err:?}");
+            // Trailers-only: the HEADERS frame ends the stream, no body.
+            use http_body::Body as _;
+            assert!(resp.body().is_end_stream(), "{err:?}");
+            let body = resp.into_body().collect().await.unwrap();
+            assert!(body.trailers().is_none());
+            assert!(body.to_bytes().is_empty());
+        }
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("plain text: ok."), "plain text: ok.");
+        assert_eq!(percent_encode("a%b"), "a%25b");
+        assert_eq!(percent_encode("line\nbreak"), "line%0Abreak");
+        assert_eq!(percent_encode("\u{20ac}"), "%E2%82%AC");
     }
 
     #[test]

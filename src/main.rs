@@ -7,9 +7,9 @@ use tollgate::cli::{Cli, Command};
 use tollgate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 
 fn main() -> ExitCode {
-    // The binary's one TLS stack (Redis over TLS and any HTTPS): rustls with
-    // ring, installed before anything can build a TLS configuration.
-    tollgate::store::redis::install_crypto_provider();
+    // One TLS stack for the whole process (rustls with ring), installed before
+    // anything builds a TLS config.
+    tollgate::tls::install_default_provider();
     let cli = Cli::parse();
     let config_path = || {
         cli.global

@@ -93,8 +93,12 @@ pub fn restart_needed(boot: &Config, loaded: &Config) -> Vec<String> {
     let mut out = Vec::new();
     // Each setting as it is shown in the message.
     type Show = fn(&Config) -> String;
-    let settings: [(&str, Show); 9] = [
+    let settings: [(&str, Show); 10] = [
         ("server.listen", |c| c.server.listen.to_string()),
+        ("server.tls", |c| match &c.server.tls {
+            Some(t) => format!("cert {} key {}", t.cert.display(), t.key.display()),
+            None => "absent".to_owned(),
+        }),
         ("server.header_read_timeout_ms", |c| {
             c.server.header_read_timeout.as_millis().to_string()
         }),

@@ -1,6 +1,13 @@
 //! Listeners and process lifetime: binds the public and admin listeners,
-//! serves connections (HTTP/1.1 and h2c on the public side), starts the
-//! config [`Reloader`], and drains in-flight requests on SIGTERM/SIGINT.
+//! serves connections (HTTP/1.1 and h2c on the public side, or, with
+//! `[server.tls]`, TLS with ALPN `h2` / `http/1.1`), starts the config
+//! [`Reloader`] and the TLS certificate watcher, and drains in-flight
+//! requests on SIGTERM/SIGINT.
+//!
+//! A TLS handshake must finish within `server.header_read_timeout_ms`, and
+//! the first request bytes within what is left of it: a stalled handshake, a
+//! flood of them, or plain HTTP sent to the TLS port holds a connection no
+//! longer than a slow plain-HTTP client would.
 //!
 //! Shutdown: the signal closes both listeners at once (new connections are
 //! refused), idle keep-alive connections are closed, requests in flight get
@@ -22,12 +29,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, ServerTls};
 use crate::reload::Reloader;
+use crate::tls::CertStore;
 
 /// How long blocking work (a bcrypt hash) may hold up the exit after the drain.
 const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -48,6 +57,7 @@ pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Runs `tollgate serve` to completion on a multi-threaded runtime.
 pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init(&config.log);
+    crate::tls::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,6 +112,31 @@ pub struct Server {
     app: Arc<App>,
     public: TcpListener,
     admin: TcpListener,
+    /// `[server.tls]`: the public listener's TLS.
+    tls: Option<PublicTls>,
+}
+
+/// The public listener's TLS: the acceptor, and the certificate it presents
+/// (swapped by [`crate::tls::watch_files`]).
+struct PublicTls {
+    acceptor: TlsAcceptor,
+    certs: Arc<CertStore>,
+    files: ServerTls,
+}
+
+impl PublicTls {
+    fn new(files: &ServerTls) -> anyhow::Result<PublicTls> {
+        let key = crate::tls::load_certified_key(&files.cert, &files.key)
+            .map_err(|e| anyhow::anyhow!("server.tls: {e}"))?;
+        let certs = Arc::new(CertStore::new(key));
+        let config = crate::tls::server_config(certs.clone())
+            .context("server.tls: cannot build the TLS configuration")?;
+        Ok(PublicTls {
+            acceptor: TlsAcceptor::from(config),
+            certs,
+            files: files.clone(),
+        })
+    }
 }
 
 impl Server {
@@ -109,6 +144,7 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let public_addr = config.server.listen;
         let admin_addr = config.admin.listen;
+        let tls = config.server.tls.as_ref().map(PublicTls::new).transpose()?;
         let app = App::new(config)?;
         let public = TcpListener::bind(public_addr)
             .await
@@ -116,7 +152,12 @@ impl Server {
         let admin = TcpListener::bind(admin_addr)
             .await
             .with_context(|| format!("admin.listen: cannot listen on {admin_addr}"))?;
-        Ok(Server { app, public, admin })
+        Ok(Server {
+            app,
+            public,
+            admin,
+            tls,
+        })
     }
 
     pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
@@ -134,7 +175,17 @@ impl Server {
         let store = crate::config::backend_name(&self.app.config.store.backend);
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(Reloader::new(self.app.clone()).run(stop_rx.clone()));
-        tracing::info!(public = %public_addr, admin = %admin_addr, store, "listening");
+        let cert_watcher = self.tls.as_ref().map(|t| {
+            tokio::spawn(crate::tls::watch_files(
+                t.certs.clone(),
+                t.files.cert.clone(),
+                t.files.key.clone(),
+                self.app.config.reload.interval,
+                stop_rx.clone(),
+            ))
+        });
+        let tls = self.tls.is_some();
+        tracing::info!(public = %public_addr, admin = %admin_addr, store, tls, "listening");
         tokio::spawn(startup_store_check(self.app.clone()));
 
         let graceful = Arc::new(GracefulShutdown::new());
@@ -162,13 +213,17 @@ impl Server {
         let app = self.app.clone();
         let public = tokio::spawn(accept_loop(
             self.public,
+            self.tls.map(|t| t.acceptor),
             first_bytes,
             builder.clone(),
             graceful.clone(),
             stop_rx.clone(),
             move |peer| {
                 let app = app.clone();
-                let peer = crate::proxy::forward::Peer::new(peer);
+                let peer = match tls {
+                    true => crate::proxy::forward::Peer::new(peer).over_tls(),
+                    false => crate::proxy::forward::Peer::new(peer),
+                };
                 service_fn(move |req| {
                     let (app, peer) = (app.clone(), peer.clone());
                     async move {
@@ -182,6 +237,7 @@ impl Server {
         let app = self.app.clone();
         let admin = tokio::spawn(accept_loop(
             self.admin,
+            None,
             first_bytes,
             builder,
             graceful.clone(),
@@ -205,6 +261,9 @@ impl Server {
         let _ = public.await;
         let _ = admin.await;
         let _ = reloader.await;
+        if let Some(w) = cert_watcher {
+            let _ = w.await;
+        }
         let graceful = match Arc::try_unwrap(graceful) {
             Ok(g) => g,
             Err(_) => anyhow::bail!("internal error: a listener still holds the connection set"),
@@ -230,8 +289,10 @@ impl Server {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop<F, S>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     first_bytes: Duration,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
@@ -261,6 +322,18 @@ async fn accept_loop<F, S>(
             },
         };
         let _ = stream.set_nodelay(true);
+        if let Some(acceptor) = &tls {
+            tokio::spawn(serve_tls(
+                acceptor.clone(),
+                stream,
+                peer,
+                first_bytes,
+                builder.clone(),
+                make_service(peer),
+                graceful.watcher(),
+            ));
+            continue;
+        }
         let io = TokioIo::new(FirstBytes::new(stream, first_bytes));
         // Upgrades happen only where the handler asks for one (a WebSocket
         // tunnel with `server.websocket`); every other upgrade is refused first.
@@ -271,5 +344,47 @@ async fn accept_loop<F, S>(
                 tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
             }
         });
+    }
+}
+
+/// One TLS connection: the handshake within `first_bytes`, then the
+/// connection served as a plain one is, watched for the drain by `watcher`
+/// (taken at accept, so that a handshake finishing during the drain still
+/// sees the shutdown).
+async fn serve_tls<S>(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    first_bytes: Duration,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::ProxyBody>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let started = tokio::time::Instant::now();
+    let stream = match tokio::time::timeout(first_bytes, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, peer = %peer, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    // What is left of the deadline covers the first request bytes.
+    let left = first_bytes.saturating_sub(started.elapsed());
+    let io = TokioIo::new(FirstBytes::new(stream, left));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
     }
 }

@@ -705,8 +705,24 @@ const REJECTED: &[(&str, &str)] = &[
         "line 1: upstream.url: required",
     ),
     (
-        "[upstream]\nurl = \"https://api\"\n",
-        "line 2: upstream.url: scheme must be \"http\", not \"https\"",
+        "[upstream]\nurl = \"ftp://api\"\n",
+        "line 2: upstream.url: scheme must be \"http\" or \"https\", not \"ftp\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://api\"\nprotocol = \"h3\"\n",
+        "line 3: upstream.protocol: must be \"http1\", \"http2\" or \"auto\", not \"h3\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://api\"\nca = \"/etc/ca.pem\"\n",
+        "line 3: upstream.ca: applies only to an https:// upstream.url",
+    ),
+    (
+        "[upstream]\nurl = \"https://api\"\nca = \"/nonexistent/ca.pem\"\n",
+        "line 3: upstream.ca: /nonexistent/ca.pem: cannot read: ",
+    ),
+    (
+        "[server.tls]\ncert = \"/nonexistent/tls.crt\"\n[upstream]\nurl = \"http://api\"\n",
+        "line 1: server.tls.key: required with [server.tls]: a PEM file path",
     ),
     (
         "[upstream]\nurl = \"127.0.0.1:3000\"\n",

@@ -598,6 +598,8 @@ fn every_manifest_parses_with_a_current_api_version() {
         "Deployment" => "apps/v1",
         "PodDisruptionBudget" => "policy/v1",
         "NetworkPolicy" => "networking.k8s.io/v1",
+        // cert-manager (overlays/tls).
+        "Certificate" | "Issuer" => "cert-manager.io/v1",
         "Kustomization" => "kustomize.config.k8s.io/v1beta1",
         "Component" => "kustomize.config.k8s.io/v1alpha1",
         "ServiceMonitor" => "monitoring.coreos.com/v1",
@@ -678,8 +680,8 @@ fn kustomizations_reference_files_that_exist() {
         }
     }
     assert_eq!(
-        seen, 6,
-        "base, the redis and monitoring components, and the example, example-monitoring and managed-redis overlays"
+        seen, 8,
+        "base, the redis and monitoring components, and the example, example-monitoring, managed-redis, grpc and tls overlays"
     );
 }
 

@@ -1,4 +1,4 @@
-//! Forwarding to the upstream: the pooled client, the request rewrite of
+//! Forwarding to the upstream: the pooled clients, the request rewrite of
 //! SPEC.md ("Forwarding") and the response clean-up. Bodies stream both ways;
 //! request bodies go through [`LimitedBody`] (size and pause limits). A
 //! response whose framing is ambiguous (`Content-Length` beside
@@ -6,25 +6,36 @@
 //! connection is never reused. With `server.websocket`, a WebSocket upgrade
 //! keeps its `Upgrade` header and, once the upstream answers `101`, the two
 //! connections are joined into a tunnel.
+//!
+//! Protocols (docs/protocols.md): two clients, one speaking HTTP/1.1 (a pool
+//! of keep-alive connections) and one HTTP/2 only (one multiplexed
+//! connection: h2c prior knowledge on `http://`, ALPN `h2` on `https://`);
+//! `upstream.protocol` picks one, or, with `auto`, the request's version
+//! does. `https://` upstreams are verified by rustls (roots of `upstream.ca`
+//! or the system's, hostname checked, SNI sent); a refused certificate is a
+//! 502 and nothing is sent. A gRPC call keeps `TE: trailers`, and its
+//! `grpc-timeout` replaces `upstream.timeout_ms` as the bound on the wait.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::header::{
-    Entry, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
+    Entry, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::StatusCode;
 use http::{HeaderMap, HeaderName, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::auth::{CredentialSource, Principal};
 use crate::body::ProxyBody;
-use crate::config::{ServerConfig, UpstreamConfig, DEFAULT_BODY_READ_TIMEOUT_MS};
+use crate::config::{ServerConfig, UpstreamConfig, UpstreamProtocol, DEFAULT_BODY_READ_TIMEOUT_MS};
 use crate::error::ApiError;
 use crate::headers::{
     remove_each, strip_hop_by_hop, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
@@ -44,10 +55,19 @@ static REQUEST_OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-rewrite-url"),
 ];
 
-/// The upstream and a keep-alive pool of connections to it.
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, LimitedBody<Incoming>>;
+
+/// The upstream and the pools of connections to it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, LimitedBody<Incoming>>,
+    /// HTTP/1.1: `protocol = "http1"`, HTTP/1 requests under `"auto"`, and
+    /// WebSocket upgrades whatever the protocol.
+    http1: UpstreamClient,
+    /// HTTP/2 only, one multiplexed connection: `"http2"`, and HTTP/2
+    /// requests under `"auto"`.
+    http2: UpstreamClient,
+    protocol: UpstreamProtocol,
+    scheme: Scheme,
     authority: Authority,
     base_path: String,
     timeout: Duration,
@@ -67,6 +87,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// `addr`'s IP as a header value.
     forwarded_for: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`: `http`, or `https` on a TLS listener.
+    proto: HeaderValue,
 }
 
 impl Peer {
@@ -74,7 +96,14 @@ impl Peer {
         Peer {
             addr,
             forwarded_for: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+            proto: HeaderValue::from_static("http"),
         }
+    }
+
+    /// A peer that reached tollgate over TLS.
+    pub fn over_tls(mut self) -> Self {
+        self.proto = HeaderValue::from_static("https");
+        self
     }
 }
 
@@ -86,21 +115,57 @@ pub struct ForwardContext<'a> {
     pub peer: &'a Peer,
     /// The normalised path that was authorised (the query is forwarded as received).
     pub path: &'a str,
+    /// The request is a gRPC call over HTTP/2.
+    pub grpc: bool,
 }
 
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        // An http:// upstream never uses TLS: no roots to load.
+        let tls = if cfg.tls {
+            crate::tls::upstream_client_config(cfg.ca.as_ref().map(|ca| &ca.certs[..]))
+        } else {
+            rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()))
+                .map(|b| b.with_no_client_auth())
+                .unwrap_or_else(|e| unreachable!("ring supports TLS 1.2 and 1.3: {e}"))
+        };
+        let connector = |h2: bool| {
+            let mut http = HttpConnector::new();
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(cfg.connect_timeout));
+            // The HTTPS layer owns the scheme check.
+            http.enforce_http(false);
+            let b = HttpsConnectorBuilder::new().with_tls_config(tls.clone());
+            // https:// is https only: a plain connection is never opened to it.
+            let b = if cfg.tls {
+                b.https_only()
+            } else {
+                b.https_or_http()
+            };
+            if h2 {
+                b.enable_http2().wrap_connector(http)
+            } else {
+                b.enable_http1().wrap_connector(http)
+            }
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .build(connector);
+            // Only a request hyper never wrote to a connection (closed, or
+            // past a GOAWAY, before it was sent) is retried on another; one
+            // that may have reached the upstream is not (docs/protocols.md).
+            .retry_canceled_requests(true);
+        let http1 = builder.build(connector(false));
+        let http2 = builder.http2_only(true).build(connector(true));
         Upstream {
-            client,
+            http1,
+            http2,
+            protocol: cfg.protocol,
+            scheme: if cfg.tls { Scheme::HTTPS } else { Scheme::HTTP },
             authority: cfg.authority.clone(),
             base_path: cfg.base_path.clone(),
             timeout: cfg.timeout,
@@ -145,9 +210,30 @@ impl Upstream {
         let absolute_form = target_authority.is_some() && parts.version <= Version::HTTP_11;
         let original_host = target_authority.or_else(|| parts.headers.get(HOST).cloned());
         parts.uri = self.uri(ctx.path, parts.uri.query())?;
-        parts.version = Version::HTTP_11;
+        // The client and version: an upgrade needs HTTP/1.1 whatever the protocol.
+        let h2 = websocket.is_none()
+            && match self.protocol {
+                UpstreamProtocol::Http1 => false,
+                UpstreamProtocol::Http2 => true,
+                UpstreamProtocol::Auto => parts.version == Version::HTTP_2,
+            };
+        let (client, version) = if h2 {
+            (&self.http2, Version::HTTP_2)
+        } else {
+            (&self.http1, Version::HTTP_11)
+        };
+        parts.version = version;
+        // A gRPC call's deadline bounds the wait instead of upstream.timeout_ms.
+        let timeout = match ctx.grpc {
+            true => crate::grpc::timeout(&parts.headers).unwrap_or(self.timeout),
+            false => self.timeout,
+        };
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
+        if ctx.grpc {
+            // The one TE value HTTP/2 allows, and gRPC servers expect.
+            h.insert(TE, HeaderValue::from_static("trailers"));
+        }
         remove_each(h, &REQUEST_OVERRIDES);
         if !self.keep_credential {
             if ctx.credential.api_key_header {
@@ -158,8 +244,15 @@ impl Upstream {
             }
         }
         append_forwarded_for(h, ctx.peer);
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), ctx.peer.proto.clone());
         match &original_host {
+            // Over HTTP/2 the upstream's `:authority` names the upstream (the
+            // connection goes there); a Host beside it must not differ (RFC
+            // 9113 §8.3.1), so the client's host rides in X-Forwarded-Host only.
+            Some(host) if h2 => {
+                h.insert(X_FORWARDED_HOST.clone(), host.clone());
+                h.remove(HOST);
+            }
             Some(host) => {
                 h.insert(X_FORWARDED_HOST.clone(), host.clone());
                 if absolute_form {
@@ -182,8 +275,8 @@ impl Upstream {
         let mut req = Request::from_parts(parts, body);
         let connection = capture_connection(&mut req);
         let started = Instant::now();
-        let sent = self.client.request(req);
-        let resp = match tokio::time::timeout(self.timeout, sent).await {
+        let sent = client.request(req);
+        let resp = match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
                 return Err(ApiError::GatewayTimeout(
                     "The upstream did not answer in time.".into(),
@@ -194,7 +287,16 @@ impl Upstream {
                     tracing::info!(error = %cause, "request body cut off; upstream request aborted");
                     return Err(cause.to_api_error());
                 }
-                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+                let cause = ErrorChain(&e);
+                if cause.is_tls() {
+                    tracing::warn!(
+                        error = %cause,
+                        "upstream TLS handshake failed: the upstream's certificate was refused \
+                         (nothing was sent to it)"
+                    );
+                } else {
+                    tracing::warn!(error = %cause, connect = e.is_connect(), "upstream request failed");
+                }
                 return Err(ApiError::BadGateway(
                     "The upstream refused or broke the connection.".into(),
                 ));
@@ -242,11 +344,53 @@ impl Upstream {
         let pq = PathAndQuery::try_from(pq)
             .map_err(|_| ApiError::BadRequest("The request target is not valid.".into()))?;
         Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
             .map_err(|_| ApiError::BadRequest("The request target is not valid.".into()))
+    }
+}
+
+/// An error and its sources, for the log; looks inside `io::Error`s (whose
+/// `source` skips the error they wrap), where rustls's errors travel.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl ErrorChain<'_> {
+    /// Each error of the chain, outermost first.
+    fn each(&self, mut f: impl FnMut(&(dyn std::error::Error + 'static))) {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self.0);
+        while let Some(e) = cur {
+            f(e);
+            cur = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
+        }
+    }
+
+    /// Whether rustls failed the connection (a refused certificate, a
+    /// failed handshake).
+    fn is_tls(&self) -> bool {
+        let mut found = false;
+        self.each(|e| found |= e.is::<rustls::Error>());
+        found
+    }
+}
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        self.each(|e| {
+            let text = e.to_string();
+            if parts.last() != Some(&text) {
+                parts.push(text);
+            }
+        });
+        f.write_str(&parts.join(": "))
     }
 }
 

@@ -251,6 +251,7 @@ mod tests {
             max_body_bytes: max,
             max_header_bytes: 65536,
             websocket,
+            tls: None,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::app::{App, Live};
 use crate::auth::{self, AuthError, Principal};
 use crate::body::ProxyBody;
 use crate::clock::iso8601;
-use crate::error::{json_response, ApiError};
+use crate::error::{json_response, ApiError, WireForm};
 use crate::headers::decorate;
 use crate::limits::{month, LimitState, Verdict};
 use crate::metrics::{AuthRejection, Outcome};
@@ -63,13 +63,16 @@ impl Refusal {
         self
     }
 
-    /// The one place a refusal becomes a response.
-    pub fn into_response(self, ietf: bool) -> Response<ProxyBody> {
-        let mut resp = self.error.to_response();
+    /// The one place a refusal becomes a response, in the request's wire
+    /// form (a JSON error, or a trailers-only gRPC response whose metadata
+    /// carries the rate-limit headers).
+    pub fn into_response(self, ietf: bool, form: WireForm) -> Response<ProxyBody> {
+        let mut resp = self.error.respond(form);
         if let Some(st) = &self.state {
             decorate(resp.headers_mut(), st, ietf);
         }
-        if self.close {
+        // HTTP/2 has no `Connection` header; gRPC is always HTTP/2.
+        if self.close && form == WireForm::Json {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -132,12 +135,13 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Re
     // The request's own bytes (a reference count, not a copy): the path to
     // route and to log, still at hand once `req` has moved upstream.
     let uri = req.uri().clone();
+    let form = crate::grpc::wire_form(&req);
     let mut trace = Trace::default();
     let (resp, outcome) = match serve(&app, &live, req, &uri, peer, &mut trace).await {
         Ok(done) => done,
         Err(refusal) => {
             let outcome = refusal.outcome;
-            (refusal.into_response(live.ietf()), outcome)
+            (refusal.into_response(live.ietf(), form), outcome)
         }
     };
     let elapsed = started.elapsed();
@@ -194,6 +198,8 @@ async fn serve(
     // counted, and the connection is not trusted with another request.
     limits::check_head(&app.config.server, &req)
         .map_err(|e| Refusal::new(e, Outcome::bad_request).closing())?;
+    // gRPC over HTTP/1.1 cannot work: refused before anything is counted.
+    crate::grpc::check_version(&req).map_err(|e| Refusal::new(e, Outcome::bad_request))?;
 
     // 2. Authenticate: the credential must verify before anything else happens.
     let credential = auth::extract(req.headers()).map_err(|reason| {
@@ -233,6 +239,7 @@ async fn serve(
         credential: credential.source,
         peer: &peer,
         path: &path,
+        grpc: crate::grpc::wire_form(&req) == WireForm::Grpc,
     };
     let (mut resp, upstream_elapsed) =
         live.upstream.forward(req, ctx).await.map_err(|e| match e {

@@ -326,16 +326,6 @@ impl Access {
     }
 }
 
-/// Installs rustls' process-wide crypto provider (ring, the binary's one TLS
-/// stack) unless one is installed already. `main` does this at start; the
-/// store does it again so that library users (tests) need not.
-pub fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Err: another thread installed one in between, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
 /// Bounds on the store's calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
@@ -773,7 +763,8 @@ fn node_info(url: &str, access: &Access) -> RedisResult<redis::ConnectionInfo> {
     }
     let info = info.set_redis_settings(settings);
     if is_tls(&info) {
-        install_crypto_provider();
+        // Library users (tests) may not have installed it as main does.
+        crate::tls::install_default_provider();
         let client = redis::Client::build_with_tls(info, access.certificates())?;
         Ok(client.get_connection_info().clone())
     } else if access.has_tls_material() {

@@ -27,10 +27,12 @@ macro_rules! both_stores {
 }
 
 pub mod admin;
+pub mod grpc;
 pub mod http;
 pub mod raw_upstream;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod tls;
 pub mod tls_redis;
 pub mod tollgate;
 pub mod upstream;
