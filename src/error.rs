@@ -331,7 +331,14 @@ mod tests {
             (ApiError::Unauthorized(m()), 401, 16),
             (ApiError::Forbidden(m()), 403, 7),
             (ApiError::NotFound(m()), 404, 5),
-            (ApiError::method_not_allowed("GET"), 405, 12),
+            (
+                ApiError::MethodNotAllowed {
+                    message: m(),
+                    allow: "GET",
+                },
+                405,
+                12,
+            ),
             (ApiError::UnsupportedMediaType(m()), 415, 3),
             (ApiError::Conflict(m()), 409, 6),
             (ApiError::RequestTimeout(m()), 408, 4),
