@@ -1084,6 +1084,23 @@ async fn redis_key_layout() {
         .await
         .unwrap();
     keys.sort();
+    // The admission call's record (exactly-once), under a fresh call id.
+    let op = keys
+        .iter()
+        .position(|k| k.starts_with("tg:{c:acme}:op:"))
+        .map(|i| keys.remove(i))
+        .expect("the admission's record");
+    let id = op.trim_start_matches("tg:{c:acme}:op:");
+    assert!(
+        id.len() > 16 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{op}"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&op)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the record expires: {ttl}");
     assert_eq!(
         keys,
         [

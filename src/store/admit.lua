@@ -8,6 +8,11 @@
 --                                     prev_gen, prev_until_ms, ...
 -- KEYS[3]  tg:{c:<id>}:win           hash: t (total), o (oldest second), n (newest second),
 --                                     and one field per second holding that second's count
+-- KEYS[4]  admit only, optional: tg:{c:<id>}:op:<call id>  the call's record (exactly-once,
+--          docs/rate-limiting.md): absent before the call; after an admission, the reply
+--          (cmsgpack) with the month it counted in appended; "F" (fenced by settle.lua:
+--          tollgate gave up on this call, and it must not be applied) or "V" (applied, then
+--          voided by settle.lua).
 --
 -- ARGV[1]  mode: "admit" (check, then count if both limits have room) or
 --          "usage" (check, count nothing, write nothing)
@@ -21,12 +26,15 @@
 --          "" means 1). Concurrent requests of one key go together in one call
 --          (group commit, src/store/group.rs): the script admits
 --          min(n, room in the window, room in the month), as n calls in a row would.
+-- ARGV[10] with KEYS[4]: how long the record is kept, in milliseconds.
 --
 -- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
 --  admitted}: the state after the writes; `admitted` requests (the first ones
 -- of the n) were counted, and `verdict` is the answer to the others (ADMITTED
--- when all n were).
+-- when all n were). With KEYS[4]: a call whose record exists returns the
+-- recorded reply and counts nothing (the same call repeated); {SETTLED} when
+-- the record is a fence or a void marker.
 -- Corrupt data raises an error whose message starts with TGCORRUPT and names
 -- the field, never its value.
 --
@@ -37,13 +45,15 @@
 
 local ADMITTED, KEY_INVALID, CLIENT_MISSING, CLIENT_SUSPENDED = 0, 1, 2, 3
 local SCOPE_DENIED, RATE_LIMITED, QUOTA_EXHAUSTED = 4, 5, 6
+-- Not a verdict: this call id was settled (fenced or voided) and is refused.
+local SETTLED = -1
 
 local WINDOW_SECS = 60
 local BUCKET_LIFETIME_SECS = WINDOW_SECS + 1
 -- Lua numbers are doubles: limits are capped where they stay exact.
 local MAX_LIMIT = 9007199254740991
 
-local client_key, key_key, win_key = KEYS[1], KEYS[2], KEYS[3]
+local client_key, key_key, win_key, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, client_id, key_id, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scope = nil
 if ARGV[5] ~= '' then
@@ -57,6 +67,20 @@ end
 
 if mode ~= 'admit' and mode ~= 'usage' then
   error({ err = 'ERR tollgate admit.lua: unknown mode' })
+end
+
+-- The same call again (a client library's retry): its recorded reply, or
+-- its refusal when tollgate has settled it. Nothing is counted again.
+if op_key and mode == 'admit' then
+  local rec = redis.call('GET', op_key)
+  if rec then
+    if rec == 'F' or rec == 'V' then
+      return { SETTLED }
+    end
+    local reply = cmsgpack.unpack(rec)
+    reply[10] = nil
+    return reply
+  end
 end
 
 -- A non-negative integer field, or an error naming it.
@@ -286,9 +310,18 @@ if last_used_at ~= str(now_s) then
 end
 
 -- The requests beyond `admitted` are refused, as the next call would refuse them.
+local reply
 if admitted == wanted then
-  return state(ADMITTED, admitted)
+  reply = state(ADMITTED, admitted)
 elseif used >= monthly then
-  return state(QUOTA_EXHAUSTED, admitted)
+  reply = state(QUOTA_EXHAUSTED, admitted)
+else
+  reply = state(RATE_LIMITED, admitted)
 end
-return state(RATE_LIMITED, admitted)
+if op_key then
+  -- The record: the reply, and the month counted in (for settle.lua's void).
+  reply[10] = period
+  redis.call('SET', op_key, cmsgpack.pack(reply), 'PX', ARGV[10])
+  reply[10] = nil
+end
+return reply

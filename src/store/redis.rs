@@ -21,11 +21,16 @@
 //! `Unavailable`, so a hung Redis cannot pile up tasks). A
 //! timeout or connection error drops the connection; the next call opens a
 //! fresh one, so a hung (half-open or paused) server cannot wedge the store
-//! and a restarted one is picked up without rebuilding anything. tollgate
-//! never retries a call: a script whose reply was lost may have run, and
-//! running `admit` twice would count twice. (The cluster connection itself
-//! retries a command up to [`CLUSTER_RETRIES`] times to follow redirects;
-//! see docs/scaling.md for what that means for counts.)
+//! and a restarted one is picked up without rebuilding anything.
+//!
+//! Admissions are exactly-once (docs/rate-limiting.md): every admission call
+//! carries a fresh [`CallId`] under which `admit.lua` records its result, so
+//! the same call repeated (the cluster connection retries a command up to
+//! [`CLUSTER_RETRIES`] times) counts once. A call whose reply is lost is
+//! never blindly re-sent: `settle.lua` asks by id whether it was applied
+//! (and fences the id when it was not) before a new call, with a new id, is
+//! made; a call still unsettled at the deadline is voided in the background
+//! once Redis answers again.
 //!
 //! Errors never carry the URL, the password or any stored value.
 
@@ -33,7 +38,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -41,6 +46,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::group::{AdmitMany, Batch, GroupCommit, GroupKey};
+use super::once::{CallId, Retention};
 use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
 use crate::limits::{Decision, LimitState, Verdict};
@@ -75,6 +81,11 @@ pub mod layout {
     /// Hash: the per-minute window (see `admit.lua`).
     pub fn window(client_id: &str) -> String {
         format!("tg:{{c:{client_id}}}:win")
+    }
+    /// String: the record (or fence) of one admission call (see `admit.lua`,
+    /// `settle.lua`); it expires on its own.
+    pub fn call(client_id: &str, call_id: &str) -> String {
+        format!("tg:{{c:{client_id}}}:op:{call_id}")
     }
     /// String: key id → client id, to find a key from its id alone.
     pub fn key_index(key_id: &str) -> String {
@@ -120,6 +131,9 @@ use layout::{client_field as cf, key_field as kf};
 
 /// Check and count (or only read) one request. See the header of the file.
 const ADMIT_LUA: &str = include_str!("admit.lua");
+
+/// Was an admission call whose reply was lost applied? See the header of the file.
+const SETTLE_LUA: &str = include_str!("settle.lua");
 
 /// Creates the client hash unless it exists. KEYS: client. ARGV: field/value pairs.
 const CREATE_CLIENT_LUA: &str = r"
@@ -221,6 +235,11 @@ struct Inner {
     /// Scrubbed from every error message, should a library ever echo it.
     password: Option<String>,
     admit: Script,
+    settle: Script,
+    /// How long call records and fences are kept.
+    retention: Retention,
+    /// Voids running in the background; at most `max_in_flight`.
+    voids: Arc<tokio::sync::Semaphore>,
     create_client: Script,
     update_client: Script,
     create_key: Script,
@@ -237,15 +256,18 @@ struct WeakStore(Weak<Inner>);
 
 #[async_trait]
 impl AdmitMany for WeakStore {
-    async fn admit_many(&self, group: &GroupKey, n: u64) -> Result<Batch, StoreError> {
+    async fn admit_many(
+        &self,
+        group: &GroupKey,
+        n: u64,
+        since: Instant,
+    ) -> Result<Batch, StoreError> {
         let Some(inner) = self.0.upgrade() else {
             return Err(StoreError::Unavailable("the store was shut down".into()));
         };
-        let store = RedisStore { inner };
-        let key = Some((group.key_id.as_str(), group.gen));
-        let scope = group.scope.as_deref();
-        store
-            .run_admit("admit", &group.client_id, key, scope, group.defaults, n)
+        let deadline = since + inner.timeout;
+        RedisStore { inner }
+            .admit_exactly_once(group, n, deadline)
             .await
     }
 }
@@ -497,6 +519,9 @@ impl RedisStore {
                 addr,
                 password,
                 admit: Script::new(ADMIT_LUA),
+                settle: Script::new(SETTLE_LUA),
+                retention: Retention::for_timeout(timeout),
+                voids: Arc::new(tokio::sync::Semaphore::new(bounds.max_in_flight.max(1))),
                 create_client: Script::new(CREATE_CLIENT_LUA),
                 update_client: Script::new(UPDATE_CLIENT_LUA),
                 create_key: Script::new(CREATE_KEY_LUA),
@@ -513,12 +538,29 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>> + 'a,
     {
+        let deadline = Instant::now() + self.inner.timeout;
+        self.call_until(deadline, f).await.map_err(|e| e.error)
+    }
+
+    /// Runs one exchange with Redis, given up at `deadline`; a failure says
+    /// whether the command may have reached Redis.
+    async fn call_until<'a, T, F, Fut>(&'a self, deadline: Instant, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>> + 'a,
+    {
         let inner = &self.inner;
+        if Instant::now() >= deadline {
+            return Err(CallError::unsent(StoreError::Unavailable(format!(
+                "redis did not answer within {} ms",
+                inner.timeout.as_millis()
+            ))));
+        }
         // Full: Redis is slow or hung and calls pile up; refuse, do not queue.
         let Ok(_permit) = inner.in_flight.try_acquire() else {
-            return Err(StoreError::Unavailable(
+            return Err(CallError::unsent(StoreError::Unavailable(
                 "too many store calls in flight".into(),
-            ));
+            )));
         };
         // The connection this call used, so a timeout drops that one only.
         let used = AtomicU64::new(u64::MAX);
@@ -527,23 +569,29 @@ impl RedisStore {
             used.store(id, Ordering::Relaxed);
             f(conn).await.map_err(|e| (Some(id), e))
         };
-        match tokio::time::timeout(inner.timeout, exchange).await {
+        match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err((id, e))) => {
                 if let Some(id) = id.filter(|_| drops_connection(&e)) {
                     inner.conn.drop_conn(id);
                 }
-                Err(self.map_err(&e))
+                Err(CallError {
+                    error: self.map_err(&e),
+                    maybe_applied: id.is_some() && maybe_applied(&e),
+                })
             }
             Err(_elapsed) => {
-                match used.load(Ordering::Relaxed) {
-                    u64::MAX => {}
-                    id => inner.conn.drop_conn(id),
+                let id = used.load(Ordering::Relaxed);
+                if id != u64::MAX {
+                    inner.conn.drop_conn(id);
                 }
-                Err(StoreError::Unavailable(format!(
-                    "redis did not answer within {} ms",
-                    inner.timeout.as_millis()
-                )))
+                Err(CallError {
+                    error: StoreError::Unavailable(format!(
+                        "redis did not answer within {} ms",
+                        inner.timeout.as_millis()
+                    )),
+                    maybe_applied: id != u64::MAX,
+                })
             }
         }
     }
@@ -611,7 +659,9 @@ impl RedisStore {
     }
 
     /// Runs `admit.lua` in `mode` for `n` requests (admit; usage reads
-    /// with `n` = 1) and decodes its reply.
+    /// with `n` = 1) and decodes its reply. With `call`, the admission is
+    /// recorded under that id (and refused if the id was settled).
+    #[allow(clippy::too_many_arguments)]
     async fn run_admit(
         &self,
         mode: &str,
@@ -620,13 +670,18 @@ impl RedisStore {
         scope: Option<&str>,
         defaults: crate::limits::Limits,
         n: u64,
-    ) -> Result<Batch, StoreError> {
+        call: Option<&CallId>,
+        deadline: Instant,
+    ) -> Result<Batch, CallError> {
         let (key_id, gen) = key.unwrap_or(("", 0));
         let mut inv = self.inner.admit.prepare_invoke();
         inv.key(layout::client(client_id))
             .key(layout::key(client_id, key_id))
-            .key(layout::window(client_id))
-            .arg(mode)
+            .key(layout::window(client_id));
+        if let Some(call) = call {
+            inv.key(layout::call(client_id, call.as_str()));
+        }
+        inv.arg(mode)
             .arg(client_id)
             .arg(key_id)
             .arg(gen.to_string())
@@ -635,11 +690,227 @@ impl RedisStore {
             .arg(defaults.monthly.to_string())
             .arg(self.now_arg())
             .arg(n.to_string());
+        if call.is_some() {
+            inv.arg(self.inner.retention.record.as_millis().to_string());
+        }
         let reply: Vec<i64> = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .call_until(
+                deadline,
+                |mut c| async move { inv.invoke_async(&mut c).await },
+            )
             .await?;
-        decode_batch(&reply)
+        if reply.first() == Some(&SETTLED) {
+            // Only a repeat of a call tollgate has given up on gets this.
+            return Err(CallError::unsent(StoreError::Unavailable(
+                "admission call was settled before it ran".into(),
+            )));
+        }
+        decode_batch(&reply).map_err(CallError::unsent)
     }
+
+    /// Admits a batch exactly once: counted if and only if its requests get
+    /// the decision. A call whose reply is lost is settled by id before
+    /// anything is sent again; see the module documentation.
+    async fn admit_exactly_once(
+        &self,
+        group: &GroupKey,
+        n: u64,
+        deadline: Instant,
+    ) -> Result<Batch, StoreError> {
+        let key = Some((group.key_id.as_str(), group.gen));
+        let scope = group.scope.as_deref();
+        loop {
+            let call = CallId::next();
+            let sent_at = Instant::now();
+            let lost = match self
+                .run_admit(
+                    "admit",
+                    &group.client_id,
+                    key,
+                    scope,
+                    group.defaults,
+                    n,
+                    Some(&call),
+                    deadline,
+                )
+                .await
+            {
+                Ok(batch) => return Ok(batch),
+                Err(e) if !e.maybe_applied => return Err(e.error),
+                Err(e) => e.error,
+            };
+            match self.settle_until(&group.client_id, &call, deadline).await {
+                Some(Settled::Applied(batch)) => return Ok(batch),
+                // Fenced (or voided: given back): it counts nothing. Send
+                // again, with a new id, while there is time.
+                Some(Settled::NotApplied | Settled::Voided) if Instant::now() < deadline => {
+                    continue
+                }
+                Some(Settled::NotApplied | Settled::Voided) => return Err(lost),
+                None => {
+                    // No answer in time: the requests get 503, so whatever
+                    // the call counted must be given back once Redis answers.
+                    self.void_later(group.client_id.clone(), call, sent_at);
+                    return Err(lost);
+                }
+            }
+        }
+    }
+
+    /// Asks (until `deadline`, on a new connection when the old one is
+    /// gone) whether the call was applied, fencing it when it was not;
+    /// `None` when no answer came in time.
+    async fn settle_until(
+        &self,
+        client_id: &str,
+        call: &CallId,
+        deadline: Instant,
+    ) -> Option<Settled> {
+        let mut pause = SETTLE_BACKOFF_MIN;
+        loop {
+            match self.settle(client_id, call, "check", deadline).await {
+                Ok(settled) => return Some(settled),
+                Err(e) => {
+                    tracing::debug!(error = %e, "checking a lost admission call");
+                }
+            }
+            let now = Instant::now();
+            if now + pause >= deadline {
+                return None;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(SETTLE_BACKOFF_MAX);
+        }
+    }
+
+    /// One `settle.lua` call in `mode` ("check" or "void").
+    async fn settle(
+        &self,
+        client_id: &str,
+        call: &CallId,
+        mode: &str,
+        deadline: Instant,
+    ) -> Result<Settled, StoreError> {
+        let mut inv = self.inner.settle.prepare_invoke();
+        inv.key(layout::call(client_id, call.as_str()))
+            .key(layout::client(client_id))
+            .key(layout::window(client_id))
+            .arg(mode)
+            .arg(self.inner.retention.fence.as_millis().to_string());
+        let reply: Vec<i64> = self
+            .call_until(
+                deadline,
+                |mut c| async move { inv.invoke_async(&mut c).await },
+            )
+            .await
+            .map_err(|e| e.error)?;
+        match reply.as_slice() {
+            [] => Ok(Settled::NotApplied),
+            [SETTLED] => Ok(Settled::Voided),
+            reply => decode_batch(reply).map(Settled::Applied),
+        }
+    }
+
+    /// Voids a call in the background (its requests were answered 503):
+    /// retried until Redis answers or the call's record may have expired.
+    fn void_later(&self, client_id: String, call: CallId, sent_at: Instant) {
+        let Ok(permit) = self.inner.voids.clone().try_acquire_owned() else {
+            tracing::warn!(
+                client_id = %client_id,
+                call = %call,
+                "too many admissions to settle; one whose reply was lost may have counted"
+            );
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let give_up = sent_at + self.inner.retention.void_window(self.inner.timeout);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut pause = SETTLE_BACKOFF_MIN;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let store = RedisStore { inner };
+                let deadline = (Instant::now() + store.inner.timeout).min(give_up);
+                match store.settle(&client_id, &call, "void", deadline).await {
+                    Ok(Settled::Applied(batch)) => {
+                        tracing::warn!(
+                            client_id = %client_id,
+                            call = %call,
+                            admissions = batch.admitted,
+                            "an admission whose reply was lost was voided"
+                        );
+                        return;
+                    }
+                    Ok(_) => return,
+                    Err(e) if Instant::now() + pause >= give_up => {
+                        tracing::warn!(
+                            client_id = %client_id,
+                            call = %call,
+                            error = %e,
+                            "an admission whose reply was lost could not be settled; it may have counted"
+                        );
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                drop(store);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SETTLE_BACKOFF_MAX);
+            }
+        });
+    }
+}
+
+/// A failed exchange, and whether its command may have run.
+#[derive(Debug)]
+struct CallError {
+    error: StoreError,
+    /// `false` when the command certainly did not run: it was never sent,
+    /// or Redis answered it with an error.
+    maybe_applied: bool,
+}
+
+impl CallError {
+    fn unsent(error: StoreError) -> CallError {
+        CallError {
+            error,
+            maybe_applied: false,
+        }
+    }
+}
+
+/// What `settle.lua` found.
+#[derive(Debug)]
+enum Settled {
+    /// The call ran; its recorded reply.
+    Applied(Batch),
+    /// The call did not run, and is fenced so that it never will.
+    NotApplied,
+    /// The call ran and was voided before.
+    Voided,
+}
+
+/// `admit.lua` / `settle.lua`: the call id was settled (fenced or voided).
+const SETTLED: i64 = -1;
+
+/// Pauses between attempts at settling a call while Redis does not answer.
+const SETTLE_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const SETTLE_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Whether a failed command may have run: not when Redis answered it with
+/// an error, or the connection was refused or could not be made.
+fn maybe_applied(e: &RedisError) -> bool {
+    !(e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(_)
+                | ErrorKind::Extension
+                | ErrorKind::Parse
+                | ErrorKind::UnexpectedReturnType
+                | ErrorKind::AuthenticationFailed
+                | ErrorKind::InvalidClientConfig
+                | ErrorKind::ClusterConnectionNotFound
+        ))
 }
 
 /// Whether an error means the connection is no good and a new one is needed.
@@ -1115,9 +1386,20 @@ impl Store for RedisStore {
     }
 
     async fn usage(&self, req: &UsageRequest<'_>) -> Result<Decision, StoreError> {
+        let deadline = Instant::now() + self.inner.timeout;
         let batch = self
-            .run_admit("usage", req.client_id, req.key, None, req.defaults, 1)
-            .await?;
+            .run_admit(
+                "usage",
+                req.client_id,
+                req.key,
+                None,
+                req.defaults,
+                1,
+                None,
+                deadline,
+            )
+            .await
+            .map_err(|e| e.error)?;
         Ok(batch.last)
     }
 }
