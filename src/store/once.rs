@@ -1,106 +1,127 @@
-//! Exactly-once admission on Redis: the ids of admission calls and how long
-//! the store keeps what it knows about them (docs/rate-limiting.md,
+//! Exactly-once admission on Redis: the names of admission calls and how
+//! long the store keeps what it knows about them (docs/rate-limiting.md,
 //! "Exactly-once admission").
 //!
-//! Owns [`CallId`] (unique across processes) and [`Retention`] (the record
-//! and fence lifetimes, derived from the store timeout). It does no I/O: the
+//! Owns [`Session`] and [`CallId`] (unique across processes) and the
+//! lifetimes [`SESSION_IDLE`] and [`VOID_WINDOW`]. It does no I/O: the
 //! calls themselves are made by `store::redis`.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The id of one admission call (one group-commit batch).
-///
-/// `<16 hex digits of a per-process random prefix><hex counter>`. Unique
-/// across processes: within a process the counter never repeats (a `u64`
-/// does not wrap in practice); two processes share a prefix with probability
-/// about P² / 2⁶⁵ for P processes (64 random bits, drawn once per process
-/// from the operating system's generator), and even then only ids with the
-/// same counter value, in the same client, within one record lifetime, could
-/// meet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallId(String);
+use super::group::GroupKey;
 
-impl CallId {
-    /// A fresh id, never returned before by this process.
-    pub fn next() -> CallId {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let prefix = *PREFIX.get_or_init(rand::random::<u64>);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        CallId(format!("{prefix:016x}{n:x}"))
+/// An admission session: the calls of one group (client, key, generation,
+/// scope, defaults) made by one store, one at a time.
+///
+/// Named by `<16 hex digits of the store's random prefix><16 hex digits of a
+/// hash of the group>`; its two fields in the client's hash are `s:<name>`
+/// (the last call's sequence number) and `r:<name>` (that call's reply).
+/// Unique across processes: two stores share a prefix with probability
+/// about S² / 2⁶⁵ for S stores (64 random bits, drawn when the store is
+/// made from the operating system's generator); within a store, two groups
+/// of one client share a session only if their 64-bit hashes collide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `s:<name>`
+    pub state: String,
+    /// `r:<name>`
+    pub record: String,
+}
+
+impl Session {
+    pub fn of(prefix: u64, group: &GroupKey) -> Session {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        group.hash(&mut h);
+        let name = format!("{prefix:016x}{:016x}", h.finish());
+        Session {
+            state: format!("s:{name}"),
+            record: format!("r:{name}"),
+        }
+    }
+
+    /// A fresh random prefix for a store's sessions.
+    pub fn new_prefix() -> u64 {
+        rand::random()
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.state
+    }
+}
+
+/// One admission call: its session and its sequence number there.
+///
+/// Sequence numbers come from one process-wide counter, so they increase
+/// within every session (a `u64` does not wrap in practice) and a call is
+/// never numbered like an earlier one. The store refuses a call whose
+/// number its session has passed, so a call is applied at most once, and
+/// never after a later call of its session, or after it was fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallId {
+    pub session: Session,
+    pub seq: u64,
+}
+
+impl CallId {
+    /// The next call of `session`.
+    pub fn next(session: &Session) -> CallId {
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        CallId {
+            session: session.clone(),
+            seq: COUNTER.fetch_add(1, Ordering::Relaxed),
+        }
     }
 }
 
 impl std::fmt::Display for CallId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "{}#{}", self.session.state, self.seq)
     }
 }
 
-/// How long the store keeps a call's record, and a fence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// An applied call's record (written by every admission): four
-    /// timeouts plus two seconds. The recheck of a lost reply asks within one timeout of the
-    /// call (the batch's deadline), so the record outlives it with three
-    /// timeouts and two seconds to spare (a reconnect, a Redis clock step);
-    /// a void after the deadline is attempted while the record lasts.
-    pub record: Duration,
-    /// A fence or void marker (written only after a lost reply):
-    /// [`FENCE_TTL`], so that a call stuck in a stalled Redis's socket
-    /// buffer is still refused when it runs long after tollgate gave up.
-    pub fence: Duration,
-}
+/// How long a session's record is kept after its last call: `admit.lua`'s
+/// `SESSION_IDLE_SECS` (pruned by the client's admissions after that). A call is refused (fenced, or passed by a later
+/// call) for at least this long after its session last moved.
+pub const SESSION_IDLE: Duration = Duration::from_secs(600);
 
-/// Lifetime of a fence or void marker.
-pub const FENCE_TTL: Duration = Duration::from_secs(3600);
-
-impl Retention {
-    pub fn for_timeout(timeout: Duration) -> Retention {
-        Retention {
-            record: timeout * 4 + Duration::from_secs(2),
-            fence: FENCE_TTL.max(timeout * 4 + Duration::from_secs(2)),
-        }
-    }
-
-    /// How long after sending a call a void is still worth attempting: while
-    /// the record certainly exists (sent before it was written), less one
-    /// timeout for the void's own call.
-    pub fn void_window(&self, timeout: Duration) -> Duration {
-        self.record.saturating_sub(timeout)
-    }
-}
+/// How long after a call whose reply was lost tollgate keeps trying to void
+/// it (give back what it counted) when Redis does not answer: well inside
+/// [`SESSION_IDLE`], so the record it voids is still there.
+pub const VOID_WINDOW: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Limits;
 
-    #[test]
-    fn ids_do_not_repeat_and_share_the_process_prefix() {
-        let a = CallId::next();
-        let b = CallId::next();
-        assert_ne!(a, b);
-        assert_eq!(a.as_str()[..16], b.as_str()[..16]);
-        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+    fn group(key_id: &str) -> GroupKey {
+        GroupKey {
+            client_id: "acme".into(),
+            key_id: key_id.into(),
+            gen: 1,
+            scope: None,
+            defaults: Limits {
+                per_minute: 10,
+                monthly: 100,
+            },
+        }
     }
 
     #[test]
-    fn records_outlive_the_recheck_and_fences_the_records() {
-        let r = Retention::for_timeout(Duration::from_millis(1000));
-        assert_eq!(r.record, Duration::from_secs(6));
-        assert_eq!(r.fence, FENCE_TTL);
-        assert_eq!(
-            r.void_window(Duration::from_millis(1000)),
-            Duration::from_secs(5)
-        );
-        // A huge timeout: the fence still outlives the record.
-        let r = Retention::for_timeout(Duration::from_secs(3600));
-        assert!(r.fence >= r.record);
+    fn sessions_are_per_group_and_calls_increase() {
+        let p = Session::new_prefix();
+        let (a, b) = (Session::of(p, &group("k1")), Session::of(p, &group("k2")));
+        assert_ne!(a, b);
+        assert_eq!(a, Session::of(p, &group("k1")));
+        assert_ne!(a, Session::of(p ^ 1, &group("k1")));
+        // The store's prefix, then the group's hash.
+        assert_eq!(a.state[..18], b.state[..18]);
+        assert_eq!(a.state.len(), 34);
+        assert_eq!(a.state[2..], a.record[2..]);
+        let (x, y) = (CallId::next(&a), CallId::next(&a));
+        assert!(y.seq > x.seq);
+        assert!(VOID_WINDOW < SESSION_IDLE);
     }
 }

@@ -24,13 +24,14 @@
 //! and a restarted one is picked up without rebuilding anything.
 //!
 //! Admissions are exactly-once (docs/rate-limiting.md): every admission call
-//! carries a fresh [`CallId`] under which `admit.lua` records its result, so
-//! the same call repeated (the cluster connection retries a command up to
-//! [`CLUSTER_RETRIES`] times) counts once. A call whose reply is lost is
-//! never blindly re-sent: `settle.lua` asks by id whether it was applied
-//! (and fences the id when it was not) before a new call, with a new id, is
-//! made; a call still unsettled at the deadline is voided in the background
-//! once Redis answers again.
+//! carries a [`CallId`] (its session and a sequence number) under which
+//! `admit.lua` records its result, so the same call repeated (the cluster
+//! connection retries a command up to [`CLUSTER_RETRIES`] times) counts
+//! once. A call whose reply is lost is never blindly re-sent: `settle.lua`
+//! asks by id whether it was applied (and fences it when it was not)
+//! before a new call, with a new number, is made; a call still unsettled at
+//! the deadline is voided (what it counted given back) once Redis answers
+//! again, before its session sends anything else.
 //!
 //! Errors never carry the URL, the password or any stored value.
 
@@ -46,7 +47,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::group::{AdmitMany, Batch, GroupCommit, GroupKey};
-use super::once::{CallId, Retention};
+use super::once::{CallId, Session, VOID_WINDOW};
 use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
 use crate::limits::{Decision, LimitState, Verdict};
@@ -82,11 +83,6 @@ pub mod layout {
     pub fn window(client_id: &str) -> String {
         format!("tg:{{c:{client_id}}}:win")
     }
-    /// String: the record (or fence) of one admission call (see `admit.lua`,
-    /// `settle.lua`); it expires on its own.
-    pub fn call(client_id: &str, call_id: &str) -> String {
-        format!("tg:{{c:{client_id}}}:op:{call_id}")
-    }
     /// String: key id → client id, to find a key from its id alone.
     pub fn key_index(key_id: &str) -> String {
         format!("tg:keyidx:{key_id}")
@@ -102,6 +98,10 @@ pub mod layout {
         /// `YYYYMM` of the month `USED` counts (written by `admit.lua`).
         pub const MONTH: &str = "mon";
         pub const USED: &str = "used";
+        /// Prefixes of an admission session's two fields (`s:<session>`,
+        /// `r:<session>`, written by `admit.lua` and `settle.lua`; see
+        /// `store::once`). The `r:` field is binary.
+        pub const SESSION_PREFIXES: [&str; 2] = ["s:", "r:"];
     }
 
     /// Fields of a key hash.
@@ -236,8 +236,12 @@ struct Inner {
     password: Option<String>,
     admit: Script,
     settle: Script,
-    /// How long call records and fences are kept.
-    retention: Retention,
+    /// Sessions whose last call's outcome is unknown (its requests got
+    /// 503): that call's sequence number. Voided before the session sends
+    /// another call.
+    unsettled: Mutex<HashMap<String, u64>>,
+    /// Names this store's admission sessions apart from every other store's.
+    session_prefix: u64,
     /// Voids running in the background; at most `max_in_flight`.
     voids: Arc<tokio::sync::Semaphore>,
     create_client: Script,
@@ -520,7 +524,8 @@ impl RedisStore {
                 password,
                 admit: Script::new(ADMIT_LUA),
                 settle: Script::new(SETTLE_LUA),
-                retention: Retention::for_timeout(timeout),
+                unsettled: Mutex::default(),
+                session_prefix: Session::new_prefix(),
                 voids: Arc::new(tokio::sync::Semaphore::new(bounds.max_in_flight.max(1))),
                 create_client: Script::new(CREATE_CLIENT_LUA),
                 update_client: Script::new(UPDATE_CLIENT_LUA),
@@ -630,9 +635,12 @@ impl RedisStore {
         }
     }
 
-    async fn hgetall(&self, key: String) -> Result<HashMap<String, String>, StoreError> {
-        self.call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
-            .await
+    /// A client hash's text fields (its admission sessions left out).
+    async fn hgetall_client(&self, key: String) -> Result<HashMap<String, String>, StoreError> {
+        let raw: RawHash = self
+            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await?;
+        client_text_fields(raw)
     }
 
     /// The client a key belongs to, through the global key index; `None`
@@ -678,9 +686,6 @@ impl RedisStore {
         inv.key(layout::client(client_id))
             .key(layout::key(client_id, key_id))
             .key(layout::window(client_id));
-        if let Some(call) = call {
-            inv.key(layout::call(client_id, call.as_str()));
-        }
         inv.arg(mode)
             .arg(client_id)
             .arg(key_id)
@@ -690,8 +695,10 @@ impl RedisStore {
             .arg(defaults.monthly.to_string())
             .arg(self.now_arg())
             .arg(n.to_string());
-        if call.is_some() {
-            inv.arg(self.inner.retention.record.as_millis().to_string());
+        if let Some(call) = call {
+            inv.arg(&call.session.state)
+                .arg(call.seq.to_string())
+                .arg(&call.session.record);
         }
         let reply: Vec<i64> = self
             .call_until(
@@ -719,8 +726,22 @@ impl RedisStore {
     ) -> Result<Batch, StoreError> {
         let key = Some((group.key_id.as_str(), group.gen));
         let scope = group.scope.as_deref();
+        let session = Session::of(self.inner.session_prefix, group);
+        let pending = self.inner.unsettled.lock().get(session.as_str()).copied();
+        if let Some(seq) = pending {
+            // The session's last call may have counted requests answered
+            // 503: give that back first, or send nothing.
+            let call = CallId {
+                session: session.clone(),
+                seq,
+            };
+            let settled = self
+                .settle(&group.client_id, &call, "void", deadline)
+                .await?;
+            self.settled(&group.client_id, &call, &settled);
+        }
         loop {
-            let call = CallId::next();
+            let call = CallId::next(&session);
             let sent_at = Instant::now();
             let lost = match self
                 .run_admit(
@@ -750,6 +771,10 @@ impl RedisStore {
                 None => {
                     // No answer in time: the requests get 503, so whatever
                     // the call counted must be given back once Redis answers.
+                    self.inner
+                        .unsettled
+                        .lock()
+                        .insert(session.as_str().to_owned(), call.seq);
                     self.void_later(group.client_id.clone(), call, sent_at);
                     return Err(lost);
                 }
@@ -792,11 +817,13 @@ impl RedisStore {
         deadline: Instant,
     ) -> Result<Settled, StoreError> {
         let mut inv = self.inner.settle.prepare_invoke();
-        inv.key(layout::call(client_id, call.as_str()))
-            .key(layout::client(client_id))
+        inv.key(layout::client(client_id))
             .key(layout::window(client_id))
             .arg(mode)
-            .arg(self.inner.retention.fence.as_millis().to_string());
+            .arg(&call.session.state)
+            .arg(call.seq.to_string())
+            .arg(&call.session.record)
+            .arg(self.now_arg());
         let reply: Vec<i64> = self
             .call_until(
                 deadline,
@@ -812,36 +839,30 @@ impl RedisStore {
     }
 
     /// Voids a call in the background (its requests were answered 503):
-    /// retried until Redis answers or the call's record may have expired.
+    /// retried until Redis answers or [`VOID_WINDOW`] has passed.
     fn void_later(&self, client_id: String, call: CallId, sent_at: Instant) {
         let Ok(permit) = self.inner.voids.clone().try_acquire_owned() else {
             tracing::warn!(
                 client_id = %client_id,
                 call = %call,
-                "too many admissions to settle; one whose reply was lost may have counted"
+                "too many admissions to settle; one whose reply was lost is left to the next call of its session"
             );
             return;
         };
         let weak = Arc::downgrade(&self.inner);
-        let give_up = sent_at + self.inner.retention.void_window(self.inner.timeout);
+        let give_up = sent_at + VOID_WINDOW;
         tokio::spawn(async move {
             let _permit = permit;
             let mut pause = SETTLE_BACKOFF_MIN;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let store = RedisStore { inner };
-                let deadline = (Instant::now() + store.inner.timeout).min(give_up);
+                let deadline = Instant::now() + store.inner.timeout;
                 match store.settle(&client_id, &call, "void", deadline).await {
-                    Ok(Settled::Applied(batch)) => {
-                        tracing::warn!(
-                            client_id = %client_id,
-                            call = %call,
-                            admissions = batch.admitted,
-                            "an admission whose reply was lost was voided"
-                        );
+                    Ok(settled) => {
+                        store.settled(&client_id, &call, &settled);
                         return;
                     }
-                    Ok(_) => return,
                     Err(e) if Instant::now() + pause >= give_up => {
                         tracing::warn!(
                             client_id = %client_id,
@@ -849,6 +870,7 @@ impl RedisStore {
                             error = %e,
                             "an admission whose reply was lost could not be settled; it may have counted"
                         );
+                        store.forget_unsettled(&call);
                         return;
                     }
                     Err(_) => {}
@@ -858,6 +880,27 @@ impl RedisStore {
                 pause = (pause * 2).min(SETTLE_BACKOFF_MAX);
             }
         });
+    }
+
+    /// Notes that `call` was voided (or found not applied): its session may
+    /// send again.
+    fn settled(&self, client_id: &str, call: &CallId, settled: &Settled) {
+        if let Settled::Applied(batch) = settled {
+            tracing::warn!(
+                client_id = %client_id,
+                call = %call,
+                admissions = batch.admitted,
+                "an admission whose reply was lost was voided"
+            );
+        }
+        self.forget_unsettled(call);
+    }
+
+    fn forget_unsettled(&self, call: &CallId) {
+        let mut unsettled = self.inner.unsettled.lock();
+        if unsettled.get(call.session.as_str()) == Some(&call.seq) {
+            unsettled.remove(call.session.as_str());
+        }
     }
 }
 
@@ -1007,6 +1050,23 @@ fn optional_num<T: std::str::FromStr>(
     }
 }
 
+/// A hash as Redis returns it, values not yet decoded.
+type RawHash = HashMap<String, redis::Value>;
+
+/// The text fields of a client hash: its admission sessions (binary
+/// records, `cf::SESSION_PREFIXES`) left out.
+fn client_text_fields(raw: RawHash) -> Result<HashMap<String, String>, StoreError> {
+    raw.into_iter()
+        .filter(|(field, _)| !cf::SESSION_PREFIXES.iter().any(|p| field.starts_with(p)))
+        .map(
+            |(field, value)| match redis::from_redis_value::<String>(value) {
+                Ok(v) => Ok((field, v)),
+                Err(_) => Err(corrupt(&format!("client {field}"))),
+            },
+        )
+        .collect()
+}
+
 fn client_from_hash(id: &str, h: &HashMap<String, String>) -> Result<Client, StoreError> {
     const WHAT: &str = "client";
     let status = required(h, cf::STATUS, WHAT)?;
@@ -1148,10 +1208,7 @@ impl Store for RedisStore {
     }
 
     async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
-        let key = layout::client(id);
-        let h: HashMap<String, String> = self
-            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
-            .await?;
+        let h = self.hgetall_client(layout::client(id)).await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -1176,7 +1233,7 @@ impl Store for RedisStore {
             use futures_util::{StreamExt, TryStreamExt};
             let reads: Vec<_> = ids
                 .iter()
-                .map(|id| self.hgetall(layout::client(id)))
+                .map(|id| self.hgetall_client(layout::client(id)))
                 .collect();
             futures_util::stream::iter(reads)
                 .buffered(CLUSTER_LIST_CONCURRENCY)
@@ -1187,8 +1244,12 @@ impl Store for RedisStore {
             for id in &ids {
                 pipe.cmd("HGETALL").arg(layout::client(id));
             }
-            self.call(|mut c| async move { pipe.query_async(&mut c).await })
-                .await?
+            let raw: Vec<RawHash> = self
+                .call(|mut c| async move { pipe.query_async(&mut c).await })
+                .await?;
+            raw.into_iter()
+                .map(client_text_fields)
+                .collect::<Result<_, _>>()?
         };
         ids.iter()
             .zip(&hashes)
@@ -1208,11 +1269,11 @@ impl Store for RedisStore {
         for (field, value) in patch_fields(patch) {
             inv.arg(field).arg(value);
         }
-        let h: Option<HashMap<String, String>> = self
+        let h: Option<RawHash> = self
             .call(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         match h {
-            Some(h) => client_from_hash(id, &h).map(Some),
+            Some(h) => client_from_hash(id, &client_text_fields(h)?).map(Some),
             None => Ok(None),
         }
     }
