@@ -423,8 +423,9 @@ impl ConnSlot {
 }
 
 /// Attempts a cluster connection makes at one command: enough to follow a
-/// `MOVED`/`ASK` redirect after a failover or resharding. An I/O error
-/// retried this way may count a request (or a batch) twice; see docs/scaling.md.
+/// `MOVED`/`ASK` redirect after a failover or resharding. An admission
+/// retried this way after an I/O error repeats its call id, which
+/// `admit.lua` answers from its record without counting again.
 const CLUSTER_RETRIES: u32 = 2;
 
 /// Concurrent reads when listing clients on a cluster.
