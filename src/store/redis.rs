@@ -840,7 +840,8 @@ impl RedisStore {
     }
 
     /// Voids a call in the background (its requests were answered 503):
-    /// retried until Redis answers or [`VOID_WINDOW`] has passed.
+    /// retried until Redis answers or [`VOID_WINDOW`] has passed (after
+    /// that, the session's next call still voids it before anything else).
     fn void_later(&self, client_id: String, call: CallId, sent_at: Instant) {
         let Ok(permit) = self.inner.voids.clone().try_acquire_owned() else {
             tracing::warn!(
@@ -865,13 +866,14 @@ impl RedisStore {
                         return;
                     }
                     Err(e) if Instant::now() + pause >= give_up => {
+                        // The session stays unsettled: its next call voids
+                        // this one first, whenever that is.
                         tracing::warn!(
                             client_id = %client_id,
                             call = %call,
                             error = %e,
-                            "an admission whose reply was lost could not be settled; it may have counted"
+                            "an admission whose reply was lost could not be settled yet; it may have counted"
                         );
-                        store.forget_unsettled(&call);
                         return;
                     }
                     Err(_) => {}
