@@ -436,6 +436,27 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
     let third = run(&mut c, 13, 1);
     assert_eq!((third[0], third[8]), (0, 1));
     assert_eq!(used(&mut c), 4);
+
+    // A session idle for over 10 minutes is pruned by a later admission of
+    // the client that starts a new second (at a multiple of 16 s).
+    let later_ms = ((1_764_300_000u64 + 700) / 16 * 16 * 1000).to_string();
+    let other: Vec<i64> = admit
+        .key(ck)
+        .key(kk)
+        .key(wk)
+        .arg(&[
+            "admit", "acme", "k1", "1", "", "100", "1000", &later_ms, "1",
+        ])
+        .arg("s:00000000000000030000000000000004")
+        .arg(1)
+        .arg("r:00000000000000030000000000000004")
+        .invoke(&mut c)
+        .expect("admit");
+    assert_eq!(other[0], 0);
+    let fields: Vec<String> = redis::cmd("HKEYS").arg(ck).query(&mut c).expect("hkeys");
+    assert!(!fields.contains(&SESSION.to_owned()), "{fields:?}");
+    assert!(!fields.contains(&RECORD.to_owned()), "{fields:?}");
+    assert!(fields.contains(&"s:00000000000000030000000000000004".to_owned()));
 }
 
 /// Measures what exactly-once costs Redis: `INFO commandstats` µs per
