@@ -462,17 +462,24 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
 /// Measures what exactly-once costs Redis: `INFO commandstats` µs per
 /// admission call of `admit.lua` without a session (the script as it was
 /// before exactly-once, bar one `if`) and with one (the record written in
-/// the same `HSET` as the monthly counter), alternating: 16 clients, each
-/// with one key and one session (as one tollgate store has per key), their
-/// calls concurrent and pipelined on one connection, every call admitted.
-/// Run with `cargo test --test exactly_once -- --ignored --nocapture
-/// measure` (`TG_ADMIT_LUA=file` measures a variant of the script,
-/// `TG_ROUNDS=n` sets the number of A/B rounds, 4 by default).
+/// the same `HSET` as the monthly counter), alternating: 16 clients
+/// (`TG_CLIENTS`), each with one key and one session (as one tollgate store
+/// has per key), 80,000 admissions per run from 16 concurrent callers
+/// pipelined on one connection, every call admitted. Run with `cargo test
+/// --test exactly_once -- --ignored --nocapture measure`
+/// (`TG_ADMIT_LUA=file` measures a variant of the script, `TG_ROUNDS=n`
+/// sets the number of A/B rounds, 4 by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_the_cost_of_exactly_once() {
-    const CLIENTS: u64 = 16;
-    const CALLS: u64 = 5_000;
+    // TG_CLIENTS: how many clients (80,000 admissions per run in all).
+    let clients: u64 = std::env::var("TG_CLIENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(16);
+    let calls: u64 = 80_000 / clients.max(1);
+    // At most 16 callers at once, each taking its share of the clients.
+    let callers = clients.min(16);
     let server = RedisServer::start();
     // The machine is shared: give Redis the CPU first, for A and B alike
     // (only possible as root; the numbers are noisier without).
@@ -488,7 +495,7 @@ async fn measure_the_cost_of_exactly_once() {
         .expect("connection");
     // A loaded machine may stall a reply beyond the default timeout.
     c.set_response_timeout(Duration::from_secs(60));
-    for i in 0..CLIENTS {
+    for i in 0..clients {
         let _: () = redis::cmd("HSET")
             .arg(format!("tg:{{c:c{i}}}:client"))
             .arg(&["status", "active", "created_at", "0"])
@@ -527,36 +534,34 @@ async fn measure_the_cost_of_exactly_once() {
                 .expect("resetstat");
             let cpu_before = redis_cpu(&mut c).await;
             let started = Instant::now();
-            let tasks: Vec<_> = (0..CLIENTS)
-                .map(|i| {
+            let tasks: Vec<_> = (0..callers)
+                .map(|caller| {
                     let script = if with_session { &script } else { &baseline };
                     let (mut c, script) = (c.clone(), script.clone());
                     let first = seq;
                     tokio::spawn(async move {
-                        let id = format!("c{i}");
-                        let keys = [
-                            format!("tg:{{c:{id}}}:client"),
-                            format!("tg:{{c:{id}}}:key:k1"),
-                            format!("tg:{{c:{id}}}:win"),
-                        ];
-                        let session = format!("{:016x}{i:016x}", 7);
-                        for n in 0..CALLS {
-                            let mut inv = script.prepare_invoke();
-                            inv.key(&keys[0])
-                                .key(&keys[1])
-                                .key(&keys[2])
-                                .arg(&["admit", &id, "k1", "1", ""])
-                                .arg("1000000000")
-                                .arg("1000000000000")
-                                .arg("")
-                                .arg(1);
-                            if with_session {
-                                inv.arg(format!("s:{session}"))
-                                    .arg(first + n + 1)
-                                    .arg(format!("r:{session}"));
+                        for n in 0..calls {
+                            for i in (caller..clients).step_by(callers as usize) {
+                                let id = format!("c{i}");
+                                let mut inv = script.prepare_invoke();
+                                inv.key(format!("tg:{{c:{id}}}:client"))
+                                    .key(format!("tg:{{c:{id}}}:key:k1"))
+                                    .key(format!("tg:{{c:{id}}}:win"))
+                                    .arg(&["admit", &id, "k1", "1", ""])
+                                    .arg("1000000000")
+                                    .arg("1000000000000")
+                                    .arg("")
+                                    .arg(1);
+                                if with_session {
+                                    let session = format!("{:016x}{i:016x}", 7);
+                                    inv.arg(format!("s:{session}"))
+                                        .arg(first + n + 1)
+                                        .arg(format!("r:{session}"));
+                                }
+                                let reply: Vec<i64> =
+                                    inv.invoke_async(&mut c).await.expect("admit");
+                                assert_eq!(reply[0], 0, "{reply:?}");
                             }
-                            let reply: Vec<i64> = inv.invoke_async(&mut c).await.expect("admit");
-                            assert_eq!(reply[0], 0, "{reply:?}");
                         }
                     })
                 })
@@ -564,7 +569,7 @@ async fn measure_the_cost_of_exactly_once() {
             for t in tasks {
                 t.await.expect("task");
             }
-            seq += CALLS;
+            seq += calls;
             let cpu = redis_cpu(&mut c).await - cpu_before;
             let stats: String = redis::cmd("INFO")
                 .arg("commandstats")
@@ -583,7 +588,7 @@ async fn measure_the_cost_of_exactly_once() {
                 } else {
                     "plain"
                 },
-                cpu * 1e6 / (CLIENTS * CALLS) as f64,
+                cpu * 1e6 / (clients * calls) as f64,
                 started.elapsed()
             );
         }
