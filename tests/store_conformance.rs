@@ -1125,6 +1125,24 @@ async fn redis_key_layout() {
         .await
         .unwrap();
     keys.sort();
+    // The admission session's record (exactly-once) is a field of the client hash.
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("tg:{c:acme}:client")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let sessions: Vec<&String> = fields.iter().filter(|f| f.starts_with("s:")).collect();
+    assert_eq!(sessions.len(), 1, "{fields:?}");
+    assert!(sessions[0][2..].bytes().all(|c| c.is_ascii_hexdigit()));
+    // The client reads, lists and patches as before, the record aside.
+    let got = store.get_client("acme").await.unwrap().expect("acme");
+    assert_eq!(store.list_clients().await.unwrap(), vec![got.clone()]);
+    let patch = ClientPatch {
+        per_minute: Some(7),
+        ..ClientPatch::default()
+    };
+    let patched = store.update_client("acme", &patch).await.unwrap();
+    assert_eq!(patched.expect("acme").per_minute, Some(7));
     assert_eq!(
         keys,
         [

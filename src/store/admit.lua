@@ -9,6 +9,15 @@
 -- KEYS[3]  tg:{c:<id>}:win           hash: t (total), o (oldest second), n (newest second),
 --                                     and one field per second holding that second's count
 --
+-- The client hash also holds, per admission session (one group of one
+-- tollgate store, docs/rate-limiting.md "Exactly-once admission"), two
+-- fields about the session's last call: s:<session> = its sequence number
+-- ("<seq>": applied by this script; "F<seq>": fenced, "V<seq>": voided by
+-- settle.lua), and r:<session> = cmsgpack {reply..., period}: the reply
+-- this script gave and the month it counted in ({-1, now_ms} for a fence).
+-- A session's calls carry increasing sequence numbers, and one is sent
+-- only when the previous one is settled.
+--
 -- ARGV[1]  mode: "admit" (check, then count if both limits have room) or
 --          "usage" (check, count nothing, write nothing)
 -- ARGV[2]  client id
@@ -21,6 +30,11 @@
 --          "" means 1). Concurrent requests of one key go together in one call
 --          (group commit, src/store/group.rs): the script admits
 --          min(n, room in the window, room in the month), as n calls in a row would.
+-- ARGV[10] admit only, optional: the session's field s:<session>; ARGV[11] the call's
+--          sequence number; ARGV[12] the field r:<session>. A call whose sequence number
+--          the session has passed, or that was fenced, is refused ({SETTLED}); the same
+--          call again (a client library's retry) returns the recorded reply and counts
+--          nothing again.
 --
 -- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
@@ -35,8 +49,15 @@
 -- leaves at the start of second b+61. Only an admission writes; every
 -- refusal and every usage read leaves the data exactly as it found it.
 
+-- Globals looked up once (each use of `math.floor` is two table lookups).
+local call, floor, min, max, format = redis.call, math.floor, math.min, math.max, string.format
+
 local ADMITTED, KEY_INVALID, CLIENT_MISSING, CLIENT_SUSPENDED = 0, 1, 2, 3
 local SCOPE_DENIED, RATE_LIMITED, QUOTA_EXHAUSTED = 4, 5, 6
+-- Not a verdict: this call was settled (fenced, voided or passed) and is refused.
+local SETTLED = -1
+-- A session idle this long is forgotten (its fields pruned), in seconds.
+local SESSION_IDLE_SECS = 600
 
 local WINDOW_SECS = 60
 local BUCKET_LIFETIME_SECS = WINDOW_SECS + 1
@@ -50,6 +71,13 @@ if ARGV[5] ~= '' then
   scope = string.sub(ARGV[5], 2)
 end
 local wanted = 1
+local session, seq, record = nil, nil, nil
+if mode == 'admit' and ARGV[10] and ARGV[10] ~= '' then
+  session, seq, record = ARGV[10], tonumber(ARGV[11]), ARGV[12]
+  if seq == nil or record == nil then
+    error({ err = 'ERR tollgate admit.lua: bad sequence number' })
+  end
+end
 
 local function corrupt(what)
   error({ err = 'TGCORRUPT ' .. what })
@@ -62,14 +90,14 @@ end
 -- A non-negative integer field, or an error naming it.
 local function int(v, what)
   local n = tonumber(v)
-  if n == nil or n < 0 or n ~= math.floor(n) then
+  if n == nil or n < 0 or n ~= floor(n) then
     corrupt(what)
   end
   return n
 end
 
 local function str(n)
-  return string.format('%d', n)
+  return format('%d', n)
 end
 
 local function limit(own, default, what)
@@ -79,18 +107,18 @@ local function limit(own, default, what)
   else
     n = int(default, 'default ' .. what)
   end
-  return math.min(n, MAX_LIMIT)
+  return min(n, MAX_LIMIT)
 end
 
 -- YYYYMM of the UTC month containing `secs` (civil-from-days, H. Hinnant).
 local function period_id(secs)
-  local z = math.floor(secs / 86400) + 719468
-  local era = math.floor(z / 146097)
+  local z = floor(secs / 86400) + 719468
+  local era = floor(z / 146097)
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)
+    - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
   local m = mp < 10 and mp + 3 or mp - 9
   local y = yoe + era * 400
   if m <= 2 then
@@ -101,7 +129,7 @@ end
 
 if ARGV[9] and ARGV[9] ~= '' then
   wanted = tonumber(ARGV[9])
-  if wanted == nil or wanted < 1 or wanted ~= math.floor(wanted) then
+  if wanted == nil or wanted < 1 or wanted ~= floor(wanted) then
     error({ err = 'ERR tollgate admit.lua: bad admit count' })
   end
 end
@@ -110,17 +138,41 @@ local now_ms
 if ARGV[8] ~= '' then
   now_ms = int(ARGV[8], 'now_ms argument')
 else
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local t = call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 end
-local now_s = math.floor(now_ms / 1000)
+local now_s = floor(now_ms / 1000)
+
+-- The client hash (read first: a repeated call is answered from it).
+local c
+if session then
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', session)
+  local last = c[6]
+  if last then
+    local applied = tonumber(last)
+    if applied == nil then
+      -- "F<seq>" / "V<seq>": settled, and so is every call before it.
+      if tonumber(string.sub(last, 2)) >= seq then
+        return { SETTLED }
+      end
+    elseif applied > seq then
+      return { SETTLED }
+    elseif applied == seq then
+      local reply = cmsgpack.unpack(call('HGET', client_key, record))
+      reply[10] = nil
+      return reply
+    end
+  end
+else
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used')
+end
 
 -- The key: exists, belongs to the client, not expired, and the caller's
 -- generation is the current one, or the previous one (a rotated-out secret)
 -- strictly before its grace period ends.
 local scopes, last_used_at = '', nil
 if key_id ~= '' then
-  local k = redis.call('HMGET', key_key, 'client_id', 'gen', 'expires_at', 'scopes', 'last_used_at',
+  local k = call('HMGET', key_key, 'client_id', 'gen', 'expires_at', 'scopes', 'last_used_at',
     'prev_gen', 'prev_until_ms')
   if not k[1] or k[1] ~= client_id then
     return { KEY_INVALID }
@@ -137,9 +189,8 @@ if key_id ~= '' then
 end
 
 -- The client: exists, and its limits.
-local c = redis.call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used')
 if not c[1] then
-  if redis.call('EXISTS', client_key) == 1 then
+  if call('EXISTS', client_key) == 1 then
     corrupt('client status')
   end
   return { CLIENT_MISSING }
@@ -161,21 +212,25 @@ end
 -- deleted only if this request is admitted.
 local cutoff = now_s - WINDOW_SECS
 local total, oldest, newest = 0, nil, nil
+-- `o` and `n` as stored (nil when they must be written afresh).
+local read_oldest, read_newest = nil, nil
 local expired = {}
 local drop_window = false
-local w = redis.call('HMGET', win_key, 't', 'o', 'n')
+local w = call('HMGET', win_key, 't', 'o', 'n')
 if w[1] then
   total = int(w[1], 'window t')
   oldest = int(w[2], 'window o')
   newest = int(w[3], 'window n')
+  read_oldest, read_newest = oldest, newest
   if newest < cutoff then
     -- Every bucket has left (this includes an oldest bucket over 121 s old).
     drop_window = true
     total, oldest, newest = 0, nil, nil
+    read_oldest, read_newest = nil, nil
   elseif oldest < cutoff then
     -- At most 61 steps while time moves forward: oldest >= newest - 60.
     for sec = oldest, cutoff - 1 do
-      local n = redis.call('HGET', win_key, str(sec))
+      local n = call('HGET', win_key, str(sec))
       if n then
         total = total - int(n, 'window bucket')
         expired[#expired + 1] = str(sec)
@@ -183,7 +238,7 @@ if w[1] then
     end
     oldest = nil
     for sec = cutoff, newest do
-      if redis.call('HEXISTS', win_key, str(sec)) == 1 then
+      if call('HEXISTS', win_key, str(sec)) == 1 then
         oldest = sec
         break
       end
@@ -192,7 +247,7 @@ if w[1] then
       corrupt('window t')
     end
   end
-elseif redis.call('EXISTS', win_key) == 1 then
+elseif call('EXISTS', win_key) == 1 then
   corrupt('window t')
 end
 
@@ -214,7 +269,7 @@ local function state(verdict, admitted)
     local left, at = total, now_ms
     if oldest then
       for sec = oldest, newest do
-        local n = redis.call('HGET', win_key, str(sec))
+        local n = call('HGET', win_key, str(sec))
         if n then
           left = left - int(n, 'window bucket')
           at = (sec + BUCKET_LIFETIME_SECS) * 1000
@@ -226,7 +281,7 @@ local function state(verdict, admitted)
     end
     retry_at_ms = at
   end
-  return { verdict, now_ms, per_minute, math.max(per_minute - total, 0), reset_at,
+  return { verdict, now_ms, per_minute, max(per_minute - total, 0), reset_at,
     monthly, used, retry_at_ms, admitted }
 end
 
@@ -260,35 +315,71 @@ if total >= per_minute then
 end
 
 -- Admitted, as many as both limits have room for: the only writes of this script.
-local admitted = math.min(wanted, per_minute - total, monthly - used)
+local admitted = min(wanted, per_minute - total, monthly - used)
 if drop_window then
-  redis.call('DEL', win_key)
+  call('DEL', win_key)
 elseif #expired > 0 then
-  redis.call('HDEL', win_key, unpack(expired))
+  call('HDEL', win_key, unpack(expired))
 end
-local new_bucket = redis.call('HINCRBY', win_key, str(now_s), admitted) == admitted
+local now_str = str(now_s)
+local new_bucket = call('HINCRBY', win_key, now_str, admitted) == admitted
 total = total + admitted
-oldest = oldest and math.min(oldest, now_s) or now_s
-newest = newest and math.max(newest, now_s) or now_s
-redis.call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
+-- `o` and `n` are written only when they move (the window was empty or
+-- dropped, a bucket left, a new second began): most calls write `t` only.
+oldest = oldest and min(oldest, now_s) or now_s
+newest = newest and max(newest, now_s) or now_s
+if oldest == read_oldest and newest == read_newest then
+  call('HSET', win_key, 't', str(total))
+elseif oldest == read_oldest then
+  call('HSET', win_key, 't', str(total), 'n', str(newest))
+else
+  call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
+end
 if new_bucket then
   -- Memory hygiene only: the window is empty once its newest bucket has
   -- left, 61 s after that bucket's second began (later admissions in the
   -- same second need not push the deadline further).
-  redis.call('EXPIRE', win_key, BUCKET_LIFETIME_SECS + 1)
+  call('EXPIRE', win_key, BUCKET_LIFETIME_SECS + 1)
 end
 
 used = used + admitted
-redis.call('HSET', client_key, 'mon', str(period), 'used', str(used))
 
-if last_used_at ~= str(now_s) then
-  redis.call('HSET', key_key, 'last_used_at', str(now_s))
+if last_used_at ~= now_str then
+  call('HSET', key_key, 'last_used_at', now_str)
 end
 
 -- The requests beyond `admitted` are refused, as the next call would refuse them.
+local reply
 if admitted == wanted then
-  return state(ADMITTED, admitted)
+  reply = state(ADMITTED, admitted)
 elseif used >= monthly then
-  return state(QUOTA_EXHAUSTED, admitted)
+  reply = state(QUOTA_EXHAUSTED, admitted)
+else
+  reply = state(RATE_LIMITED, admitted)
 end
-return state(RATE_LIMITED, admitted)
+if session then
+  -- The session's record, in the same write as the monthly counter.
+  reply[10] = period
+  call('HSET', client_key, 'mon', str(period), 'used', str(used),
+    session, ARGV[11], record, cmsgpack.pack(reply))
+  reply[10] = nil
+  if new_bucket and now_s % 16 == 0 then
+    -- About every 16 s of a busy client: forget sessions idle for long
+    -- (stores that went away), so the client hash does not grow.
+    local h = call('HGETALL', client_key)
+    local stale = {}
+    local idle_since = now_ms - SESSION_IDLE_SECS * 1000
+    for i = 1, #h, 2 do
+      if string.sub(h[i], 1, 2) == 'r:' and cmsgpack.unpack(h[i + 1])[2] < idle_since then
+        stale[#stale + 1] = h[i]
+        stale[#stale + 1] = 's:' .. string.sub(h[i], 3)
+      end
+    end
+    if #stale > 0 then
+      call('HDEL', client_key, unpack(stale))
+    end
+  end
+else
+  call('HSET', client_key, 'mon', str(period), 'used', str(used))
+end
+return reply

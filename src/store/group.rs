@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -100,11 +101,22 @@ impl Batch {
 #[async_trait]
 pub trait AdmitMany: Send + Sync + 'static {
     /// Checks key, client and scope as `Store::admit` does, then admits as
-    /// many of `n` requests as both limits have room for.
-    async fn admit_many(&self, group: &GroupKey, n: u64) -> Result<Batch, StoreError>;
+    /// many of `n` requests as both limits have room for. `since` is when
+    /// the batch's oldest request started waiting: the store answers within
+    /// its timeout of that instant, so no request waits longer.
+    async fn admit_many(
+        &self,
+        group: &GroupKey,
+        n: u64,
+        since: Instant,
+    ) -> Result<Batch, StoreError>;
 }
 
-type Waiter = oneshot::Sender<Result<Decision, StoreError>>;
+/// A request waiting for its batch's decision.
+struct Waiter {
+    tx: oneshot::Sender<Result<Decision, StoreError>>,
+    since: Instant,
+}
 
 /// The queues of every group with a call in flight.
 #[derive(Default)]
@@ -147,6 +159,10 @@ impl<S: AdmitMany + Clone> GroupCommit<S> {
     pub async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
         let key = GroupKey::of(req);
         let (tx, rx) = oneshot::channel();
+        let tx = Waiter {
+            tx,
+            since: Instant::now(),
+        };
         let start_runner = {
             let mut q = self.queues.lock();
             if q.queued >= self.max_queued {
@@ -198,12 +214,14 @@ impl<S: AdmitMany> Runner<S> {
     async fn run(mut self) {
         while let Some(batch) = self.take(MAX_BATCH) {
             let n = batch.len() as u64;
-            match self.store.admit_many(&self.key, n).await {
+            // The queue is in arrival order: the first waited longest.
+            let since = batch.first().map_or_else(Instant::now, |w| w.since);
+            match self.store.admit_many(&self.key, n, since).await {
                 Ok(result) => {
                     for (i, waiter) in (0u64..).zip(batch) {
                         // A waiter that went away meanwhile was counted, as a
                         // request whose client disconnects after admission is.
-                        let _ = waiter.send(Ok(result.decision(i)));
+                        let _ = waiter.tx.send(Ok(result.decision(i)));
                     }
                 }
                 Err(e) => {
@@ -212,7 +230,7 @@ impl<S: AdmitMany> Runner<S> {
                     // another timeout on a store that just failed.
                     let queued = self.take(usize::MAX).unwrap_or_default();
                     for waiter in batch.into_iter().chain(queued) {
-                        let _ = waiter.send(Err(e.clone()));
+                        let _ = waiter.tx.send(Err(e.clone()));
                     }
                 }
             }
@@ -231,7 +249,7 @@ impl<S: AdmitMany> Runner<S> {
             return None;
         };
         let before = queue.len();
-        queue.retain(|w| !w.is_closed());
+        queue.retain(|w| !w.tx.is_closed());
         if queue.is_empty() {
             q.groups.remove(&self.key);
             q.queued -= before;

@@ -9,9 +9,15 @@
 //! client (exists, active) in the same atomic operation that reads or moves
 //! the counters, so a revocation or suspension takes effect on the very next
 //! request in every process. The store never sees a secret, only its hash.
+//!
+//! `admit` counts a request if and only if it returns its decision, on
+//! both backends: the memory store cannot lose a reply, and the Redis store
+//! settles a call whose reply was lost by its id ([`once`]) before it
+//! answers or sends anything again.
 
 pub mod group;
 pub mod memory;
+pub mod once;
 pub mod redis;
 
 use std::sync::Arc;

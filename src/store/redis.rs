@@ -21,11 +21,17 @@
 //! `Unavailable`, so a hung Redis cannot pile up tasks). A
 //! timeout or connection error drops the connection; the next call opens a
 //! fresh one, so a hung (half-open or paused) server cannot wedge the store
-//! and a restarted one is picked up without rebuilding anything. tollgate
-//! never retries a call: a script whose reply was lost may have run, and
-//! running `admit` twice would count twice. (The cluster connection itself
-//! retries a command up to [`CLUSTER_RETRIES`] times to follow redirects;
-//! see docs/scaling.md for what that means for counts.)
+//! and a restarted one is picked up without rebuilding anything.
+//!
+//! Admissions are exactly-once (docs/rate-limiting.md): every admission call
+//! carries a [`CallId`] (its session and a sequence number) under which
+//! `admit.lua` records its result, so the same call repeated (the cluster
+//! connection retries a command up to [`CLUSTER_RETRIES`] times) counts
+//! once. A call whose reply is lost is never blindly re-sent: `settle.lua`
+//! asks by id whether it was applied (and fences it when it was not)
+//! before a new call, with a new number, is made; a call still unsettled at
+//! the deadline is voided (what it counted given back) once Redis answers
+//! again, before its session sends anything else.
 //!
 //! TLS (`rediss://`, [`Access`]): the same topologies over rustls, with
 //! the roots of `ca` (else the system's) and an optional client certificate;
@@ -40,7 +46,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -48,6 +54,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::group::{AdmitMany, Batch, GroupCommit, GroupKey};
+use super::once::{CallId, Session, VOID_WINDOW};
 use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
 use crate::limits::{Decision, LimitState, Verdict};
@@ -98,6 +105,10 @@ pub mod layout {
         /// `YYYYMM` of the month `USED` counts (written by `admit.lua`).
         pub const MONTH: &str = "mon";
         pub const USED: &str = "used";
+        /// Prefixes of an admission session's two fields (`s:<session>`,
+        /// `r:<session>`, written by `admit.lua` and `settle.lua`; see
+        /// `store::once`). The `r:` field is binary.
+        pub const SESSION_PREFIXES: [&str; 2] = ["s:", "r:"];
     }
 
     /// Fields of a key hash.
@@ -127,6 +138,9 @@ use layout::{client_field as cf, key_field as kf};
 
 /// Check and count (or only read) one request. See the header of the file.
 const ADMIT_LUA: &str = include_str!("admit.lua");
+
+/// Was an admission call whose reply was lost applied? See the header of the file.
+const SETTLE_LUA: &str = include_str!("settle.lua");
 
 /// Creates the client hash unless it exists. KEYS: client. ARGV: field/value pairs.
 const CREATE_CLIENT_LUA: &str = r"
@@ -228,6 +242,15 @@ struct Inner {
     /// Scrubbed from every error message, should a library ever echo it.
     password: Option<String>,
     admit: Script,
+    settle: Script,
+    /// Sessions whose last call's outcome is unknown (its requests got
+    /// 503): that call's sequence number. Voided before the session sends
+    /// another call.
+    unsettled: Mutex<HashMap<String, u64>>,
+    /// Names this store's admission sessions apart from every other store's.
+    session_prefix: u64,
+    /// Voids running in the background; at most `max_in_flight`.
+    voids: Arc<tokio::sync::Semaphore>,
     create_client: Script,
     update_client: Script,
     create_key: Script,
@@ -244,15 +267,18 @@ struct WeakStore(Weak<Inner>);
 
 #[async_trait]
 impl AdmitMany for WeakStore {
-    async fn admit_many(&self, group: &GroupKey, n: u64) -> Result<Batch, StoreError> {
+    async fn admit_many(
+        &self,
+        group: &GroupKey,
+        n: u64,
+        since: Instant,
+    ) -> Result<Batch, StoreError> {
         let Some(inner) = self.0.upgrade() else {
             return Err(StoreError::Unavailable("the store was shut down".into()));
         };
-        let store = RedisStore { inner };
-        let key = Some((group.key_id.as_str(), group.gen));
-        let scope = group.scope.as_deref();
-        store
-            .run_admit("admit", &group.client_id, key, scope, group.defaults, n)
+        let deadline = since + inner.timeout;
+        RedisStore { inner }
+            .admit_exactly_once(group, n, deadline)
             .await
     }
 }
@@ -447,8 +473,9 @@ impl ConnSlot {
 }
 
 /// Attempts a cluster connection makes at one command: enough to follow a
-/// `MOVED`/`ASK` redirect after a failover or resharding. An I/O error
-/// retried this way may count a request (or a batch) twice; see docs/scaling.md.
+/// `MOVED`/`ASK` redirect after a failover or resharding. An admission
+/// retried this way after an I/O error repeats its call id, which
+/// `admit.lua` answers from its record without counting again.
 const CLUSTER_RETRIES: u32 = 2;
 
 /// Concurrent reads when listing clients on a cluster.
@@ -577,6 +604,10 @@ impl RedisStore {
                 addr,
                 password,
                 admit: Script::new(ADMIT_LUA),
+                settle: Script::new(SETTLE_LUA),
+                unsettled: Mutex::default(),
+                session_prefix: Session::new_prefix(),
+                voids: Arc::new(tokio::sync::Semaphore::new(bounds.max_in_flight.max(1))),
                 create_client: Script::new(CREATE_CLIENT_LUA),
                 update_client: Script::new(UPDATE_CLIENT_LUA),
                 create_key: Script::new(CREATE_KEY_LUA),
@@ -593,12 +624,29 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>> + 'a,
     {
+        let deadline = Instant::now() + self.inner.timeout;
+        self.call_until(deadline, f).await.map_err(|e| e.error)
+    }
+
+    /// Runs one exchange with Redis, given up at `deadline`; a failure says
+    /// whether the command may have reached Redis.
+    async fn call_until<'a, T, F, Fut>(&'a self, deadline: Instant, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>> + 'a,
+    {
         let inner = &self.inner;
+        if Instant::now() >= deadline {
+            return Err(CallError::unsent(StoreError::Unavailable(format!(
+                "redis did not answer within {} ms",
+                inner.timeout.as_millis()
+            ))));
+        }
         // Full: Redis is slow or hung and calls pile up; refuse, do not queue.
         let Ok(_permit) = inner.in_flight.try_acquire() else {
-            return Err(StoreError::Unavailable(
+            return Err(CallError::unsent(StoreError::Unavailable(
                 "too many store calls in flight".into(),
-            ));
+            )));
         };
         // The connection this call used, so a timeout drops that one only.
         let used = AtomicU64::new(u64::MAX);
@@ -607,23 +655,29 @@ impl RedisStore {
             used.store(id, Ordering::Relaxed);
             f(conn).await.map_err(|e| (Some(id), e))
         };
-        match tokio::time::timeout(inner.timeout, exchange).await {
+        match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err((id, e))) => {
                 if let Some(id) = id.filter(|_| drops_connection(&e)) {
                     inner.conn.drop_conn(id);
                 }
-                Err(self.map_err(&e))
+                Err(CallError {
+                    error: self.map_err(&e),
+                    maybe_applied: id.is_some() && maybe_applied(&e),
+                })
             }
             Err(_elapsed) => {
-                match used.load(Ordering::Relaxed) {
-                    u64::MAX => {}
-                    id => inner.conn.drop_conn(id),
+                let id = used.load(Ordering::Relaxed);
+                if id != u64::MAX {
+                    inner.conn.drop_conn(id);
                 }
-                Err(StoreError::Unavailable(format!(
-                    "redis did not answer within {} ms",
-                    inner.timeout.as_millis()
-                )))
+                Err(CallError {
+                    error: StoreError::Unavailable(format!(
+                        "redis did not answer within {} ms",
+                        inner.timeout.as_millis()
+                    )),
+                    maybe_applied: id != u64::MAX,
+                })
             }
         }
     }
@@ -663,9 +717,12 @@ impl RedisStore {
         }
     }
 
-    async fn hgetall(&self, key: String) -> Result<HashMap<String, String>, StoreError> {
-        self.call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
-            .await
+    /// A client hash's text fields (its admission sessions left out).
+    async fn hgetall_client(&self, key: String) -> Result<HashMap<String, String>, StoreError> {
+        let raw: RawHash = self
+            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await?;
+        client_text_fields(raw)
     }
 
     /// The client a key belongs to, through the global key index; `None`
@@ -692,7 +749,9 @@ impl RedisStore {
     }
 
     /// Runs `admit.lua` in `mode` for `n` requests (admit; usage reads
-    /// with `n` = 1) and decodes its reply.
+    /// with `n` = 1) and decodes its reply. With `call`, the admission is
+    /// recorded under that id (and refused if the id was settled).
+    #[allow(clippy::too_many_arguments)]
     async fn run_admit(
         &self,
         mode: &str,
@@ -701,13 +760,15 @@ impl RedisStore {
         scope: Option<&str>,
         defaults: crate::limits::Limits,
         n: u64,
-    ) -> Result<Batch, StoreError> {
+        call: Option<&CallId>,
+        deadline: Instant,
+    ) -> Result<Batch, CallError> {
         let (key_id, gen) = key.unwrap_or(("", 0));
         let mut inv = self.inner.admit.prepare_invoke();
         inv.key(layout::client(client_id))
             .key(layout::key(client_id, key_id))
-            .key(layout::window(client_id))
-            .arg(mode)
+            .key(layout::window(client_id));
+        inv.arg(mode)
             .arg(client_id)
             .arg(key_id)
             .arg(gen.to_string())
@@ -716,11 +777,267 @@ impl RedisStore {
             .arg(defaults.monthly.to_string())
             .arg(self.now_arg())
             .arg(n.to_string());
+        if let Some(call) = call {
+            inv.arg(&call.session.state)
+                .arg(call.seq.to_string())
+                .arg(&call.session.record);
+        }
         let reply: Vec<i64> = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .call_until(
+                deadline,
+                |mut c| async move { inv.invoke_async(&mut c).await },
+            )
             .await?;
-        decode_batch(&reply)
+        if reply.first() == Some(&SETTLED) {
+            // Only a repeat of a call tollgate has given up on gets this.
+            return Err(CallError::unsent(StoreError::Unavailable(
+                "admission call was settled before it ran".into(),
+            )));
+        }
+        decode_batch(&reply).map_err(CallError::unsent)
     }
+
+    /// Admits a batch exactly once: counted if and only if its requests get
+    /// the decision. A call whose reply is lost is settled by id before
+    /// anything is sent again; see the module documentation.
+    async fn admit_exactly_once(
+        &self,
+        group: &GroupKey,
+        n: u64,
+        deadline: Instant,
+    ) -> Result<Batch, StoreError> {
+        let key = Some((group.key_id.as_str(), group.gen));
+        let scope = group.scope.as_deref();
+        let session = Session::of(self.inner.session_prefix, group);
+        let pending = self.inner.unsettled.lock().get(session.as_str()).copied();
+        if let Some(seq) = pending {
+            // The session's last call may have counted requests answered
+            // 503: give that back first, or send nothing.
+            let call = CallId {
+                session: session.clone(),
+                seq,
+            };
+            let settled = self
+                .settle(&group.client_id, &call, "void", deadline)
+                .await?;
+            self.settled(&group.client_id, &call, &settled);
+        }
+        loop {
+            let call = CallId::next(&session);
+            let sent_at = Instant::now();
+            let lost = match self
+                .run_admit(
+                    "admit",
+                    &group.client_id,
+                    key,
+                    scope,
+                    group.defaults,
+                    n,
+                    Some(&call),
+                    deadline,
+                )
+                .await
+            {
+                Ok(batch) => return Ok(batch),
+                Err(e) if !e.maybe_applied => return Err(e.error),
+                Err(e) => e.error,
+            };
+            match self.settle_until(&group.client_id, &call, deadline).await {
+                Some(Settled::Applied(batch)) => return Ok(batch),
+                // Fenced (or voided: given back): it counts nothing. Send
+                // again, with a new id, while there is time.
+                Some(Settled::NotApplied | Settled::Voided) if Instant::now() < deadline => {
+                    continue
+                }
+                Some(Settled::NotApplied | Settled::Voided) => return Err(lost),
+                None => {
+                    // No answer in time: the requests get 503, so whatever
+                    // the call counted must be given back once Redis answers.
+                    self.inner
+                        .unsettled
+                        .lock()
+                        .insert(session.as_str().to_owned(), call.seq);
+                    self.void_later(group.client_id.clone(), call, sent_at);
+                    return Err(lost);
+                }
+            }
+        }
+    }
+
+    /// Asks (until `deadline`, on a new connection when the old one is
+    /// gone) whether the call was applied, fencing it when it was not;
+    /// `None` when no answer came in time.
+    async fn settle_until(
+        &self,
+        client_id: &str,
+        call: &CallId,
+        deadline: Instant,
+    ) -> Option<Settled> {
+        let mut pause = SETTLE_BACKOFF_MIN;
+        loop {
+            match self.settle(client_id, call, "check", deadline).await {
+                Ok(settled) => return Some(settled),
+                Err(e) => {
+                    tracing::debug!(error = %e, "checking a lost admission call");
+                }
+            }
+            let now = Instant::now();
+            if now + pause >= deadline {
+                return None;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(SETTLE_BACKOFF_MAX);
+        }
+    }
+
+    /// One `settle.lua` call in `mode` ("check" or "void").
+    async fn settle(
+        &self,
+        client_id: &str,
+        call: &CallId,
+        mode: &str,
+        deadline: Instant,
+    ) -> Result<Settled, StoreError> {
+        let mut inv = self.inner.settle.prepare_invoke();
+        inv.key(layout::client(client_id))
+            .key(layout::window(client_id))
+            .arg(mode)
+            .arg(&call.session.state)
+            .arg(call.seq.to_string())
+            .arg(&call.session.record)
+            .arg(self.now_arg());
+        let reply: Vec<i64> = self
+            .call_until(
+                deadline,
+                |mut c| async move { inv.invoke_async(&mut c).await },
+            )
+            .await
+            .map_err(|e| e.error)?;
+        match reply.as_slice() {
+            [] => Ok(Settled::NotApplied),
+            [SETTLED] => Ok(Settled::Voided),
+            reply => decode_batch(reply).map(Settled::Applied),
+        }
+    }
+
+    /// Voids a call in the background (its requests were answered 503):
+    /// retried until Redis answers or [`VOID_WINDOW`] has passed (after
+    /// that, the session's next call still voids it before anything else).
+    fn void_later(&self, client_id: String, call: CallId, sent_at: Instant) {
+        let Ok(permit) = self.inner.voids.clone().try_acquire_owned() else {
+            tracing::warn!(
+                client_id = %client_id,
+                call = %call,
+                "too many admissions to settle; one whose reply was lost is left to the next call of its session"
+            );
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let give_up = sent_at + VOID_WINDOW;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut pause = SETTLE_BACKOFF_MIN;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let store = RedisStore { inner };
+                let deadline = Instant::now() + store.inner.timeout;
+                match store.settle(&client_id, &call, "void", deadline).await {
+                    Ok(settled) => {
+                        store.settled(&client_id, &call, &settled);
+                        return;
+                    }
+                    Err(e) if Instant::now() + pause >= give_up => {
+                        // The session stays unsettled: its next call voids
+                        // this one first, whenever that is.
+                        tracing::warn!(
+                            client_id = %client_id,
+                            call = %call,
+                            error = %e,
+                            "an admission whose reply was lost could not be settled yet; it may have counted"
+                        );
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                drop(store);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SETTLE_BACKOFF_MAX);
+            }
+        });
+    }
+
+    /// Notes that `call` was voided (or found not applied): its session may
+    /// send again.
+    fn settled(&self, client_id: &str, call: &CallId, settled: &Settled) {
+        if let Settled::Applied(batch) = settled {
+            tracing::warn!(
+                client_id = %client_id,
+                call = %call,
+                admissions = batch.admitted,
+                "an admission whose reply was lost was voided"
+            );
+        }
+        self.forget_unsettled(call);
+    }
+
+    fn forget_unsettled(&self, call: &CallId) {
+        let mut unsettled = self.inner.unsettled.lock();
+        if unsettled.get(call.session.as_str()) == Some(&call.seq) {
+            unsettled.remove(call.session.as_str());
+        }
+    }
+}
+
+/// A failed exchange, and whether its command may have run.
+#[derive(Debug)]
+struct CallError {
+    error: StoreError,
+    /// `false` when the command certainly did not run: it was never sent,
+    /// or Redis answered it with an error.
+    maybe_applied: bool,
+}
+
+impl CallError {
+    fn unsent(error: StoreError) -> CallError {
+        CallError {
+            error,
+            maybe_applied: false,
+        }
+    }
+}
+
+/// What `settle.lua` found.
+#[derive(Debug)]
+enum Settled {
+    /// The call ran; its recorded reply.
+    Applied(Batch),
+    /// The call did not run, and is fenced so that it never will.
+    NotApplied,
+    /// The call ran and was voided before.
+    Voided,
+}
+
+/// `admit.lua` / `settle.lua`: the call id was settled (fenced or voided).
+const SETTLED: i64 = -1;
+
+/// Pauses between attempts at settling a call while Redis does not answer.
+const SETTLE_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const SETTLE_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Whether a failed command may have run: not when Redis answered it with
+/// an error, or the connection was refused or could not be made.
+fn maybe_applied(e: &RedisError) -> bool {
+    !(e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(_)
+                | ErrorKind::Extension
+                | ErrorKind::Parse
+                | ErrorKind::UnexpectedReturnType
+                | ErrorKind::AuthenticationFailed
+                | ErrorKind::InvalidClientConfig
+                | ErrorKind::ClusterConnectionNotFound
+        ))
 }
 
 /// Whether an error means the connection is no good and a new one is needed.
@@ -907,6 +1224,23 @@ fn optional_num<T: std::str::FromStr>(
     }
 }
 
+/// A hash as Redis returns it, values not yet decoded.
+type RawHash = HashMap<String, redis::Value>;
+
+/// The text fields of a client hash: its admission sessions (binary
+/// records, `cf::SESSION_PREFIXES`) left out.
+fn client_text_fields(raw: RawHash) -> Result<HashMap<String, String>, StoreError> {
+    raw.into_iter()
+        .filter(|(field, _)| !cf::SESSION_PREFIXES.iter().any(|p| field.starts_with(p)))
+        .map(
+            |(field, value)| match redis::from_redis_value::<String>(value) {
+                Ok(v) => Ok((field, v)),
+                Err(_) => Err(corrupt(&format!("client {field}"))),
+            },
+        )
+        .collect()
+}
+
 fn client_from_hash(id: &str, h: &HashMap<String, String>) -> Result<Client, StoreError> {
     const WHAT: &str = "client";
     let status = required(h, cf::STATUS, WHAT)?;
@@ -1048,10 +1382,7 @@ impl Store for RedisStore {
     }
 
     async fn get_client(&self, id: &str) -> Result<Option<Client>, StoreError> {
-        let key = layout::client(id);
-        let h: HashMap<String, String> = self
-            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
-            .await?;
+        let h = self.hgetall_client(layout::client(id)).await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -1076,7 +1407,7 @@ impl Store for RedisStore {
             use futures_util::{StreamExt, TryStreamExt};
             let reads: Vec<_> = ids
                 .iter()
-                .map(|id| self.hgetall(layout::client(id)))
+                .map(|id| self.hgetall_client(layout::client(id)))
                 .collect();
             futures_util::stream::iter(reads)
                 .buffered(CLUSTER_LIST_CONCURRENCY)
@@ -1087,8 +1418,12 @@ impl Store for RedisStore {
             for id in &ids {
                 pipe.cmd("HGETALL").arg(layout::client(id));
             }
-            self.call(|mut c| async move { pipe.query_async(&mut c).await })
-                .await?
+            let raw: Vec<RawHash> = self
+                .call(|mut c| async move { pipe.query_async(&mut c).await })
+                .await?;
+            raw.into_iter()
+                .map(client_text_fields)
+                .collect::<Result<_, _>>()?
         };
         ids.iter()
             .zip(&hashes)
@@ -1108,11 +1443,11 @@ impl Store for RedisStore {
         for (field, value) in patch_fields(patch) {
             inv.arg(field).arg(value);
         }
-        let h: Option<HashMap<String, String>> = self
+        let h: Option<RawHash> = self
             .call(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         match h {
-            Some(h) => client_from_hash(id, &h).map(Some),
+            Some(h) => client_from_hash(id, &client_text_fields(h)?).map(Some),
             None => Ok(None),
         }
     }
@@ -1286,9 +1621,20 @@ impl Store for RedisStore {
     }
 
     async fn usage(&self, req: &UsageRequest<'_>) -> Result<Decision, StoreError> {
+        let deadline = Instant::now() + self.inner.timeout;
         let batch = self
-            .run_admit("usage", req.client_id, req.key, None, req.defaults, 1)
-            .await?;
+            .run_admit(
+                "usage",
+                req.client_id,
+                req.key,
+                None,
+                req.defaults,
+                1,
+                None,
+                deadline,
+            )
+            .await
+            .map_err(|e| e.error)?;
         Ok(batch.last)
     }
 }

@@ -314,6 +314,12 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub fn start() -> RedisSentinel {
+        Self::start_monitoring(|port| port)
+    }
+
+    /// Like [`Self::start`], but the sentinels monitor the primary at the
+    /// port `monitor` returns for the primary's own port (e.g. a proxy's).
+    pub fn start_monitoring(monitor: impl FnOnce(u16) -> u16) -> RedisSentinel {
         let dir = tempfile::tempdir().expect("temporary directory");
         let primary = spawn(dir.path(), false, base_args);
         let p = primary.port;
@@ -326,6 +332,7 @@ impl RedisSentinel {
             cli(replica.port, &["INFO", "replication"])
                 .is_some_and(|i| i.contains("master_link_status:up"))
         });
+        let p = monitor(p);
         let sentinels: Vec<Node> = (0..3)
             .map(|_| {
                 let d = dir.path().to_owned();

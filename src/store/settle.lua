@@ -1,0 +1,116 @@
+-- tollgate: settle an admission call whose reply was lost (docs/rate-limiting.md,
+-- "Exactly-once admission").
+--
+-- admit.lua keeps, per admission session, the last call it applied (see its
+-- header: s:<session> = "<seq>", r:<session> = cmsgpack {reply..., period}).
+-- This script asks whether call `seq` of a session was applied, and makes
+-- sure a call found not applied never will be: it leaves a fence
+-- (s:<session> = "F<seq>") that admit.lua refuses for that call and every
+-- earlier one. All keys share the client's hash tag, so it runs on Redis
+-- Cluster.
+--
+-- KEYS[1]  tg:{c:<id>}:client   hash: mon, used, s:<session>, r:<session>
+-- KEYS[2]  tg:{c:<id>}:win      the per-minute window (void only)
+--
+-- ARGV[1]  "check": the call's reply, if it was applied (tollgate still has
+--          time to answer its requests); "void": the call's requests were
+--          answered 503 already, so an applied call is undone
+-- ARGV[2]  the field s:<session>, ARGV[3] the call's sequence number,
+-- ARGV[4]  the field r:<session>
+-- ARGV[5]  now in Unix milliseconds; "" to read the server's TIME (production)
+--
+-- Returns {} when the call was not applied (it is fenced now, or was
+-- before); {-1} when it was applied and voided before, or the session has
+-- moved past it; else the recorded reply of admit.lua (for "void": the reply
+-- whose admissions were undone now).
+
+local client_key, win_key = KEYS[1], KEYS[2]
+local mode, session, seq, record = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if (mode ~= 'check' and mode ~= 'void') or seq == nil or record == nil then
+  error({ err = 'ERR tollgate settle.lua: bad arguments' })
+end
+
+local function str(n)
+  return string.format('%d', n)
+end
+
+local last = redis.call('HGET', client_key, session)
+local applied = last and tonumber(last)
+local settled = last and not applied and tonumber(string.sub(last, 2))
+if not last or (applied and applied < seq) or (settled and settled < seq) then
+  -- Not applied. Fence it, so it never will be: admit.lua refuses a call
+  -- at or below a fenced sequence number. (No client: nothing to fence, a
+  -- call for a missing client counts nothing.)
+  if redis.call('EXISTS', client_key) == 1 then
+    local now_ms
+    if ARGV[5] ~= '' then
+      now_ms = tonumber(ARGV[5])
+    else
+      local t = redis.call('TIME')
+      now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    redis.call('HSET', client_key, session, 'F' .. ARGV[3], record, cmsgpack.pack({ -1, now_ms }))
+  end
+  return {}
+end
+if (applied and applied > seq) or (settled and settled > seq) or string.sub(last, 1, 1) == 'V' then
+  return { -1 }
+end
+if settled then
+  -- Fenced at this very call.
+  return {}
+end
+local reply = cmsgpack.unpack(redis.call('HGET', client_key, record))
+local period = reply[10]
+reply[10] = nil
+if mode == 'check' then
+  return reply
+end
+
+-- Void: give back what the call counted, in the second and month it
+-- counted in; a counter never goes below zero, a bucket that has left the
+-- window is gone already.
+local admitted = reply[9]
+local sec = math.floor(reply[2] / 1000)
+
+local c = redis.call('HMGET', client_key, 'mon', 'used')
+if c[1] and tonumber(c[1]) == period then
+  local used = math.max((tonumber(c[2]) or 0) - admitted, 0)
+  redis.call('HSET', client_key, 'used', str(used), session, 'V' .. ARGV[3])
+else
+  redis.call('HSET', client_key, session, 'V' .. ARGV[3])
+end
+
+local b = tonumber(redis.call('HGET', win_key, str(sec)))
+if b then
+  local w = redis.call('HMGET', win_key, 't', 'o', 'n')
+  local total = math.max((tonumber(w[1]) or 0) - math.min(admitted, b), 0)
+  local oldest, newest = tonumber(w[2]), tonumber(w[3])
+  if b > admitted then
+    redis.call('HSET', win_key, str(sec), str(b - admitted), 't', str(total))
+  elseif total == 0 or oldest == nil or newest == nil then
+    redis.call('DEL', win_key)
+  else
+    -- The bucket is gone: move `o` or `n` to the next bucket that remains.
+    redis.call('HDEL', win_key, str(sec))
+    if sec == oldest then
+      for s = sec + 1, newest do
+        if redis.call('HEXISTS', win_key, str(s)) == 1 then
+          oldest = s
+          break
+        end
+      end
+    end
+    if sec == newest then
+      for s = sec - 1, oldest, -1 do
+        if redis.call('HEXISTS', win_key, str(s)) == 1 then
+          newest = s
+          break
+        end
+      end
+    end
+    redis.call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
+  end
+end
+
+return reply
