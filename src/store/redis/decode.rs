@@ -1,0 +1,215 @@
+//! Replies and hashes read back from Redis: script replies into decisions,
+//! stored hashes into clients and keys (and back into fields), never
+//! echoing a stored value in an error.
+
+use super::*;
+
+/// Verdict codes of `admit.lua`.
+pub(super) const VERDICTS: [Verdict; 7] = [
+    Verdict::Admitted,
+    Verdict::KeyInvalid,
+    Verdict::ClientMissing,
+    Verdict::ClientSuspended,
+    Verdict::ScopeDenied,
+    Verdict::RateLimited,
+    Verdict::QuotaExhausted,
+];
+
+/// The error code `admit.lua` raises for data it cannot read.
+pub(super) const CORRUPT_CODE: &str = "TGCORRUPT";
+
+pub(super) fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
+    let bad = || StoreError::Corrupt("unexpected admit reply".into());
+    let code = *reply.first().ok_or_else(bad)?;
+    let verdict = *usize::try_from(code)
+        .ok()
+        .and_then(|i| VERDICTS.get(i))
+        .ok_or_else(bad)?;
+    let u = |n: i64| u64::try_from(n).map_err(|_| bad());
+    match (verdict, reply) {
+        (Verdict::KeyInvalid | Verdict::ClientMissing, [_]) => Ok(Batch {
+            admitted: 0,
+            last: Decision {
+                verdict,
+                state: None,
+            },
+        }),
+        (
+            _,
+            &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms, admitted],
+        ) => Ok(Batch {
+            admitted: u(admitted)?,
+            last: Decision {
+                verdict,
+                state: Some(LimitState {
+                    now_ms,
+                    per_minute: u(per_minute)?,
+                    remaining: u(remaining)?,
+                    reset_at,
+                    monthly: u(monthly)?,
+                    monthly_used: u(monthly_used)?,
+                    window_retry_at_ms: (retry_at_ms >= 0).then_some(retry_at_ms),
+                }),
+            },
+        }),
+        _ => Err(bad()),
+    }
+}
+
+pub(super) fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("unreadable {what}"))
+}
+
+pub(super) fn required<'a>(
+    h: &'a HashMap<String, String>,
+    field: &str,
+    what: &str,
+) -> Result<&'a str, StoreError> {
+    h.get(field)
+        .map(String::as_str)
+        .ok_or_else(|| corrupt(&format!("{what} {field}")))
+}
+
+pub(super) fn parse_num<T: std::str::FromStr>(
+    s: &str,
+    field: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    s.parse().map_err(|_| corrupt(&format!("{what} {field}")))
+}
+
+/// An optional number: absent or empty is `None`.
+pub(super) fn optional_num<T: std::str::FromStr>(
+    h: &HashMap<String, String>,
+    field: &str,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    match h.get(field).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(s) => parse_num(s, field, what).map(Some),
+    }
+}
+
+/// A hash as Redis returns it, values not yet decoded.
+pub(super) type RawHash = HashMap<String, redis::Value>;
+
+/// The text fields of a client hash: its admission sessions (binary
+/// records, `cf::SESSION_PREFIXES`) left out.
+pub(super) fn client_text_fields(raw: RawHash) -> Result<HashMap<String, String>, StoreError> {
+    raw.into_iter()
+        .filter(|(field, _)| !cf::SESSION_PREFIXES.iter().any(|p| field.starts_with(p)))
+        .map(
+            |(field, value)| match redis::from_redis_value::<String>(value) {
+                Ok(v) => Ok((field, v)),
+                Err(_) => Err(corrupt(&format!("client {field}"))),
+            },
+        )
+        .collect()
+}
+
+pub(super) fn client_from_hash(
+    id: &str,
+    h: &HashMap<String, String>,
+) -> Result<Client, StoreError> {
+    const WHAT: &str = "client";
+    let status = required(h, cf::STATUS, WHAT)?;
+    Ok(Client {
+        id: id.to_owned(),
+        name: h.get(cf::NAME).cloned().unwrap_or_default(),
+        status: ClientStatus::parse(status).ok_or_else(|| corrupt("client status"))?,
+        per_minute: optional_num(h, cf::PER_MINUTE, WHAT)?,
+        monthly: optional_num(h, cf::MONTHLY, WHAT)?,
+        created_at: parse_num(required(h, cf::CREATED_AT, WHAT)?, cf::CREATED_AT, WHAT)?,
+    })
+}
+
+pub(super) fn client_fields(c: &Client) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        (cf::NAME, c.name.clone()),
+        (cf::STATUS, c.status.as_str().to_owned()),
+        (cf::CREATED_AT, c.created_at.to_string()),
+    ];
+    if let Some(n) = c.per_minute {
+        f.push((cf::PER_MINUTE, n.to_string()));
+    }
+    if let Some(n) = c.monthly {
+        f.push((cf::MONTHLY, n.to_string()));
+    }
+    f
+}
+
+pub(super) fn patch_fields(p: &ClientPatch) -> Vec<(&'static str, String)> {
+    let mut f = Vec::new();
+    if let Some(name) = &p.name {
+        f.push((cf::NAME, name.clone()));
+    }
+    if let Some(status) = p.status {
+        f.push((cf::STATUS, status.as_str().to_owned()));
+    }
+    if let Some(n) = p.per_minute {
+        f.push((cf::PER_MINUTE, n.to_string()));
+    }
+    if let Some(n) = p.monthly {
+        f.push((cf::MONTHLY, n.to_string()));
+    }
+    f
+}
+
+pub(super) fn key_from_hash(
+    id: &str,
+    h: &HashMap<String, String>,
+) -> Result<KeyRecord, StoreError> {
+    const WHAT: &str = "key";
+    let text = |field| required(h, field, WHAT).map(str::to_owned);
+    Ok(KeyRecord {
+        id: id.to_owned(),
+        client_id: text(kf::CLIENT_ID)?,
+        name: text(kf::NAME)?,
+        scopes: required(h, kf::SCOPES, WHAT)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        hash: text(kf::HASH)?,
+        prefix: text(kf::PREFIX)?,
+        gen: parse_num(required(h, kf::GEN, WHAT)?, kf::GEN, WHAT)?,
+        created_at: parse_num(required(h, kf::CREATED_AT, WHAT)?, kf::CREATED_AT, WHAT)?,
+        expires_at: optional_num(h, kf::EXPIRES_AT, WHAT)?,
+        last_used_at: optional_num(h, kf::LAST_USED_AT, WHAT)?,
+        previous: match h.get(kf::PREV_HASH) {
+            None => None,
+            Some(hash) => Some(PreviousSecret {
+                hash: hash.clone(),
+                gen: parse_num(required(h, kf::PREV_GEN, WHAT)?, kf::PREV_GEN, WHAT)?,
+                until_ms: parse_num(
+                    required(h, kf::PREV_UNTIL_MS, WHAT)?,
+                    kf::PREV_UNTIL_MS,
+                    WHAT,
+                )?,
+            }),
+        },
+    })
+}
+
+pub(super) fn key_fields(k: &KeyRecord) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        (kf::CLIENT_ID, k.client_id.clone()),
+        (kf::NAME, k.name.clone()),
+        (kf::SCOPES, k.scopes.join(" ")),
+        (kf::HASH, k.hash.clone()),
+        (kf::PREFIX, k.prefix.clone()),
+        (kf::GEN, k.gen.to_string()),
+        (kf::CREATED_AT, k.created_at.to_string()),
+    ];
+    if let Some(t) = k.expires_at {
+        f.push((kf::EXPIRES_AT, t.to_string()));
+    }
+    if let Some(t) = k.last_used_at {
+        f.push((kf::LAST_USED_AT, t.to_string()));
+    }
+    if let Some(p) = &k.previous {
+        f.push((kf::PREV_HASH, p.hash.clone()));
+        f.push((kf::PREV_GEN, p.gen.to_string()));
+        f.push((kf::PREV_UNTIL_MS, p.until_ms.to_string()));
+    }
+    f
+}

@@ -1,0 +1,72 @@
+//! Every Redis key and hash field tollgate uses, defined once.
+//!
+//! All keys of one client carry the hash tag `{c:<client_id>}` and so live
+//! in one cluster slot; multi-key scripts touch only those. The two global
+//! keys (`tg:clients`, `tg:keyidx:<key_id>`) are written by separate
+//! commands.
+
+/// Set of all client ids.
+pub const CLIENTS: &str = "tg:clients";
+
+/// Hash: the client's fields and its monthly counter.
+pub fn client(client_id: &str) -> String {
+    format!("tg:{{c:{client_id}}}:client")
+}
+/// Hash: one API key.
+pub fn key(client_id: &str, key_id: &str) -> String {
+    format!("tg:{{c:{client_id}}}:key:{key_id}")
+}
+/// Sorted set: the client's key ids, scored by `created_at`.
+pub fn keys(client_id: &str) -> String {
+    format!("tg:{{c:{client_id}}}:keys")
+}
+/// Hash: key name → key id, for per-client name uniqueness.
+pub fn names(client_id: &str) -> String {
+    format!("tg:{{c:{client_id}}}:names")
+}
+/// Hash: the per-minute window (see `admit.lua`).
+pub fn window(client_id: &str) -> String {
+    format!("tg:{{c:{client_id}}}:win")
+}
+/// String: key id → client id, to find a key from its id alone.
+pub fn key_index(key_id: &str) -> String {
+    format!("tg:keyidx:{key_id}")
+}
+
+/// Fields of the client hash.
+pub mod client_field {
+    pub const NAME: &str = "name";
+    pub const STATUS: &str = "status";
+    pub const PER_MINUTE: &str = "per_minute";
+    pub const MONTHLY: &str = "monthly";
+    pub const CREATED_AT: &str = "created_at";
+    /// `YYYYMM` of the month `USED` counts (written by `admit.lua`).
+    pub const MONTH: &str = "mon";
+    pub const USED: &str = "used";
+    /// Prefixes of an admission session's two fields (`s:<session>`,
+    /// `r:<session>`, written by `admit.lua` and `settle.lua`; see
+    /// `store::once`). The `r:` field is binary.
+    pub const SESSION_PREFIXES: [&str; 2] = ["s:", "r:"];
+}
+
+/// Fields of a key hash.
+pub mod key_field {
+    pub const CLIENT_ID: &str = "client_id";
+    pub const NAME: &str = "name";
+    /// Space-separated.
+    pub const SCOPES: &str = "scopes";
+    pub const HASH: &str = "hash";
+    pub const PREFIX: &str = "prefix";
+    pub const GEN: &str = "gen";
+    pub const CREATED_AT: &str = "created_at";
+    /// Empty or absent: never.
+    pub const EXPIRES_AT: &str = "expires_at";
+    /// Written by `admit.lua`.
+    pub const LAST_USED_AT: &str = "last_used_at";
+    /// The rotated-out secret (written by the rotate script, read by
+    /// `admit.lua`): its hash, its generation, and the Unix millisecond
+    /// from which it is refused.
+    pub const PREV_HASH: &str = "prev_hash";
+    pub const PREV_GEN: &str = "prev_gen";
+    pub const PREV_UNTIL_MS: &str = "prev_until_ms";
+}

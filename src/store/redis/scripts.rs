@@ -1,0 +1,30 @@
+//! The Lua scripts, each in its own file beside `admit.lua` (src/store/).
+
+/// Check and count (or only read) one request. See the header of that file.
+pub(super) const ADMIT_LUA: &str = include_str!("../admit.lua");
+
+/// Was an admission call whose reply was lost applied? See the header of that file.
+pub(super) const SETTLE_LUA: &str = include_str!("../settle.lua");
+
+/// Creates the client hash unless it exists. KEYS: client. ARGV: field/value pairs.
+pub(super) const CREATE_CLIENT_LUA: &str = include_str!("../create_client.lua");
+
+/// Patches the client hash if it exists; returns it (nil when absent).
+/// KEYS: client. ARGV: field/value pairs, possibly none.
+pub(super) const UPDATE_CLIENT_LUA: &str = include_str!("../update_client.lua");
+
+/// Stores a key. KEYS: client, key, keys, names. ARGV: key id, name,
+/// created_at, then the key hash's field/value pairs.
+/// Returns 1, or -1 no such client, -2 name taken, -3 key id in use.
+pub(super) const CREATE_KEY_LUA: &str = include_str!("../create_key.lua");
+
+/// Deletes a key of a client. KEYS: key, keys, names. ARGV: key id, client id.
+/// Returns 1 when deleted, 0 when there was no such key.
+pub(super) const REVOKE_KEY_LUA: &str = include_str!("../revoke_key.lua");
+
+/// Rotates a key's secret. KEYS: key. ARGV: client id, new hash, grace in
+/// milliseconds, now in Unix milliseconds ("" to read `TIME`). Moves the
+/// current hash and generation to the `prev_*` fields, valid until now +
+/// grace, and stores the new hash with generation + 1. Returns the key hash
+/// (HGETALL), or nil when the key does not exist in that client.
+pub(super) const ROTATE_KEY_LUA: &str = include_str!("../rotate_key.lua");
