@@ -97,9 +97,8 @@ pub struct Server {
 impl Server {
     /// Builds the app and binds both listeners.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
-        let public_addr = config.server.listen;
-        let admin_addr = config.admin.listen;
-        let app = App::new(config)?;
+        let app = App::new(&config)?;
+        let (public_addr, admin_addr) = (app.boot.listen, app.boot.admin_listen);
         let public = TcpListener::bind(public_addr)
             .await
             .with_context(|| format!("server.listen: cannot listen on {public_addr}"))?;
@@ -121,32 +120,33 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let public_addr = self.public_addr()?;
         let admin_addr = self.admin_addr()?;
-        let store = crate::config::backend_name(&self.app.config.store.backend);
+        let store = crate::config::backend_name(&self.app.boot.store.backend);
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(Reloader::new(self.app.clone()).run(stop_rx.clone()));
         tracing::info!(public = %public_addr, admin = %admin_addr, store, "listening");
 
         let graceful = Arc::new(GracefulShutdown::new());
-        let server = &self.app.config.server;
+        // Fixed at bind: these come from the boot settings, never from a reload.
+        let boot = &self.app.boot;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
+            .header_read_timeout(boot.header_read_timeout)
             .max_headers(MAX_HEADERS)
             // The head must fit the read buffer: a larger one is answered 431.
-            .max_buf_size(server.max_header_bytes as usize);
+            .max_buf_size(boot.max_header_bytes as usize);
         builder
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(server.max_header_bytes)
+            .max_header_list_size(boot.max_header_bytes)
             // Rapid reset (CVE-2023-44487): streams the client resets before
             // they are served, and streams it makes the server reset.
             .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
             .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
         let builder = Arc::new(builder);
-        let first_bytes = server.header_read_timeout;
+        let first_bytes = boot.header_read_timeout;
 
         let app = self.app.clone();
         let public = tokio::spawn(accept_loop(

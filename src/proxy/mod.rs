@@ -192,7 +192,7 @@ async fn serve(
     })?;
     // 1b. Framing limits (CONNECT, upgrades, declared size): before anything is
     // counted, and the connection is not trusted with another request.
-    limits::check_head(&app.config.server, &req)
+    limits::check_head(&live.config.server, &req)
         .map_err(|e| Refusal::new(e, Outcome::bad_request).closing())?;
 
     // 2. Authenticate: the credential must verify before anything else happens.
