@@ -47,7 +47,8 @@ pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// Runs `tollgate serve` to completion on a multi-threaded runtime.
 pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
-    crate::telemetry::init(&config.log);
+    // Held until the process exits: dropping it writes out the queued log lines.
+    let _log = crate::telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,8 +60,8 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
         server.run(shutdown).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
-    // Access lines still held in memory go out before the process ends.
-    crate::telemetry::flush();
+    // `_log` is dropped here, after the runtime: every line queued until now,
+    // the drain's included, is written before `main` returns.
     result
 }
 
