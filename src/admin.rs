@@ -108,7 +108,7 @@ fn authorize(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
     let Some(token) = app.admin_token.as_deref() else {
         return Err(ApiError::Unauthorized(format!(
             "The admin API is disabled: set ${} on the server.",
-            app.config.admin.token_env
+            app.boot.admin_token_env
         )));
     };
     let presented = req

@@ -1,8 +1,10 @@
-//! The state one tollgate process serves from, built once from a [`Config`],
-//! and the reloadable part of it: a [`Live`] snapshot behind an `ArcSwap`
+//! The state one tollgate process serves from: what was built once from the
+//! start-up config (the store, the authenticator, [`Boot`]'s restart-only
+//! values), and the reloadable part, a [`Live`] snapshot behind an `ArcSwap`
 //! that a config reload replaces whole. A request reads the snapshot once, at
 //! its start, and uses that one snapshot throughout, so it never sees half of
-//! an old config and half of a new one.
+//! an old config and half of a new one. `App` holds no whole [`Config`]: a
+//! reloadable setting can only be read from the snapshot (see [`crate::settings`]).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::forward::Upstream;
 use crate::routes::RouteTable;
+use crate::settings::{Boot, LiveConfig};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{Access, Bounds, RedisStore, Topology};
 use crate::store::{SharedStore, TimeSource};
@@ -25,10 +28,9 @@ use crate::throttle::{FailureThrottle, PeerResolver, DEFAULT_MAX_TRACKED_PEERS};
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct App {
-    /// The config the process started with. Use it only for what a reload
-    /// cannot change (listeners, store, admin token variable, log format,
-    /// bcrypt cost, cache capacity); everything else comes from [`App::live`].
-    pub config: Config,
+    /// The restart-only settings the process started with; everything a
+    /// reload may change comes from [`App::live`].
+    pub boot: Boot,
     live: ArcSwap<Live>,
     pub store: SharedStore,
     pub auth: Authenticator,
@@ -46,9 +48,8 @@ pub struct App {
 /// The reloadable state: one consistent snapshot of the config in force.
 #[derive(Debug)]
 pub struct Live {
-    /// The config in force: the latest loaded file, with the settings that
-    /// need a restart kept at their start-up values (see [`Live::effective`]).
-    pub config: Config,
+    /// The reloadable settings in force: those of the latest loaded file.
+    pub config: LiveConfig,
     pub routes: RouteTable,
     pub upstream: Upstream,
 }
@@ -56,7 +57,7 @@ pub struct Live {
 impl Live {
     /// The snapshot for `config`. `previous` lends its upstream client (and
     /// its pool of connections) when the upstream settings did not change.
-    pub fn new(config: Config, previous: Option<&Live>) -> Live {
+    pub fn new(config: LiveConfig, previous: Option<&Live>) -> Live {
         let upstream = match previous {
             Some(p) if p.config.upstream == config.upstream => p.upstream.clone(),
             _ => Upstream::new(&config.upstream),
@@ -67,22 +68,6 @@ impl Live {
             upstream,
             config,
         }
-    }
-
-    /// `loaded` with every setting that a running process cannot change
-    /// taken from `boot`, the config the process started with.
-    pub fn effective(mut loaded: Config, boot: &Config) -> Config {
-        loaded.server.listen = boot.server.listen;
-        loaded.server.header_read_timeout = boot.server.header_read_timeout;
-        loaded.server.trusted_proxies = boot.server.trusted_proxies.clone();
-        loaded.server.tls = boot.server.tls.clone();
-        loaded.admin = boot.admin.clone();
-        loaded.store = boot.store.clone();
-        loaded.auth.bcrypt_cost = boot.auth.bcrypt_cost;
-        loaded.auth.cache_capacity = boot.auth.cache_capacity;
-        loaded.auth.max_failures_per_minute = boot.auth.max_failures_per_minute;
-        loaded.log.format = boot.log.format;
-        loaded
     }
 
     /// The default limits of the config in force.
@@ -113,12 +98,13 @@ fn store_access(a: &RedisAccess) -> Access {
 impl App {
     /// Builds the process state. Does not connect to the store: a store that is
     /// down at start-up makes the process unready, not dead.
-    pub fn new(config: Config) -> anyhow::Result<Arc<App>> {
+    pub fn new(config: &Config) -> anyhow::Result<Arc<App>> {
+        let boot = Boot::new(config);
         let bounds = Bounds {
-            timeout: config.store.timeout,
-            max_in_flight: config.store.max_in_flight,
+            timeout: boot.store.timeout,
+            max_in_flight: boot.store.max_in_flight,
         };
-        let topology = match &config.store.backend {
+        let topology = match &boot.store.backend {
             StoreBackend::Memory => None,
             StoreBackend::Redis { url } => Some(Topology::Single { url: url.clone() }),
             StoreBackend::RedisCluster { urls } => Some(Topology::Cluster { urls: urls.clone() }),
@@ -143,42 +129,40 @@ impl App {
             ),
         };
         let metrics = Arc::new(Metrics::new());
-        let admin_token = std::env::var(&config.admin.token_env)
+        let admin_token = std::env::var(&boot.admin_token_env)
             .ok()
             .filter(|t| !t.is_empty());
         if admin_token.is_none() {
             tracing::warn!(
-                env = %config.admin.token_env,
+                env = %boot.admin_token_env,
                 "admin token not set: the /admin/v1 API refuses every request"
             );
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let throttle = FailureThrottle::new(
-            config.auth.max_failures_per_minute,
-            DEFAULT_MAX_TRACKED_PEERS,
-        );
+        let throttle =
+            FailureThrottle::new(boot.max_failures_per_minute, DEFAULT_MAX_TRACKED_PEERS);
         Ok(Arc::new(App {
             auth: Authenticator::new(
                 store.clone(),
                 metrics.clone(),
-                config.auth.cache_capacity,
+                boot.cache_capacity,
                 throttle,
                 clock.clone(),
             ),
-            peers: PeerResolver::new(config.server.trusted_proxies.clone()),
+            peers: PeerResolver::new(boot.trusted_proxies.clone()),
             keys: KeyService {
                 store: store.clone(),
-                bcrypt_cost: config.auth.bcrypt_cost,
+                bcrypt_cost: boot.bcrypt_cost,
                 clock: clock.clone(),
             },
-            live: ArcSwap::from_pointee(Live::new(config.clone(), None)),
+            live: ArcSwap::from_pointee(Live::new(LiveConfig::new(config), None)),
             store,
             metrics,
             admin_token,
             clock,
-            degraded: (config.store.failure_mode == FailureMode::Open)
-                .then(|| Degraded::new(config.store.replicas)),
-            config,
+            degraded: (boot.store.failure_mode == FailureMode::Open)
+                .then(|| Degraded::new(boot.store.replicas)),
+            boot,
         }))
     }
 

@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;

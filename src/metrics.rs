@@ -127,6 +127,7 @@ pub struct Metrics {
     other_clients: Arc<str>,
     store_degraded: Gauge,
     degraded_admissions: Counter,
+    config_restart_required: Gauge,
 }
 
 impl Default for Metrics {
@@ -195,6 +196,13 @@ impl Metrics {
             "1 while the store is unreachable and failure_mode = \"open\" serves known keys from local limits",
             store_degraded.clone(),
         );
+        let config_restart_required = Gauge::default();
+        registry.register(
+            "config_restart_required",
+            "Restart-only settings whose value in the config file differs from the running one \
+             (set by each successful reload; 0 when the file agrees with the process)",
+            config_restart_required.clone(),
+        );
         let degraded_admissions = Counter::default();
         registry.register(
             "degraded_admissions",
@@ -241,6 +249,7 @@ impl Metrics {
             other_clients: Arc::from(OTHER_CLIENTS),
             store_degraded,
             degraded_admissions,
+            config_restart_required,
         }
     }
 
@@ -275,6 +284,12 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+
+    /// Sets `tollgate_config_restart_required`.
+    pub fn config_restart_required(&self, settings: usize) {
+        self.config_restart_required
+            .set(i64::try_from(settings).unwrap_or(i64::MAX));
     }
 
     /// Sets `tollgate_store_degraded`.

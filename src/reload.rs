@@ -9,11 +9,15 @@
 //! request that starts afterwards (one `ArcSwap` store of a new
 //! [`Live`] snapshot; requests in flight finish with the one they began with).
 //!
-//! Settings a running process cannot change — the listeners, the store, the
-//! admin token variable, the log format, `auth.bcrypt_cost` and
-//! `auth.cache_capacity` — are kept at their start-up values; a reload that
-//! changes one applies everything else and logs a warning naming each such
-//! setting and saying it needs a restart.
+//! Settings a running process cannot change — the restart-only entries of
+//! [`crate::settings::SETTINGS`]: listeners and their header limits, trusted
+//! proxies, the store, the admin token variable, bcrypt cost, cache capacity,
+//! the failed-authentication budget, the log format — live in
+//! [`crate::settings::Boot`] and keep their start-up values; a reload that
+//! changes one applies everything else, logs a warning naming each such
+//! setting and saying it needs a restart, and sets the
+//! `tollgate_config_restart_required` gauge to the number of them (0 again
+//! once the file agrees with the running process).
 //!
 //! **Why polling, not inotify.** Kubernetes updates a mounted ConfigMap by
 //! writing a new timestamped directory and atomically renaming a `..data`
@@ -36,6 +40,7 @@ use tokio::sync::watch;
 use crate::app::{App, Live};
 use crate::config::Config;
 use crate::metrics::ReloadResult;
+use crate::settings::{self, Boot, LiveConfig};
 use crate::telemetry::{self, LevelChange};
 
 /// What started a reload, for the log.
@@ -59,20 +64,23 @@ impl Trigger {
 pub struct Applied {
     /// The reloadable settings that changed (`limits`, `routes`, ...).
     pub changed: Vec<&'static str>,
-    /// One message per setting that changed in the file but needs a restart.
-    pub need_restart: Vec<String>,
+    /// `(setting, message)` per restart-only setting that differs in the file
+    /// from the running value; the running value is kept.
+    pub need_restart: Vec<(&'static str, String)>,
 }
 
-/// Puts `loaded` in force on `app`, keeping what needs a restart at its
-/// start-up value. Does no I/O beyond logging.
-pub fn apply(app: &App, loaded: Config) -> Applied {
-    let boot = &app.config;
-    let need_restart = restart_needed(boot, &loaded);
+/// Puts the reloadable settings of `loaded` in force on `app`; the
+/// restart-only ones (the [`crate::settings::SETTINGS`] table decides which)
+/// are only compared with the running ones, never applied. Does no I/O
+/// beyond logging.
+pub fn apply(app: &App, loaded: &Config) -> Applied {
+    let need_restart = settings::restart_needed(&app.boot, &Boot::new(loaded));
+    app.metrics.config_restart_required(need_restart.len());
     let current = app.live();
-    let effective = Live::effective(loaded, boot);
-    let changed = changed_settings(&current.config, &effective);
-    if effective.log.level != current.config.log.level {
-        match telemetry::set_level(&effective.log.level) {
+    let next = LiveConfig::new(loaded);
+    let changed = settings::changed(&current.config, &next);
+    if next.log.level != current.config.log.level {
+        match telemetry::set_level(&next.log.level) {
             Ok(LevelChange::Applied | LevelChange::NotInstalled) => {}
             Ok(LevelChange::OverriddenByEnv) => tracing::warn!(
                 "log.level changed, but RUST_LOG is set and decides the level until a restart"
@@ -80,87 +88,11 @@ pub fn apply(app: &App, loaded: Config) -> Applied {
             Err(e) => tracing::warn!(error = %e, "log.level could not be applied"),
         }
     }
-    app.replace_live(Live::new(effective, Some(&current)));
+    app.replace_live(Live::new(next, Some(&current)));
     Applied {
         changed,
         need_restart,
     }
-}
-
-/// Messages for the settings of `loaded` that differ from `boot` and that a
-/// running process cannot change. Never prints a store URL (it may hold a password).
-pub fn restart_needed(boot: &Config, loaded: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    // Each setting as it is shown in the message.
-    type Show = fn(&Config) -> String;
-    let settings: [(&str, Show); 10] = [
-        ("server.listen", |c| c.server.listen.to_string()),
-        ("server.tls", |c| match &c.server.tls {
-            Some(t) => format!("cert {} key {}", t.cert.display(), t.key.display()),
-            None => "absent".to_owned(),
-        }),
-        ("server.header_read_timeout_ms", |c| {
-            c.server.header_read_timeout.as_millis().to_string()
-        }),
-        ("server.trusted_proxies", |c| {
-            let nets: Vec<String> = c
-                .server
-                .trusted_proxies
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            format!("{nets:?}")
-        }),
-        ("auth.max_failures_per_minute", |c| {
-            c.auth.max_failures_per_minute.to_string()
-        }),
-        ("admin.listen", |c| c.admin.listen.to_string()),
-        ("admin.token_env", |c| c.admin.token_env.clone()),
-        ("auth.bcrypt_cost", |c| c.auth.bcrypt_cost.to_string()),
-        ("auth.cache_capacity", |c| c.auth.cache_capacity.to_string()),
-        ("log.format", |c| c.log.format.as_str().to_owned()),
-    ];
-    for (key, show) in settings {
-        let (was, now) = (show(boot), show(loaded));
-        if was != now {
-            out.push(format!(
-                "{key} changed from {was} to {now}, which needs a restart; still using {was}"
-            ));
-        }
-    }
-    if boot.store != loaded.store {
-        let backend = |c: &Config| crate::config::backend_name(&c.store.backend);
-        out.push(format!(
-            "[store] changed (backend {} → {}; url and timeout not shown), which needs a restart; \
-             still using the start-up store",
-            backend(boot),
-            backend(loaded)
-        ));
-    }
-    out
-}
-
-/// The reloadable settings that differ between two effective configs.
-fn changed_settings(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let mut check = |name: &'static str, differs: bool| {
-        if differs {
-            changed.push(name);
-        }
-    };
-    check("limits", old.limits != new.limits);
-    check("routes", old.routes != new.routes);
-    check("auth.scopes", old.auth.scopes != new.auth.scopes);
-    check("upstream", old.upstream != new.upstream);
-    check("headers", old.headers.ietf != new.headers.ietf);
-    check("log.level", old.log.level != new.log.level);
-    check("metrics", old.metrics != new.metrics);
-    check("reload", old.reload != new.reload);
-    check(
-        "server.drain_timeout_ms",
-        old.server.drain_timeout != new.server.drain_timeout,
-    );
-    changed
 }
 
 /// Watches for SIGHUP and for changes of the config file; reloads on either.
@@ -178,7 +110,7 @@ impl Reloader {
     /// reloads rather than kills the process) and notes the file's content.
     /// Must be called within a Tokio runtime.
     pub fn new(app: Arc<App>) -> Reloader {
-        let path = app.config.path.clone();
+        let path = app.boot.path.clone();
         #[cfg(unix)]
         let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -251,9 +183,9 @@ impl Reloader {
                 for warning in &config.warnings {
                     tracing::warn!(trigger = trigger_name, "config: {warning}");
                 }
-                let applied = apply(&self.app, config);
-                for message in &applied.need_restart {
-                    tracing::warn!(trigger = trigger_name, "config reload: {message}");
+                let applied = apply(&self.app, &config);
+                for (setting, message) in &applied.need_restart {
+                    tracing::warn!(trigger = trigger_name, setting, "config reload: {message}");
                 }
                 self.app.metrics.config_reload(ReloadResult::ok);
                 let changed = if applied.changed.is_empty() {
@@ -297,58 +229,4 @@ fn read(path: &Path) -> Result<String, String> {
 
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Config {
-        match Config::parse(text, Path::new("t.toml")) {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    const BASE: &str = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
-
-    #[test]
-    fn restart_needed_names_each_fixed_setting_and_never_a_password() {
-        let boot = parse(BASE);
-        assert!(restart_needed(&boot, &parse(BASE)).is_empty());
-        let changed = parse(&format!(
-            "{BASE}[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
-             [store]\nbackend = \"redis\"\nurl = \"redis://:hunter2@h:6379/0\"\n\
-             [log]\nformat = \"json\"\n[limits]\nper_minute = 5\n"
-        ));
-        let messages = restart_needed(&boot, &changed);
-        let all = messages.join("\n");
-        assert_eq!(messages.len(), 4, "{all}");
-        assert!(all.contains(
-            "server.listen changed from 0.0.0.0:8080 to 127.0.0.1:1, which needs a restart"
-        ));
-        assert!(all.contains("admin.listen changed"));
-        assert!(all.contains("log.format changed from text to json"));
-        assert!(all.contains("[store] changed (backend memory → redis"));
-        assert!(!all.contains("hunter2"), "{all}");
-    }
-
-    #[test]
-    fn effective_keeps_the_fixed_settings_and_takes_the_rest() {
-        let boot = parse(BASE);
-        let loaded = parse(&format!(
-            "{BASE}[server]\nlisten = \"127.0.0.1:1\"\ndrain_timeout_ms = 7\n\
-             [limits]\nper_minute = 5\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"
-        ));
-        let eff = Live::effective(loaded, &boot);
-        assert_eq!(eff.server.listen, boot.server.listen);
-        assert_eq!(eff.log.format, boot.log.format);
-        assert_eq!(eff.log.level, "debug");
-        assert_eq!(eff.limits.per_minute, 5);
-        assert_eq!(eff.server.drain_timeout.as_millis(), 7);
-        assert_eq!(
-            changed_settings(&boot, &eff),
-            ["limits", "log.level", "server.drain_timeout_ms"]
-        );
-    }
 }

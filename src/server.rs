@@ -56,7 +56,8 @@ pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// Runs `tollgate serve` to completion on a multi-threaded runtime.
 pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
-    crate::telemetry::init(&config.log);
+    // Held until the process exits: dropping it writes out the queued log lines.
+    let _log = crate::telemetry::init(&config.log);
     crate::tls::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,8 +70,8 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
         server.run(shutdown).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
-    // Access lines still held in memory go out before the process ends.
-    crate::telemetry::flush();
+    // `_log` is dropped here, after the runtime: every line queued until now,
+    // the drain's included, is written before `main` returns.
     result
 }
 
@@ -79,7 +80,7 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
 /// than at the first request; `/readyz` answers 503 meanwhile.
 async fn startup_store_check(app: Arc<App>) {
     if let Err(e) = app.store.ping().await {
-        let backend = crate::config::backend_name(&app.config.store.backend);
+        let backend = crate::config::backend_name(&app.boot.store.backend);
         tracing::error!(error = %e, backend, "store: cannot connect at start-up");
     }
 }
@@ -142,10 +143,9 @@ impl PublicTls {
 impl Server {
     /// Builds the app and binds both listeners.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
-        let public_addr = config.server.listen;
-        let admin_addr = config.admin.listen;
         let tls = config.server.tls.as_ref().map(PublicTls::new).transpose()?;
-        let app = App::new(config)?;
+        let app = App::new(&config)?;
+        let (public_addr, admin_addr) = (app.boot.listen, app.boot.admin_listen);
         let public = TcpListener::bind(public_addr)
             .await
             .with_context(|| format!("server.listen: cannot listen on {public_addr}"))?;
@@ -172,7 +172,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let public_addr = self.public_addr()?;
         let admin_addr = self.admin_addr()?;
-        let store = crate::config::backend_name(&self.app.config.store.backend);
+        let store = crate::config::backend_name(&self.app.boot.store.backend);
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(Reloader::new(self.app.clone()).run(stop_rx.clone()));
         let cert_watcher = self.tls.as_ref().map(|t| {
@@ -180,7 +180,7 @@ impl Server {
                 t.certs.clone(),
                 t.files.cert.clone(),
                 t.files.key.clone(),
-                self.app.config.reload.interval,
+                self.app.live().config.reload.interval,
                 stop_rx.clone(),
             ))
         });
@@ -189,26 +189,27 @@ impl Server {
         tokio::spawn(startup_store_check(self.app.clone()));
 
         let graceful = Arc::new(GracefulShutdown::new());
-        let server = &self.app.config.server;
+        // Fixed at bind: these come from the boot settings, never from a reload.
+        let boot = &self.app.boot;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
+            .header_read_timeout(boot.header_read_timeout)
             .max_headers(MAX_HEADERS)
             // The head must fit the read buffer: a larger one is answered 431.
-            .max_buf_size(server.max_header_bytes as usize);
+            .max_buf_size(boot.max_header_bytes as usize);
         builder
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(server.max_header_bytes)
+            .max_header_list_size(boot.max_header_bytes)
             // Rapid reset (CVE-2023-44487): streams the client resets before
             // they are served, and streams it makes the server reset.
             .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
             .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
         let builder = Arc::new(builder);
-        let first_bytes = server.header_read_timeout;
+        let first_bytes = boot.header_read_timeout;
 
         let app = self.app.clone();
         let public = tokio::spawn(accept_loop(

@@ -1,13 +1,15 @@
 //! What an operator sees, from the real binary: the `/metrics` families after
 //! a mix of requests (every outcome, on Redis), opt-in per-client labels with
-//! their cap, the JSON access log (one line per request, never a credential),
-//! its batched writing (lines arrive on their own, in order, all out at exit),
+//! their cap, the access log in both of its own formats (one line per request
+//! with every documented field, never a credential), its non-blocking writing
+//! (lines arrive on their own, in order, all out at exit after SIGTERM),
 //! and the IETF `RateLimit-Policy` / `RateLimit` fields on both stores.
 
 mod common;
 
 use common::Backend;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::admin::{create_client, create_key};
@@ -230,6 +232,15 @@ async fn json_access_log_has_one_line_per_request_and_no_credential() {
         assert_eq!(line["decision"], decision, "{line}");
         assert!(line["duration_ms"].as_f64().is_some(), "{line}");
         assert!(line["timestamp"].is_string(), "{line}");
+        assert_eq!(line["message"], "request", "{line}");
+        // Every documented key, and no other (a missing field fails here).
+        let keys: BTreeSet<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, BTreeSet::from(JSON_KEYS), "{line}");
     }
     // Every line of the log, not only access lines, is JSON and credential-free.
     let log = tg.log_text();
@@ -241,11 +252,55 @@ async fn json_access_log_has_one_line_per_request_and_no_credential() {
     }
 }
 
-/// Access lines are written in batches, yet each arrives on its own within
-/// the flush interval (nothing else is logged here to push it out), they stay
-/// in order with the other lines, and every one is out when the process exits.
+/// The keys of a JSON access line, in the order docs/operations.md gives.
+const JSON_KEYS: [&str; 12] = [
+    "timestamp",
+    "level",
+    "target",
+    "message",
+    "method",
+    "path",
+    "status",
+    "client_id",
+    "key_id",
+    "upstream_status",
+    "decision",
+    "duration_ms",
+];
+
+/// A text access line split into its `name=value` fields (a quoted value is a
+/// JSON string), after the `<timestamp>  INFO tollgate::access: request` prefix.
+fn text_fields(line: &str) -> Vec<(String, String)> {
+    let (prefix, rest) = line
+        .split_once(" tollgate::access: request ")
+        .unwrap_or_else(|| panic!("not an access line: {line}"));
+    assert!(prefix.ends_with("  INFO"), "{line}");
+    let mut out = Vec::new();
+    let mut rest = rest;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=').unwrap_or_else(|| panic!("{line}"));
+        let (value, tail) = if after.starts_with('"') {
+            let mut de = serde_json::Deserializer::from_str(after).into_iter::<String>();
+            let v = de.next().unwrap().unwrap();
+            let used = de.byte_offset();
+            (v, &after[used..])
+        } else {
+            after
+                .split_once(' ')
+                .map_or((after.to_owned(), ""), |(v, t)| (v.to_owned(), t))
+        };
+        out.push((name.to_owned(), value));
+        rest = tail.trim_start_matches(' ');
+    }
+    out
+}
+
+/// Access lines go through the non-blocking writer, yet each arrives on its
+/// own (nothing else is logged here to push it out), they stay in order with
+/// the other lines, each has every documented field, and every one is out
+/// when the process exits on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_access_lines_arrive_on_their_own_and_are_all_out_at_exit() {
+async fn text_access_lines_arrive_on_their_own_and_are_all_out_at_exit() {
     let upstream = Upstream::start().await;
     let mut tg = Tollgate::start(&config(&upstream.url(), &memory_store(), ""));
     let http = Http::default();
@@ -285,6 +340,18 @@ async fn batched_access_lines_arrive_on_their_own_and_are_all_out_at_exit() {
             "out of order: {}",
             lines[at]
         );
+        let fields = text_fields(&lines[at]);
+        let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, JSON_KEYS[4..], "{}", lines[at]);
+        let value = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(value("method"), Some("GET"));
+        assert_eq!(value("path"), Some(format!("/batch/{n}").as_str()));
+        assert_eq!(value("status"), Some("200"));
+        assert_eq!(value("client_id"), Some("acme"));
+        assert_eq!(value("upstream_status"), Some("200"));
+        assert_eq!(value("decision"), Some("forwarded"));
+        let ms: f64 = value("duration_ms").unwrap().parse().unwrap();
+        assert!(ms >= 0.0, "{}", lines[at]);
     }
     let signal = lines
         .iter()

@@ -1,8 +1,11 @@
 //! Live reload with the real binary: on SIGHUP and on a change of the file
-//! (a Kubernetes ConfigMap's `..data` symlink swap included) the limit
-//! defaults, routes, scopes, upstream timeouts and log level change without a
-//! restart; an invalid file is refused and the old config keeps serving; a
-//! listener change is reported as needing a restart.
+//! (a Kubernetes ConfigMap's `..data` symlink swap included) every live
+//! setting takes effect on the path that uses it — limit defaults, routes,
+//! scopes, upstream timeouts, log level, the IETF headers, the body limit
+//! (declared and chunked), WebSocket tunnelling; an invalid file is refused and
+//! the old config keeps serving; every restart-only setting of
+//! `tollgate::settings::SETTINGS` is reported (log line and gauge) and its
+//! running value kept.
 
 mod common;
 
@@ -394,4 +397,278 @@ fn rand_name() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Sends `request` on a fresh connection and returns the status of the reply.
+async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.expect("a reply");
+    let line = String::from_utf8_lossy(&head);
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}
+
+/// A `POST /upload` of `n` bytes, with `Content-Length` or chunked.
+fn upload(key: &str, n: usize, chunked: bool) -> Vec<u8> {
+    let body = "x".repeat(n);
+    let (framing, body) = if chunked {
+        (
+            "Transfer-Encoding: chunked".to_owned(),
+            format!("{n:x}\r\n{body}\r\n0\r\n\r\n"),
+        )
+    } else {
+        (format!("Content-Length: {n}"), body)
+    };
+    format!(
+        "POST /upload HTTP/1.1\r\nHost: t\r\nX-API-Key: {key}\r\n{framing}\r\nConnection: close\r\n\r\n{body}"
+    )
+    .into_bytes()
+}
+
+/// The body limit applies on both paths that check it — the declared
+/// `Content-Length` (judged from the head) and a chunked body (counted while
+/// it streams) — and a reload moves both, in either direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_body_limit_with_and_without_content_length() {
+    let base = with_server(&text("{upstream}", &[], SIGNAL_ONLY), "max_body_bytes = 10");
+    let env = Env::start(&base).await;
+    let statuses = || async {
+        (
+            raw_status(env.tg.public, &upload(&env.secret, 100, false)).await,
+            raw_status(env.tg.public, &upload(&env.secret, 100, true)).await,
+        )
+    };
+    assert_eq!(statuses().await, (413, 413));
+
+    env.rewrite(&base.replace("max_body_bytes = 10", "max_body_bytes = 1000"));
+    env.hup_and_wait("config reloaded", 1);
+    assert_eq!(statuses().await, (200, 200));
+    assert!(env.tg.log_text().contains("changed=server.max_body_bytes"));
+
+    env.rewrite(&base.replace("max_body_bytes = 10", "max_body_bytes = 50"));
+    env.hup_and_wait("config reloaded", 2);
+    assert_eq!(statuses().await, (413, 413));
+}
+
+/// `[server]` with `keys` added at its top.
+fn with_server(config: &str, keys: &str) -> String {
+    config.replacen("[server]\n", &format!("[server]\n{keys}\n"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_websocket_tunnelling_on_and_off() {
+    use common::raw_upstream::{After, RawUpstream};
+    let accept = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    let raw = RawUpstream::start(accept, After::Echo).await;
+    let base = with_server(&text(&raw.url(), &[], SIGNAL_ONLY), "websocket = false");
+    let tg = Tollgate::start(&base);
+    let http = Http::default();
+    create_client(&http, &tg, "acme", json!({})).await;
+    let (_, key) = create_key(&http, &tg, "acme", &[READ]).await;
+    let upgrade = format!(
+        "GET /ws/chat HTTP/1.1\r\nHost: t\r\nX-API-Key: {key}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    assert_eq!(raw_status(tg.public, upgrade.as_bytes()).await, 501);
+
+    let reload = |text: &str, n: usize| {
+        write_atomic(&tg.config_path, text);
+        tg.signal("HUP");
+        let deadline = Instant::now() + DEADLINE;
+        while tg
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("config reloaded"))
+            .count()
+            < n
+        {
+            assert!(Instant::now() < deadline, "no reload:\n{}", tg.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    reload(&base.replace("websocket = false", "websocket = true"), 1);
+    assert_eq!(raw_status(tg.public, upgrade.as_bytes()).await, 101);
+    assert_eq!(raw.requests().len(), 1);
+    assert!(tg.log_text().contains("changed=server.websocket"));
+
+    reload(&base, 2);
+    assert_eq!(raw_status(tg.public, upgrade.as_bytes()).await, 501);
+    assert_eq!(raw.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_the_ietf_headers_on() {
+    let base = text("{upstream}", &[], SIGNAL_ONLY);
+    let env = Env::start(&base).await;
+    let r = env.get(CP).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-policy"), None);
+
+    env.rewrite(&format!("{base}\n[headers]\nietf = true\n"));
+    env.hup_and_wait("config reloaded", 1);
+    let r = env.get(CP).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("ratelimit-policy").is_some(), "{:?}", r.headers);
+    assert!(env.tg.log_text().contains("changed=headers"));
+}
+
+/// Every restart-only setting of the table, changed in one reload: each is
+/// reported by name (without a secret), the gauge counts them, the running
+/// values stay in force (the header limit, the log format, the listeners),
+/// the reloadable part is applied, and a reload back clears the gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_restart_only_change_is_reported_and_the_running_value_kept() {
+    let base = with_server(
+        &text("{upstream}", &[], SIGNAL_ONLY),
+        "max_header_bytes = 32768",
+    );
+    let env = Env::start(&base).await;
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (public, admin) = (free(), free());
+    // A real certificate pair for `[server.tls]` (a config load checks the files).
+    let tls_dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::tls::TestCa::new()
+        .leaf(&["localhost"])
+        .write(tls_dir.path());
+    // (setting, from, to): one edit of the test config per restart-only setting.
+    let edits: Vec<(&str, String, String)> = vec![
+        (
+            "server.listen",
+            "listen = \"127.0.0.1:0\"".into(),
+            format!("listen = \"{public}\""),
+        ),
+        (
+            "server.header_read_timeout_ms",
+            "[server]\n".into(),
+            "[server]\nheader_read_timeout_ms = 4321\n".into(),
+        ),
+        (
+            "server.max_header_bytes",
+            "max_header_bytes = 32768".into(),
+            "max_header_bytes = 8192".into(),
+        ),
+        (
+            "server.trusted_proxies",
+            "[server]\n".into(),
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n".into(),
+        ),
+        (
+            "server.tls",
+            SIGNAL_ONLY.into(),
+            format!(
+                "{SIGNAL_ONLY}\n{}",
+                common::tls::server_tls_section(&cert, &key)
+            ),
+        ),
+        (
+            "admin.listen",
+            // The second `listen` of the file, once the first is replaced.
+            "listen = \"127.0.0.1:0\"".into(),
+            format!("listen = \"{admin}\""),
+        ),
+        (
+            "admin.token_env",
+            "[admin]\n".into(),
+            "[admin]\ntoken_env = \"OTHER_ADMIN_TOKEN\"\n".into(),
+        ),
+        (
+            "store",
+            "backend = \"memory\"".into(),
+            "backend = \"redis\"\nurl = \"redis://:hunter2@127.0.0.1:1/0\"".into(),
+        ),
+        (
+            "auth.bcrypt_cost",
+            "bcrypt_cost = 4".into(),
+            "bcrypt_cost = 5".into(),
+        ),
+        (
+            "auth.cache_capacity",
+            "[auth]\n".into(),
+            "[auth]\ncache_capacity = 77\n".into(),
+        ),
+        (
+            "auth.max_failures_per_minute",
+            "max_failures_per_minute = 10000".into(),
+            "max_failures_per_minute = 3".into(),
+        ),
+        (
+            "log.format",
+            SIGNAL_ONLY.into(),
+            format!("{SIGNAL_ONLY}\n[log]\nformat = \"json\"\n"),
+        ),
+    ];
+    let names: Vec<&str> = edits.iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(
+        names,
+        tollgate::settings::restart_only().collect::<Vec<_>>(),
+        "one edit per restart-only setting of the table"
+    );
+    let mut changed = base.replace("\nper_minute = 100", "\nper_minute = 8");
+    for (name, from, to) in &edits {
+        assert!(changed.contains(from.as_str()), "{name}: {from:?}");
+        changed = changed.replacen(from.as_str(), to, 1);
+    }
+    env.rewrite(&changed);
+    env.hup_and_wait("config reloaded", 1);
+    let log = env.tg.log_text();
+    assert!(!log.contains("hunter2"), "{log}");
+    for name in &names {
+        let line = log
+            .lines()
+            .find(|l| {
+                l.contains(&format!("setting=\"{name}\""))
+                    || l.contains(&format!("setting={name} "))
+            })
+            .unwrap_or_else(|| panic!("{name} not reported:\n{log}"));
+        assert!(line.contains(" WARN "), "{line}");
+        assert!(line.contains("which needs a restart"), "{line}");
+    }
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_line(&m, "tollgate_config_restart_required"),
+        format!("tollgate_config_restart_required {}", names.len())
+    );
+
+    // The reloadable part is in force; the running values are kept: the
+    // listeners, the text log format, and the 32 KiB header limit (a 12 KiB
+    // header would be refused 431 under the file's 8 KiB).
+    let big = "y".repeat(12 * 1024);
+    let r = env
+        .http
+        .get(
+            &env.tg.url(CP),
+            &[("x-api-key", &env.secret), ("x-big", &big)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("8"));
+    assert!(std::net::TcpStream::connect(public).is_err());
+    assert!(std::net::TcpStream::connect(admin).is_err());
+    let last = env.tg.log_lines().pop().unwrap_or_default();
+    assert!(!last.starts_with('{'), "the log format changed: {last}");
+
+    // The file back in line with the process: the gauge returns to 0.
+    env.rewrite(&base);
+    env.hup_and_wait("config reloaded", 2);
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_line(&m, "tollgate_config_restart_required"),
+        "tollgate_config_restart_required 0"
+    );
 }

@@ -35,13 +35,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::auth::{CredentialSource, Principal};
 use crate::body::ProxyBody;
-use crate::config::{ServerConfig, UpstreamConfig, UpstreamProtocol, DEFAULT_BODY_READ_TIMEOUT_MS};
+use crate::config::{UpstreamConfig, UpstreamProtocol, DEFAULT_BODY_READ_TIMEOUT_MS};
 use crate::error::ApiError;
 use crate::headers::{
     remove_each, strip_hop_by_hop, X_API_KEY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
 };
 use crate::proxy::limits::{is_websocket_upgrade, BodyError, LimitedBody};
+use crate::settings::LiveServer;
 
 /// Headers some frameworks honour to change the method or the path of a
 /// request after tollgate has authorised it (method overrides, and the
@@ -178,7 +179,7 @@ impl Upstream {
 
     /// Applies the listener's settings about what it forwards: the request
     /// body limits and whether WebSocket upgrades are tunnelled.
-    pub fn with_listener(mut self, server: &ServerConfig) -> Self {
+    pub fn with_listener(mut self, server: &LiveServer) -> Self {
         self.max_body = server.max_body_bytes;
         self.body_timeout = server.body_read_timeout;
         self.websocket = server.websocket;

@@ -26,15 +26,15 @@ use http::{HeaderMap, Method, Request};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::settings::LiveServer;
 
 /// Header names that mean `Content-Length` or `Transfer-Encoding` to a server
 /// that reads `_` as `-` (PortSwigger's "header name obfuscation").
 const FRAMING_ALIASES: [&str; 2] = ["content_length", "transfer_encoding"];
 
 /// Refuses what must never reach the upstream, judging the head alone.
-pub fn check_head<B>(cfg: &ServerConfig, req: &Request<B>) -> Result<(), ApiError> {
+pub fn check_head<B>(cfg: &LiveServer, req: &Request<B>) -> Result<(), ApiError> {
     if req.method() == Method::CONNECT {
         return Err(ApiError::MethodNotAllowed {
             message: "tollgate does not open tunnels: CONNECT is not allowed.".into(),
@@ -241,17 +241,12 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn cfg(max: Option<u64>, websocket: bool) -> ServerConfig {
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            header_read_timeout: Duration::from_secs(1),
+    fn cfg(max: Option<u64>, websocket: bool) -> LiveServer {
+        LiveServer {
             drain_timeout: Duration::from_secs(1),
-            trusted_proxies: Vec::new(),
             body_read_timeout: Duration::from_secs(1),
             max_body_bytes: max,
-            max_header_bytes: 65536,
             websocket,
-            tls: None,
         }
     }
 

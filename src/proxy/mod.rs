@@ -9,7 +9,7 @@ mod org;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
@@ -24,6 +24,7 @@ use crate::limits::{month, LimitState, Verdict};
 use crate::metrics::{AuthRejection, Outcome};
 use crate::routes::{normalize, Requirement};
 use crate::store::{AdmitRequest, StoreError, UsageRequest};
+use crate::telemetry::AccessRecord;
 use crate::usage::UsageDoc;
 use forward::{ForwardContext, Peer};
 
@@ -150,18 +151,18 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Re
         app.metrics
             .client_request(&live.config.metrics, client, outcome);
     }
-    tracing::info!(
-        target: crate::telemetry::ACCESS_TARGET,
-        method = %method,
-        path = %uri.path(),
-        status = resp.status().as_u16(),
-        client_id = trace.client_id.as_deref().unwrap_or("-"),
-        key_id = trace.key_id.as_deref().unwrap_or("-"),
-        upstream_status = trace.upstream_status.unwrap_or(0),
-        decision = ?outcome,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+    AccessRecord {
+        at: SystemTime::now(),
+        method: &method,
+        path: uri.path(),
+        status: resp.status().as_u16(),
+        client_id: trace.client_id.as_deref(),
+        key_id: trace.key_id.as_deref(),
+        upstream_status: trace.upstream_status,
+        decision: outcome,
+        duration: elapsed,
+    }
+    .emit();
     resp
 }
 
@@ -196,7 +197,7 @@ async fn serve(
     })?;
     // 1b. Framing limits (CONNECT, upgrades, declared size): before anything is
     // counted, and the connection is not trusted with another request.
-    limits::check_head(&app.config.server, &req)
+    limits::check_head(&live.config.server, &req)
         .map_err(|e| Refusal::new(e, Outcome::bad_request).closing())?;
     // gRPC over HTTP/1.1 cannot work: refused before anything is counted.
     crate::grpc::check_version(&req).map_err(|e| Refusal::new(e, Outcome::bad_request))?;
