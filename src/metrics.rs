@@ -4,6 +4,7 @@
 //! distinct clients (later ones are counted under [`OTHER_CLIENTS`]).
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -103,6 +104,11 @@ pub enum ReloadResult {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    client: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: ReloadResult,
 }
@@ -122,6 +128,7 @@ pub struct Metrics {
     in_flight: Gauge,
     config_reloads: Family<ReloadLabels, Counter>,
     client_requests: Family<ClientLabels, Counter>,
+    client_quota_used: Family<QuotaLabels, Gauge<f64, AtomicU64>>,
     /// The client ids that have a label of their own.
     labelled_clients: Mutex<HashSet<Arc<str>>>,
     other_clients: Arc<str>,
@@ -232,6 +239,14 @@ impl Metrics {
              (only with [metrics] per_client = true)",
             client_requests.clone(),
         );
+        let client_quota_used = Family::<QuotaLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "client_quota_used_ratio",
+            "Share of the monthly quota used, by client, as of the client's latest request \
+             that reached the store (only with [metrics] per_client = true, and only for \
+             clients with a label of their own)",
+            client_quota_used.clone(),
+        );
         Metrics {
             registry,
             requests: ByVariant::new(requests),
@@ -245,6 +260,7 @@ impl Metrics {
             in_flight,
             config_reloads,
             client_requests,
+            client_quota_used,
             labelled_clients: Mutex::new(HashSet::new()),
             other_clients: Arc::from(OTHER_CLIENTS),
             store_degraded,
@@ -254,12 +270,15 @@ impl Metrics {
     }
 
     /// Counts a request of `client` when `cfg.per_client` is on. The first
-    /// `cfg.per_client_max` distinct clients get a label of their own.
+    /// `cfg.per_client_max` distinct clients get a label of their own. With
+    /// `quota` (monthly `used`, `limit`, as the store reported them for this
+    /// request), a labelled client's quota gauge is set too.
     pub fn client_request(
         &self,
         cfg: &crate::config::MetricsConfig,
         client: &Arc<str>,
         outcome: Outcome,
+        quota: Option<(u64, u64)>,
     ) {
         if !cfg.per_client {
             return;
@@ -275,6 +294,15 @@ impl Metrics {
                 self.other_clients.clone()
             }
         };
+        if let Some((used, limit)) = quota.filter(|&(_, limit)| limit > 0) {
+            if !Arc::ptr_eq(&client, &self.other_clients) {
+                self.client_quota_used
+                    .get_or_create(&QuotaLabels {
+                        client: client.clone(),
+                    })
+                    .set(used as f64 / limit as f64);
+            }
+        }
         self.client_requests
             .get_or_create(&ClientLabels { client, outcome })
             .inc();
@@ -477,15 +505,20 @@ mod tests {
             per_client: false,
             per_client_max: 10,
         };
-        m.client_request(&off, &Arc::from("acme"), Outcome::forwarded);
+        m.client_request(&off, &Arc::from("acme"), Outcome::forwarded, Some((5, 10)));
         assert!(!m.encode().contains("client=\"acme\""));
         let on = MetricsConfig {
             per_client: true,
             per_client_max: 2,
         };
         for client in ["a", "b", "c", "d", "a"] {
-            m.client_request(&on, &Arc::from(client), Outcome::forwarded);
+            m.client_request(&on, &Arc::from(client), Outcome::forwarded, Some((9, 10)));
         }
+        // A refusal without a limit state leaves the gauge as it was; a
+        // quota of 0 (nothing allowed) sets nothing rather than dividing by it.
+        m.client_request(&on, &Arc::from("b"), Outcome::unauthorized, None);
+        m.client_request(&on, &Arc::from("a"), Outcome::rate_limited, Some((3, 4)));
+        m.client_request(&on, &Arc::from("b"), Outcome::rate_limited, Some((3, 0)));
         let text = m.encode();
         for needle in [
             "tollgate_client_requests_total{client=\"a\",outcome=\"forwarded\"} 2",
@@ -495,5 +528,22 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         assert!(!text.contains("client=\"c\""), "{text}");
+        // The quota gauge: labelled clients only, never `_other`.
+        assert!(
+            text.contains("tollgate_client_quota_used_ratio{client=\"a\"} 0.75"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_client_quota_used_ratio{client=\"b\"} 0.9"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("tollgate_client_quota_used_ratio{client=\"_other\"}"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("tollgate_client_quota_used_ratio{client=\"acme\"}"),
+            "{text}"
+        );
     }
 }

@@ -123,6 +123,8 @@ struct Trace {
     client_id: Option<Arc<str>>,
     key_id: Option<Arc<str>>,
     upstream_status: Option<u16>,
+    /// Monthly `used` and `limit` as the store reported them.
+    quota: Option<(u64, u64)>,
 }
 
 /// Serves one public request from `peer`; never fails.
@@ -142,6 +144,9 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Re
         Ok(done) => done,
         Err(refusal) => {
             let outcome = refusal.outcome;
+            if let Some(st) = &refusal.state {
+                trace.quota = Some((st.monthly_used, st.monthly));
+            }
             (refusal.into_response(live.ietf(), form), outcome)
         }
     };
@@ -149,7 +154,7 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Re
     app.metrics.request(outcome, elapsed);
     if let Some(client) = &trace.client_id {
         app.metrics
-            .client_request(&live.config.metrics, client, outcome);
+            .client_request(&live.config.metrics, client, outcome, trace.quota);
     }
     AccessRecord {
         at: SystemTime::now(),
@@ -233,6 +238,7 @@ async fn serve(
 
     // 5. Admission: key and client status, scope, both limits, in one atomic store call.
     let state = admit(app, live, &caller, scope).await?;
+    trace.quota = Some((state.monthly_used, state.monthly));
 
     // 6. Forward, streaming both ways.
     let ctx = ForwardContext {
