@@ -33,6 +33,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::limits::Limits;
 use crate::throttle::Cidr;
 
@@ -45,9 +47,13 @@ pub use defaults::*;
 pub use redis_access::{PemFile, RedisAccess, Secret};
 
 /// A configuration that has passed validation.
-#[derive(Debug, Clone)]
+///
+/// Serializes (see [`show`]) as the file it means: every key under its file
+/// name and unit (`timeout_ms`), secrets masked or left out.
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// The file it was read from.
+    #[serde(skip)]
     pub path: PathBuf,
     pub server: ServerConfig,
     pub admin: AdminConfig,
@@ -55,6 +61,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub limits: Limits,
     pub auth: AuthConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
     pub headers: HeadersConfig,
     pub log: LogConfig,
@@ -62,41 +69,49 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// Settings accepted but without effect, formatted like problems
     /// (`line 18: store.url: ...`); `describe` shows them as comments.
+    #[serde(skip)]
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Time a client has to send a request's headers (and, on a new
     /// connection, its first bytes).
+    #[serde(rename = "header_read_timeout_ms", serialize_with = "show::millis")]
     pub header_read_timeout: Duration,
     /// After SIGTERM: how long in-flight requests get to finish.
+    #[serde(rename = "drain_timeout_ms", serialize_with = "show::millis")]
     pub drain_timeout: Duration,
     /// Socket peers whose `X-Forwarded-For` names the client (for throttling).
+    #[serde(serialize_with = "show::as_strings")]
     pub trusted_proxies: Vec<Cidr>,
     /// Longest pause while reading a request body; past it, 408.
+    #[serde(rename = "body_read_timeout_ms", serialize_with = "show::millis")]
     pub body_read_timeout: Duration,
     /// Largest request body forwarded (`None`: unlimited); above it, 413.
+    #[serde(serialize_with = "show::zero_if_none")]
     pub max_body_bytes: Option<u64>,
     /// Largest request head; above it, 431.
     pub max_header_bytes: u32,
     /// Forward WebSocket upgrades (`Upgrade: websocket`) and tunnel them.
     pub websocket: bool,
     /// `[server.tls]`: TLS on the public listener (restart-only; its files reload).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTls>,
 }
 
 /// `[server.tls]`: the listener's certificate chain and key files, checked
 /// at load (they parse, match, and the key is not readable by others).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 /// `upstream.protocol`: the HTTP version spoken to the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 (the default).
     Http1,
@@ -118,20 +133,25 @@ impl UpstreamProtocol {
 }
 
 /// `upstream.ca`: the roots that verify an `https://` upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializes as its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct UpstreamCa {
     pub path: PathBuf,
     /// The file's certificates, read at load.
+    #[serde(skip)]
     pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Name of the environment variable holding the admin token.
     pub token_env: String,
 }
 
+/// Serializes as the file's keys, `url` rebuilt from `tls`, `authority` and
+/// `base_path` (the one `Serialize` written by hand, in [`show`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// `https://` (TLS to the upstream) rather than `http://`.
@@ -152,25 +172,33 @@ pub struct UpstreamConfig {
     pub ca: Option<UpstreamCa>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serializes as the file's `backend` key beside its own keys, URLs with
+/// their password masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "backend", rename_all = "kebab-case")]
 pub enum StoreBackend {
     Memory,
     Redis {
+        #[serde(serialize_with = "show::redacted")]
         url: String,
     },
     /// Seed nodes of a Redis Cluster.
     RedisCluster {
+        #[serde(serialize_with = "show::all_redacted")]
         urls: Vec<String>,
     },
     /// The primary Sentinel names `master_name`.
     RedisSentinel {
+        #[serde(serialize_with = "show::all_redacted")]
         sentinels: Vec<String>,
         master_name: String,
     },
 }
 
 /// What the proxy does while the store cannot be reached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailureMode {
     /// 503 `unavailable` for every request that needs the store.
     #[default]
@@ -180,10 +208,12 @@ pub enum FailureMode {
     Open,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoreConfig {
+    #[serde(flatten)]
     pub backend: StoreBackend,
     /// Bound on every store call, connecting included.
+    #[serde(rename = "timeout_ms", serialize_with = "show::millis")]
     pub timeout: Duration,
     pub failure_mode: FailureMode,
     /// tollgate processes sharing the store; `failure_mode = "open"` divides
@@ -192,10 +222,11 @@ pub struct StoreConfig {
     /// Most store calls waiting at once; beyond, 503 at once.
     pub max_in_flight: usize,
     /// TLS material and credentials from the environment (managed Redis).
+    #[serde(flatten)]
     pub access: RedisAccess,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AuthConfig {
     /// Configured scopes plus the built-in `read:api_keys` and `write:api_keys`.
     pub scopes: BTreeSet<String>,
@@ -206,21 +237,26 @@ pub struct AuthConfig {
     pub max_failures_per_minute: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Route {
     /// Normalised path prefix, starting with `/`, no trailing slash (except `/` itself).
     pub path: String,
     /// `None`: any method.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "show::methods"
+    )]
     pub methods: Option<Vec<http::Method>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct HeadersConfig {
     pub ietf: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct MetricsConfig {
     /// Label request counts with the client id (never a key id or secret).
     pub per_client: bool,
@@ -228,21 +264,23 @@ pub struct MetricsConfig {
     pub per_client_max: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ReloadConfig {
     /// Poll the config file and reload when its content changes (SIGHUP always reloads).
     pub watch: bool,
+    #[serde(rename = "interval_ms", serialize_with = "show::millis")]
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Text,
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive, checked at load.
