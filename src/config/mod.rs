@@ -7,18 +7,18 @@
 //! path (`routes[1].scope`) and, where the file gives it, the line; all
 //! semantic problems are reported at once. It does no I/O beyond reading the
 //! file (and the PEM files and environment variables that `[store]` names,
-//! see [`redis_access`]) and must not connect to anything: `tollgate check`
+//! see `redis_access.rs`) and must not connect to anything: `tollgate check`
 //! has to work offline.
 //!
 //! This file holds the validated types and the entry points ([`Config::load`],
 //! [`Config::parse`]). The rest, by job:
-//! - [`defaults`]: every `DEFAULT_*` constant and accepted range (re-exported here);
-//! - [`raw`]: the file as written (serde structs with spans);
-//! - [`spans`]: TOML error positions (key path and line of a problem);
-//! - [`check`]: raw → validated, collecting every problem;
-//! - [`values`]: the checks of single values (URLs, scopes, paths, ...);
-//! - [`show`]: [`Config::describe`], what `tollgate check` prints;
-//! - [`redis_access`]: managed Redis TLS material and credentials.
+//! - `defaults.rs`: every `DEFAULT_*` constant and accepted range (re-exported here);
+//! - `raw.rs`: the file as written (serde structs with spans);
+//! - `spans.rs`: TOML error positions (key path and line of a problem);
+//! - `check.rs`: raw → validated, collecting every problem;
+//! - `values.rs`: the checks of single values (URLs, scopes, paths, ...);
+//! - `show.rs`: [`Config::describe`], what `tollgate check` prints;
+//! - `redis_access.rs`: managed Redis TLS material and credentials.
 
 mod check;
 mod defaults;
@@ -48,7 +48,7 @@ pub use redis_access::{PemFile, RedisAccess, Secret};
 
 /// A configuration that has passed validation.
 ///
-/// Serializes (see [`show`]) as the file it means: every key under its file
+/// Serializes (see [`Config::describe`]) as the file it means: every key under its file
 /// name and unit (`timeout_ms`), secrets masked or left out.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -151,7 +151,7 @@ pub struct AdminConfig {
 }
 
 /// Serializes as the file's keys, `url` rebuilt from `tls`, `authority` and
-/// `base_path` (the one `Serialize` written by hand, in [`show`]).
+/// `base_path` (the one `Serialize` written by hand, in `show.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// `https://` (TLS to the upstream) rather than `http://`.
