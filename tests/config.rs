@@ -563,6 +563,106 @@ fn describe_output_is_a_config_that_means_the_same() {
     }
 }
 
+/// Every section of a `Config`, as `Debug` shows it (path and warnings aside).
+fn sections(c: &Config) -> String {
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        c.server,
+        c.admin,
+        c.upstream,
+        c.store,
+        c.limits,
+        c.auth,
+        c.routes,
+        c.headers,
+        c.log,
+        c.metrics,
+        c.reload
+    )
+}
+
+/// `check` prints the validated types through serde: every key set to a
+/// value other than its default must come back, under the file's name and
+/// unit, as the same value.
+#[test]
+fn describe_round_trips_every_key() {
+    let every_key = r#"
+[server]
+listen = "[::1]:8081"
+header_read_timeout_ms = 2500
+drain_timeout_ms = 0
+trusted_proxies = ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
+body_read_timeout_ms = 700
+max_body_bytes = 1048576
+max_header_bytes = 8192
+websocket = true
+
+[admin]
+listen = "127.0.0.1:0"
+token_env = "MY_TOKEN"
+
+[upstream]
+url = "http://api.internal:8000/base/"
+timeout_ms = 1000
+connect_timeout_ms = 200
+pool_idle_timeout_ms = 3000
+pool_max_idle_per_host = 0
+keep_credential = true
+protocol = "http2"
+
+[store]
+backend = "redis"
+url = "redis://user@redis:6380/3"
+timeout_ms = 250
+failure_mode = "open"
+replicas = 4
+max_in_flight = 9
+
+[limits]
+per_minute = 7
+monthly = 9
+
+[auth]
+scopes = ["a", "b:c.*"]
+bcrypt_cost = 4
+cache_capacity = 1
+max_failures_per_minute = 5
+
+[[routes]]
+path = "/x"
+methods = ["get", "POST"]
+scope = "a"
+
+[[routes]]
+path = "/"
+
+[headers]
+ietf = true
+
+[log]
+format = "json"
+level = "tollgate=debug,info"
+
+[metrics]
+per_client = true
+per_client_max = 5
+
+[reload]
+watch = false
+interval_ms = 250
+"#;
+    let cluster = "[upstream]\nurl = \"https://h\"\nprotocol = \"auto\"\n[store]\n\
+                   backend = \"redis-cluster\"\nurls = [\"redis://a:1\", \"redis://b:2\"]\n";
+    let sentinel = "[upstream]\nurl = \"http://h\"\n[store]\nbackend = \"redis-sentinel\"\n\
+                    sentinels = [\"redis://s:1\"]\nmaster_name = \"m\"\n";
+    for input in [every_key, cluster, sentinel, MINIMAL, SPEC_EXAMPLE] {
+        let first = accept(input);
+        let printed = first.describe();
+        let second = accept(&printed);
+        assert_eq!(sections(&second), sections(&first), "printed:\n{printed}");
+    }
+}
+
 #[test]
 fn describe_shows_warnings_as_comments() {
     let text = accept(SPEC_EXAMPLE).describe();
@@ -1211,6 +1311,42 @@ fn check_masks_the_redis_password_and_shows_the_operating_keys() {
             "{line:?} missing:\n{stdout}"
         );
     }
+}
+
+/// The credentials `check` resolves from the environment are shown by the
+/// variable's name; their values are never printed.
+#[test]
+fn check_shows_credential_variables_by_name_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "{MINIMAL}[store]\nbackend = \"redis\"\nurl = \"rediss://redis:6379/0\"\n\
+             username_env = \"TG_CHECK_USER\"\npassword_env = \"TG_CHECK_PASSWORD\"\n"
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("TOLLGATE_CONFIG")
+        .env("TG_CHECK_USER", "user-value-7f3a")
+        .env("TG_CHECK_PASSWORD", "password-value-9c1e")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    for line in [
+        "username_env = \"TG_CHECK_USER\"",
+        "password_env = \"TG_CHECK_PASSWORD\"",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("user-value-7f3a"), "{stdout}");
+    assert!(!stdout.contains("password-value-9c1e"), "{stdout}");
 }
 
 #[test]

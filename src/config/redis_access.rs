@@ -15,14 +15,18 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Serialize;
 use toml::Spanned;
 
 use super::{backend_name, Checker, RawStore, StoreBackend};
 
-/// A PEM file named by the config, read at load.
-#[derive(Clone, PartialEq, Eq)]
+/// A PEM file named by the config, read at load. Serializes as its path
+/// only: a key file's content is a secret.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct PemFile {
     pub path: PathBuf,
+    #[serde(skip)]
     pub pem: Vec<u8>,
 }
 
@@ -58,18 +62,29 @@ impl std::fmt::Debug for Secret {
 
 /// How tollgate reaches a managed Redis; all `None` for plain `redis://`
 /// with any credentials inside the URL.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Serializes as the file's keys: the files by path, the variables by name;
+/// the values read from them are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct RedisAccess {
     /// `store.ca`: the roots that verify the servers (else the system's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PemFile>,
     /// `store.client_cert` and `store.client_key`, for mutual TLS: both or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<PemFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key: Option<PemFile>,
     /// `store.username_env`, and the ACL user read from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username_env: Option<String>,
+    #[serde(skip)]
     pub username: Option<String>,
     /// `store.password_env`, and the password read from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// Never serialized: [`Secret`] has no `Serialize`, so it cannot be by mistake.
+    #[serde(skip)]
     pub password: Option<Secret>,
 }
 

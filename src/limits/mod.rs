@@ -9,8 +9,9 @@ pub mod cycle;
 pub mod month;
 pub mod window;
 
-/// The per-client limits in force for one decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The per-client limits in force for one decision. Serializes as
+/// `[limits]` in the config file (`tollgate check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Limits {
     pub per_minute: u64,
     pub monthly: u64,
