@@ -3,6 +3,8 @@
 #
 # Starts a static nginx upstream, nginx as a plain reverse proxy, tollgate on
 # the memory store and tollgate on Redis; runs the same wrk load against each;
+# adds gRPC rows (h2load: direct, nginx grpc_pass, tollgate over HTTP/2) and
+# TLS rows (s_time full handshakes, wrk over https: nginx vs tollgate);
 # runs a fixed-rate latency pass; measures CPU, RSS, Redis commands per
 # request and bcrypt verifications; prints one table and writes it to
 # bench/results/<date>.md. Not run by CI. See bench/README.md.
@@ -14,8 +16,15 @@
 # processes; 0 leaves it), PROFILE (1: add perf profiles and system-call
 # counts under load), STREAMING (1: run tests/streaming.rs and report its
 # peak RSS), REDIS_TLS (1: add a tollgate-redis-tls row, tollgate on the same
-# redis-server's TLS port; 0 leaves it out), OUT (results file), KEEP (1:
-# keep the work directory).
+# redis-server's TLS port; 0 leaves it out), GRPC (1: the gRPC rows, h2load
+# unary calls direct, through nginx grpc_pass and through tollgate with
+# upstream.protocol = "http2"; 0 leaves them out), GRPC_N (calls per measured
+# h2load run, DURATION × 15000), GRPC_STREAMS (streams per h2load connection,
+# 4), TLS (1: the TLS rows, nginx and tollgate on one self-signed certificate:
+# full handshakes with `openssl s_time -new`, wrk with a new connection per
+# request, wrk with keep-alive; 0 leaves them out), STIME_PROCS (parallel
+# s_time processes, 8), OUT
+# (results file), KEEP (1: keep the work directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,6 +40,12 @@ NICE=${NICE:--10}
 PROFILE=${PROFILE:-0}
 STREAMING=${STREAMING:-1}
 REDIS_TLS=${REDIS_TLS:-1}
+GRPC=${GRPC:-1}
+GRPC_N=${GRPC_N:-$((DURATION * 15000))}
+GRPC_WARMUP_N=$((WARMUP * 15000))
+STIME_PROCS=${STIME_PROCS:-8}
+GRPC_STREAMS=${GRPC_STREAMS:-4}
+TLS=${TLS:-1}
 OUT=${OUT:-bench/results/$(date -u +%F).md}
 TOKEN=bench-admin-token
 export TOLLGATE_ADMIN_TOKEN=$TOKEN
@@ -50,6 +65,8 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v taskset >/dev/null || missing+=(util-linux)
 if [ "$PROFILE" = 1 ]; then command -v perf >/dev/null || missing+=(linux-perf); fi
+if [ "$GRPC" = 1 ]; then command -v h2load >/dev/null || missing+=(nghttp2-client); fi
+if [ "$TLS" = 1 ] || [ "$REDIS_TLS" = 1 ]; then command -v openssl >/dev/null || missing+=(openssl); fi
 if ((${#missing[@]})); then
   log "installing ${missing[*]} from Debian packages"
   apt-get update -qq
@@ -204,14 +221,20 @@ PIDS+=("$REDIS_PID")
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 wait_for "redis-server" sh -c "redis-cli -p $REDIS_PORT ping | grep -q PONG"
 
+# Also from the environment of the call: SERVER_EXTRA (lines after
+# [server]'s listen, e.g. a [server.tls] table), UPSTREAM_URL (default the
+# static nginx), UPSTREAM_EXTRA (lines in [upstream]), ROUTES_EXTRA (routes
+# after the bench's one).
 tollgate_conf() { # file store-section [auth extra]
   cat >"$1" <<EOF
 [server]
 listen = "127.0.0.1:0"
+${SERVER_EXTRA:-}
 [admin]
 listen = "127.0.0.1:0"
 [upstream]
-url = "$UP_URL"
+url = "${UPSTREAM_URL:-$UP_URL}"
+${UPSTREAM_EXTRA:-}
 $2
 [limits]
 per_minute = 100000000
@@ -226,6 +249,7 @@ ${3:-}
 path = "$PATH_UNDER_TEST"
 methods = ["GET"]
 scope = "read:charge_points"
+${ROUTES_EXTRA:-}
 EOF
 }
 
@@ -320,6 +344,135 @@ HA_PID=$!
 PIDS+=("$HA_PID")
 wait_for "haproxy" curl -fsS -H "X-API-Key: $(sed -n 1p "$WORK/keys-memory-1.txt")" "$HA_URL$PATH_UNDER_TEST"
 
+# --- gRPC targets ----------------------------------------------------------------
+# GRPC=1: an h2c gRPC upstream (bench-tool grpc-upstream: every call answered
+# with one 9-byte message and grpc-status 0 in trailers), nginx as an HTTP/2
+# gRPC proxy in front of it (the peer), and two tollgates of their own with
+# upstream.protocol = "http2" (memory, and Redis database 3), so that the
+# HTTP/1 rows' processes are not touched.
+GRPC_PATH=/bench.Bench/Unary
+if [ "$GRPC" = 1 ]; then
+  printf '\0\0\0\0\0' >"$WORK/grpc-empty.bin" # one empty message, not compressed
+  GU_PORT=$(free_port)
+  GU_URL=http://127.0.0.1:$GU_PORT
+  "${LOAD[@]}" "$TOOL" grpc-upstream --port "$GU_PORT" &
+  GU_PID=$!
+  PIDS+=("$GU_PID")
+  wait_for "gRPC upstream" curl -fsS --http2-prior-knowledge "$GU_URL/calls"
+  GX_PORT=$(free_port)
+  GX_URL=http://127.0.0.1:$GX_PORT
+  # nginx's gRPC proxy on a plain-text HTTP/2 listener (h2c), a keep-alive
+  # pool to the upstream as nginx-proxy has (without `keepalive`, grpc_pass
+  # opens a connection per call), X-Forwarded-* and an access log as tollgate.
+  nginx_conf "$WORK/grpc-proxy" "$GX_PORT" "
+  access_log $WORK/grpc-proxy/access.log;
+  upstream grpcup { server 127.0.0.1:$GU_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$GX_PORT http2;
+    location / {
+      grpc_pass grpc://grpcup;
+      grpc_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      grpc_set_header X-Forwarded-Proto \$scheme;
+      grpc_set_header X-Forwarded-Host \$host;
+    }
+  }"
+  "${SUT[@]}" "$NGINX" -p "$WORK/grpc-proxy" -c "$WORK/grpc-proxy/nginx.conf" -e "$WORK/grpc-proxy/error.log" &
+  GX_PID=$!
+  PIDS+=("$GX_PID")
+  wait_for "nginx gRPC proxy" "$TOOL" grpc-check --url "$GX_URL$GRPC_PATH" --calls 1
+  grpc_route="[[routes]]
+path = \"/bench.Bench\"
+methods = [\"POST\"]
+scope = \"read:charge_points\""
+  UPSTREAM_URL=$GU_URL UPSTREAM_EXTRA='protocol = "http2"' ROUTES_EXTRA=$grpc_route \
+    tollgate_conf "$WORK/grpc-memory.toml" '[store]
+backend = "memory"'
+  start_tollgate grpc-memory "$WORK/grpc-memory.toml" "${SUT[@]}"
+  GMEM_PID=$TG_PID GMEM_PUBLIC=$TG_PUBLIC GMEM_ADMIN=$TG_ADMIN
+  UPSTREAM_URL=$GU_URL UPSTREAM_EXTRA='protocol = "http2"' ROUTES_EXTRA=$grpc_route \
+    tollgate_conf "$WORK/grpc-redis.toml" "[store]
+backend = \"redis\"
+url = \"redis://127.0.0.1:$REDIS_PORT/3\""
+  start_tollgate grpc-redis "$WORK/grpc-redis.toml" "${SUT[@]}"
+  GRED_PID=$TG_PID GRED_PUBLIC=$TG_PUBLIC GRED_ADMIN=$TG_ADMIN
+  "$TOOL" mint --admin "$GMEM_ADMIN" --prefix one --out "$WORK/keys-grpc-memory.txt"
+  "$TOOL" mint --admin "$GRED_ADMIN" --prefix one --out "$WORK/keys-grpc-redis.txt"
+fi
+
+# --- TLS targets -----------------------------------------------------------------
+# TLS=1: one self-signed certificate (P-256, for 127.0.0.1), served by nginx
+# (the nginx-proxy config with an `ssl` listener) and by a tollgate on the
+# memory store with [server.tls]. nginx logs $ssl_session_reused ("r" or
+# "."), so the report can show how many handshakes resumed a session.
+if [ "$TLS" = 1 ]; then
+  mkdir -p "$WORK/edge"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/edge/tls.key" \
+    -out "$WORK/edge/tls.crt" -days 2 -subj /CN=127.0.0.1 \
+    -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+  chmod 600 "$WORK/edge/tls.key" # tollgate refuses a key file other users can read
+  NT_PORT=$(free_port)
+  NT_URL=https://127.0.0.1:$NT_PORT
+  nginx_conf "$WORK/tls-proxy" "$NT_PORT" "
+  log_format tls '\$remote_addr - [\$time_local] \"\$request\" \$status \$body_bytes_sent \$ssl_protocol \$ssl_cipher \$ssl_session_reused';
+  access_log $WORK/tls-proxy/access.log tls;
+  upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NT_PORT ssl;
+    ssl_certificate $WORK/edge/tls.crt;
+    ssl_certificate_key $WORK/edge/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://api;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }"
+  "${SUT[@]}" "$NGINX" -p "$WORK/tls-proxy" -c "$WORK/tls-proxy/nginx.conf" -e "$WORK/tls-proxy/error.log" &
+  NT_PID=$!
+  PIDS+=("$NT_PID")
+  wait_for "nginx TLS proxy" curl -fsS --cacert "$WORK/edge/tls.crt" "$NT_URL/"
+  SERVER_EXTRA="[server.tls]
+cert = \"$WORK/edge/tls.crt\"
+key = \"$WORK/edge/tls.key\"" tollgate_conf "$WORK/tls-memory.toml" '[store]
+backend = "memory"'
+  start_tollgate tls-memory "$WORK/tls-memory.toml" "${SUT[@]}"
+  TT_PID=$TG_PID TT_PUBLIC=https://${TG_PUBLIC#http://} TT_ADMIN=$TG_ADMIN
+  "$TOOL" mint --admin "$TT_ADMIN" --prefix one --out "$WORK/keys-tls-memory.txt"
+  wait_for "tollgate TLS listener" curl -fsS --cacert "$WORK/edge/tls.crt" \
+    -H "X-API-Key: $(sed -n 1p "$WORK/keys-tls-memory.txt")" "$TT_PUBLIC$PATH_UNDER_TEST"
+  # What each server negotiates with an OpenSSL client (wrk uses OpenSSL too).
+  negotiated() {
+    openssl s_client -connect "${1#https://}" </dev/null 2>/dev/null |
+      awk '/^New, / { sub(/^New, /, ""); p = $0 } /^Server Temp Key/ { sub(/^Server Temp Key: /, ""); k = $0 }
+           END { printf "%s, key exchange %s", p, k }'
+  }
+  NT_NEGOTIATED=$(negotiated "$NT_URL")
+  TT_NEGOTIATED=$(negotiated "$TT_PUBLIC")
+  # Whether each server resumes a session an OpenSSL client offers
+  # (s_client -sess_out, then -sess_in): "Reused" or "New".
+  resumes() {
+    local f=$WORK/edge/session.pem
+    openssl s_client -connect "${1#https://}" -sess_out "$f" < <(sleep 0.5) >/dev/null 2>&1
+    openssl s_client -connect "${1#https://}" -sess_in "$f" < <(sleep 0.5) 2>/dev/null |
+      awk '/^(New|Reused), / { sub(/,.*/, ""); print; exit }'
+    rm -f "$f"
+  }
+  NT_RESUMES=$(resumes "$NT_URL")
+  TT_RESUMES=$(resumes "$TT_PUBLIC")
+  # s_time -new offers no session: check it on nginx-tls, with a request
+  # (-www) so that nginx logs each connection's $ssl_session_reused.
+  l0=$(wc -l <"$WORK/tls-proxy/access.log")
+  openssl s_time -connect "${NT_URL#https://}" -new -www / -time 1 >/dev/null 2>&1
+  STIME_LOGGED=$(awk -v l="$l0" 'NR > l' "$WORK/tls-proxy/access.log" | wc -l)
+  STIME_REUSED=$(awk -v l="$l0" 'NR > l && $NF == "r"' "$WORK/tls-proxy/access.log" | wc -l)
+  log "s_time -new on nginx-tls: $STIME_REUSED of $STIME_LOGGED connections resumed a session"
+fi
+HS_LOGGED=0 HS_REUSED=0
+
 LOAD_BEFORE=$(uptime)
 log "load before: $LOAD_BEFORE"
 
@@ -359,10 +512,13 @@ round_trips() { # label url keysfile n → "top-level script-calls"
 
 # One measured wrk run; results go to the arrays under "label#round".
 # Args: label round url proxy-pid admin-url(or -) keysfile rotate(0/1)
+# [close: 1 sends "Connection: close", a new connection (and TLS handshake)
+# per request]
 run_wrk() {
-  local label=$1 round=$2 url=$3 pid=$4 admin=$5 keys=$6 rotate=$7
+  local label=$1 round=$2 url=$3 pid=$4 admin=$5 keys=$6 rotate=$7 close=${8:-0}
   local k="$label#$round"
   local args=(-t"$WRK_THREADS" -c"$CONNS" --timeout 5s)
+  [ "$close" = 1 ] && args+=(-H "Connection: close")
   local extra=()
   if [ "$rotate" = 1 ]; then
     args+=(-s "$ROOT/bench/rotate.lua")
@@ -429,6 +585,111 @@ run_wrk() {
   log "$label round $round: ${RPS[$k]} req/s, p50 ${P50[$k]} ms, p99 ${P99[$k]} ms, non-2xx ${NON2XX[$k]}, proxy ${SUTCPU[$k]} CPU s/10k, load side ${LOADSIDE[$k]}% of a core, cores ${CORES[$k]}% busy"
 }
 
+# One measured h2load run of unary gRPC calls (GRPC_N calls, CONNS
+# connections, GRPC_STREAMS streams each, one empty message per call);
+# results under "label#round". Args: label round url proxy-pid keysfile
+declare -A GLAT G2XX GREACHED
+grpc_calls() { curl -fsS --http2-prior-knowledge "$GU_URL/calls"; }
+h2load_ms() { # h2load's "363us" / "13.15ms" / "1.02s" → ms
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else { sub(/s$/, "", v); printf "%.3f", v * 1000 } }'
+}
+run_h2load() {
+  local label=$1 round=$2 url=$3 pid=$4 keys=$5
+  local k="$label#$round"
+  local args=(-t"$WRK_THREADS" -c"$CONNS" -m"$GRPC_STREAMS" -d "$WORK/grpc-empty.bin"
+    -H "content-type: application/grpc" -H "te: trailers" -H "x-api-key: $(sed -n 1p "$keys")")
+  [ "$GRPC_WARMUP_N" -gt 0 ] && "${LOAD[@]}" h2load "${args[@]}" -n"$GRPC_WARMUP_N" "$url$GRPC_PATH" >/dev/null
+  local t0 r0 u0 c0 n0
+  t0=$(cpu_ticks "$pid")
+  r0=$(cpu_ticks "$REDIS_PID")
+  u0=$(cpu_ticks "$GU_PID")
+  c0=$(core_jiffies)
+  n0=$(grpc_calls)
+  local out=$WORK/h2load-$label-$round.txt
+  local TIMEFORMAT='%U %S'
+  { time "${LOAD[@]}" h2load "${args[@]}" -n"$GRPC_N" "$url$GRPC_PATH" >"$out"; } 2>"$out.time"
+  local t1 r1 u1 c1 n1
+  t1=$(cpu_ticks "$pid")
+  r1=$(cpu_ticks "$REDIS_PID")
+  u1=$(cpu_ticks "$GU_PID")
+  c1=$(core_jiffies)
+  n1=$(grpc_calls)
+  local secs
+  secs=$(calc "$(h2load_ms "$(awk '/^finished in/ { sub(/,$/, "", $3); print $3 }' "$out")") / 1000" 3)
+  REQS[$k]=$GRPC_N
+  RPS[$k]=$(awk '/^finished in/ { printf "%.0f", $4 }' "$out")
+  # "time for request:  min max mean sd +/-sd": h2load gives no percentiles.
+  GLAT[$k]=$(awk '/^time for request:/ { print $4, $5, $6, $7 }' "$out" | {
+    read -r mn mx mean sd
+    echo "$(h2load_ms "$mn") / $(h2load_ms "$mean") / $(h2load_ms "$sd") / $(h2load_ms "$mx")"
+  })
+  G2XX[$k]=$(awk '/^status codes:/ { print $3 }' "$out")
+  GREACHED[$k]=$((n1 - n0))
+  NON2XX[$k]=$((GRPC_N - G2XX[$k]))
+  SUTCPU[$k]=$(calc "($t1 - $t0) / $CLK_TCK / $GRPC_N * 10000" 3)
+  REDISCPU[$k]=$(calc "($r1 - $r0) / $CLK_TCK / $GRPC_N * 10000" 3)
+  RSSKB[$k]=$(status_kb "$pid" VmHWM)
+  local b0_0 t0_0 b0_1 t0_1 b1_0 t1_0 b1_1 t1_1 hu hs
+  read -r b0_0 t0_0 b0_1 t0_1 <<<"$c0"
+  read -r b1_0 t1_0 b1_1 t1_1 <<<"$c1"
+  read -r hu hs <<<"$(awk 'END { print }' "$out.time")"
+  CORES[$k]="$(calc "100 * ($b1_0 - $b0_0) / ($t1_0 - $t0_0)" 0) / $(calc "100 * ($b1_1 - $b0_1) / ($t1_1 - $t0_1)" 0)"
+  LOADSIDE[$k]=$(calc "100 * (($u1 - $u0) / $CLK_TCK + $hu + $hs) / $secs" 0)
+  if [ "$label" = gdirect ]; then LOADSIDE[$k]=$(calc "100 * ($hu + $hs) / $secs" 0); fi
+  log "$label round $round: ${RPS[$k]} calls/s, request time min/mean/sd/max ${GLAT[$k]} ms, 2xx ${G2XX[$k]} of $GRPC_N, reached the upstream ${GREACHED[$k]}, proxy ${SUTCPU[$k]} CPU s/10k, load side ${LOADSIDE[$k]}% of a core, cores ${CORES[$k]}% busy"
+}
+
+# One measured run of full TLS handshakes: STIME_PROCS `openssl s_time -new`
+# processes (each a new session, never resumed: one TCP connection and a full
+# handshake after another, no request) for DURATION seconds; results under
+# "label#round". Args: label round url proxy-pid
+run_stime() {
+  local label=$1 round=$2 url=$3 pid=$4
+  local k="$label#$round" hostport=${3#https://} i
+  local out=$WORK/stime-$label-$round
+  # In subshells: a bare `wait` here would wait for the bench's servers too.
+  (
+    for i in $(seq "$STIME_PROCS"); do
+      "${LOAD[@]}" openssl s_time -connect "$hostport" -new -time "$WARMUP" >/dev/null 2>&1 &
+    done
+    wait
+  )
+  local t0 c0 w0 t1 c1 w1
+  t0=$(cpu_ticks "$pid")
+  c0=$(core_jiffies)
+  w0=$(date +%s.%N)
+  local TIMEFORMAT='%U %S'
+  { time (
+    for i in $(seq "$STIME_PROCS"); do
+      "${LOAD[@]}" openssl s_time -connect "$hostport" -new -time "$DURATION" >"$out.$i" 2>&1 &
+    done
+    wait
+  ); } 2>"$out.time"
+  w1=$(date +%s.%N)
+  t1=$(cpu_ticks "$pid")
+  c1=$(core_jiffies)
+  local n secs
+  n=$(cat "$out".[0-9]* | awk '/connections in .* real seconds/ { n += $1 } END { print n + 0 }')
+  secs=$(calc "$w1 - $w0" 3)
+  REQS[$k]=$n
+  RPS[$k]=$(calc "$n / $secs" 0)
+  P50[$k]=- P99[$k]=-
+  NON2XX[$k]=$(cat "$out".[0-9]* | grep -ci 'error' || true)
+  SUTCPU[$k]=$(calc "($t1 - $t0) / $CLK_TCK / $n * 10000" 3)
+  REDISCPU[$k]=0
+  RSSKB[$k]=$(status_kb "$pid" VmHWM)
+  local b0_0 t0_0 b0_1 t0_1 b1_0 t1_0 b1_1 t1_1 su ss
+  read -r b0_0 t0_0 b0_1 t0_1 <<<"$c0"
+  read -r b1_0 t1_0 b1_1 t1_1 <<<"$c1"
+  read -r su ss <<<"$(awk 'END { print }' "$out.time")"
+  CORES[$k]="$(calc "100 * ($b1_0 - $b0_0) / ($t1_0 - $t0_0)" 0) / $(calc "100 * ($b1_1 - $b0_1) / ($t1_1 - $t0_1)" 0)"
+  LOADSIDE[$k]=$(calc "100 * ($su + $ss) / $secs" 0)
+  log "$label round $round: ${RPS[$k]} full handshakes/s ($n in $secs s), proxy ${SUTCPU[$k]} CPU s/10k, load side ${LOADSIDE[$k]}% of a core, cores ${CORES[$k]}% busy"
+}
+
 ROWS=(direct nginx hap1 hapN mem1 memN red1 redN)
 declare -A NAME=(
   [direct]="upstream (direct)"
@@ -462,6 +723,51 @@ if [ "$REDIS_TLS" = 1 ]; then
   KEYS[tlsN]=$WORK/keys-redis-tls-many.txt ROTATE[tlsN]=1
 fi
 
+TLS_ROWS=()
+declare -A CLOSE
+if [ "$TLS" = 1 ]; then
+  # full: openssl s_time -new, a full handshake per connection, no request;
+  # hs: wrk with "Connection: close", a new connection per request, but wrk
+  # keeps its last session and offers it (SSL_clear), so the server may
+  # resume it (nginx's log counts how often it did);
+  # ka: keep-alive, the handshake cost spread over the whole run.
+  TLS_ROWS=(ntls_full ttls_full ntls_hs ttls_hs ntls_ka ttls_ka)
+  NAME[ntls_full]="nginx-tls, full handshakes (s_time -new)"
+  NAME[ttls_full]="tollgate-memory-tls, full handshakes (s_time -new)"
+  NAME[ntls_hs]="nginx-tls, new connection per request (resumption allowed)"
+  NAME[ttls_hs]="tollgate-memory-tls, new connection per request (resumption allowed)"
+  NAME[ntls_ka]="nginx-tls, keep-alive"
+  NAME[ttls_ka]="tollgate-memory-tls, keep-alive"
+  for m in full hs ka; do
+    URL[ntls_$m]=$NT_URL PID[ntls_$m]=$NT_PID ADMIN[ntls_$m]=- KEYS[ntls_$m]=$WORK/keys-plain.txt ROTATE[ntls_$m]=0
+    URL[ttls_$m]=$TT_PUBLIC PID[ttls_$m]=$TT_PID ADMIN[ttls_$m]=$TT_ADMIN KEYS[ttls_$m]=$WORK/keys-tls-memory.txt ROTATE[ttls_$m]=0
+  done
+  CLOSE=([ntls_hs]=1 [ttls_hs]=1 [ntls_ka]=0 [ttls_ka]=0)
+fi
+GRPC_ROWS=()
+declare -A GCHECK
+if [ "$GRPC" = 1 ]; then
+  GRPC_ROWS=(gdirect gnginx gmem gred)
+  NAME[gdirect]="gRPC upstream (direct)"
+  NAME[gnginx]="nginx-grpc (grpc_pass)"
+  NAME[gmem]="tollgate-memory, protocol http2"
+  NAME[gred]="tollgate-redis, protocol http2"
+  URL[gdirect]=$GU_URL URL[gnginx]=$GX_URL URL[gmem]=$GMEM_PUBLIC URL[gred]=$GRED_PUBLIC
+  PID[gdirect]=$GU_PID PID[gnginx]=$GX_PID PID[gmem]=$GMEM_PID PID[gred]=$GRED_PID
+  KEYS[gdirect]=$WORK/keys-grpc-memory.txt KEYS[gnginx]=$WORK/keys-grpc-memory.txt
+  KEYS[gmem]=$WORK/keys-grpc-memory.txt KEYS[gred]=$WORK/keys-grpc-redis.txt
+  # h2load counts HTTP statuses only, and a gRPC refusal is a 200 too: check
+  # whole calls once per target (message and grpc-status 0 in trailers).
+  for r in "${GRPC_ROWS[@]}"; do
+    if out=$("$TOOL" grpc-check --url "${URL[$r]}$GRPC_PATH" --key "$(sed -n 1p "${KEYS[$r]}")" --calls 100 2>&1); then
+      GCHECK[$r]="100 of 100"
+    else
+      GCHECK[$r]="**failed**: $out"
+    fi
+    log "grpc-check ${NAME[$r]}: $out"
+  done
+fi
+
 # First sight of every key: its one bcrypt verification, before any measuring.
 for r in memN redN $([ "$REDIS_TLS" = 1 ] && echo tlsN); do
   "$TOOL" touch --url "${URL[$r]}$PATH_UNDER_TEST" --keys "${KEYS[$r]}" --concurrency 8
@@ -471,17 +777,29 @@ done
 # shared machine hits one round of each, not all rounds of one. Each row then
 # reports its median round (by req/s).
 for round in $(seq "$ROUNDS"); do
-  for r in "${ROWS[@]}"; do
-    run_wrk "$r" "$round" "${URL[$r]}" "${PID[$r]}" "${ADMIN[$r]}" "${KEYS[$r]}" "${ROTATE[$r]}"
+  for r in "${ROWS[@]}" "${TLS_ROWS[@]}"; do
+    if [ "${r%_full}" != "$r" ]; then
+      run_stime "$r" "$round" "${URL[$r]}" "${PID[$r]}"
+      continue
+    fi
+    [ "$r" = ntls_hs ] && l0=$(wc -l <"$WORK/tls-proxy/access.log")
+    run_wrk "$r" "$round" "${URL[$r]}" "${PID[$r]}" "${ADMIN[$r]}" "${KEYS[$r]}" "${ROTATE[$r]}" "${CLOSE[$r]:-0}"
+    if [ "$r" = ntls_hs ]; then
+      HS_LOGGED=$((HS_LOGGED + $(awk -v l="$l0" 'NR > l' "$WORK/tls-proxy/access.log" | wc -l)))
+      HS_REUSED=$((HS_REUSED + $(awk -v l="$l0" 'NR > l && $NF == "r"' "$WORK/tls-proxy/access.log" | wc -l)))
+    fi
+  done
+  for r in "${GRPC_ROWS[@]}"; do
+    run_h2load "$r" "$round" "${URL[$r]}" "${PID[$r]}" "${KEYS[$r]}"
   done
 done
 declare -A PICK ALLRPS
-for r in "${ROWS[@]}"; do
+for r in "${ROWS[@]}" "${TLS_ROWS[@]}" "${GRPC_ROWS[@]}"; do
   sorted=$(for round in $(seq "$ROUNDS"); do echo "${RPS[$r#$round]} $round"; done | sort -n)
   PICK[$r]="$r#$(awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m { print $2 }' <<<"$sorted")"
   ALLRPS[$r]=$(for round in $(seq "$ROUNDS"); do printf '%s ' "${RPS[$r#$round]}"; done)
   total_bcrypt=0
-  for round in $(seq "$ROUNDS"); do total_bcrypt=$((total_bcrypt + ${BCRYPT[$r#$round]})); done
+  for round in $(seq "$ROUNDS"); do total_bcrypt=$((total_bcrypt + ${BCRYPT[$r#$round]:-0})); done
   BCRYPT_ALL[$r]=$total_bcrypt
 done
 
@@ -661,6 +979,39 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
   echo "\"load side\" is wrk's CPU plus the upstream nginx's, over the run: near 100 % with pinning, the load core limits the row."
   echo "\"core busy\" counts every process on the core, ours and the machine's other work."
   echo
+  if [ "$TLS" = 1 ]; then
+    echo "## TLS on the public listener (openssl s_time, wrk over https)"
+    echo
+    echo "nginx-tls is nginx-proxy's config with an \`ssl\` listener; tollgate-memory-tls is tollgate-memory's config with \`[server.tls]\` (its own process); both serve one self-signed P-256 certificate for 127.0.0.1 made with \`openssl req -x509\` at start, and proxy in plain HTTP/1.1 to the static upstream."
+    echo "Negotiated with an OpenSSL client (\`openssl s_client\`; wrk uses OpenSSL too): nginx-tls $NT_NEGOTIATED; tollgate $TT_NEGOTIATED."
+    echo "- \"full handshakes\": $STIME_PROCS \`openssl s_time -connect … -new -time $DURATION\` processes at once (on the load core), each making one TCP connection and one full handshake after another (\`-new\`: a new session every time, none offered for resumption), no request; the figure is connections summed over the processes per wall-clock second. Checked once on nginx-tls with a request per connection (\`-www /\`, so that nginx logs \`\$ssl_session_reused\`): $STIME_REUSED of $STIME_LOGGED connections resumed a session. No latency figures (s_time gives none)."
+    echo "- \"new connection per request\": wrk with \`-H \"Connection: close\"\`, a new TCP connection and handshake for each request (with \`X-API-Key\`, proxied). wrk keeps its last session (\`SSL_clear\`) and offers it on the next connection; both servers resume an offered session by default (nginx: session tickets; tollgate: rustls's defaults, a 256-entry session cache with TLS 1.3 tickets naming its entries) — checked once with \`openssl s_client -sess_out\` then \`-sess_in\`: nginx-tls ${NT_RESUMES:-?}, tollgate ${TT_RESUMES:-?}. nginx-tls logged $HS_REUSED of its $HS_LOGGED requests in these runs (warm-ups included) on a resumed session; tollgate's share is not counted. So these rows are a reconnecting client's case, not a full-handshake rate."
+    echo "- \"keep-alive\": $CONNS connections held open, the handshakes' cost spread over the run."
+    echo
+    echo "| target | req/s | × nginx-tls, same mode | p50 ms | p99 ms | proxy CPU s / 10k req | req per CPU-second | × nginx-tls | proxy peak RSS MB | non-2xx | req/s of each round | load side, % of a core | core 0 / 1 busy % |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for r in "${TLS_ROWS[@]}"; do
+      peer=ntls_${r#*_}
+      echo "| ${NAME[$r]} | $(v RPS "$r") | $(ratio "$(v RPS "$r")" "$(v RPS "$peer")") | $(v P50 "$r") | $(v P99 "$r") | $(v SUTCPU "$r") | $(percpu "$r") | $(ratio "$(percpu "$r")" "$(percpu "$peer")") | $(calc "$(v RSSKB "$r") / 1024" 1) | $(v NON2XX "$r") | ${ALLRPS[$r]}| $(v LOADSIDE "$r") | $(v CORES "$r") |"
+    done
+    echo
+    echo "With a handshake per connection the client's side of each handshake (an OpenSSL client on the load core: key exchange and signature check) may be what sets the pace: see the load side and core 0 columns. Where the two servers' rates are about equal, the load core set them, and the per-CPU-second columns are the comparison."
+    echo
+  fi
+  if [ "$GRPC" = 1 ]; then
+    echo "## gRPC unary calls (h2load, HTTP/2 without TLS)"
+    echo
+    echo "\`h2load -n $GRPC_N -c $CONNS -m $GRPC_STREAMS -t $WRK_THREADS\` ($CONNS connections, $GRPC_STREAMS concurrent streams on each: $((CONNS * GRPC_STREAMS)) calls in flight), after an unmeasured run of $GRPC_WARMUP_N calls; each call \`POST $GRPC_PATH\` with \`content-type: application/grpc\`, \`te: trailers\`, \`x-api-key\` and one empty message (5 bytes). The upstream (\`bench-tool grpc-upstream\`, h2c, on the load core) answers each with a 9-byte message and \`grpc-status: 0\` in trailers. nginx-grpc: \`grpc_pass\` on an \`http2\` (h2c) listener, a keep-alive pool of 64 upstream connections, X-Forwarded-* set, access log to a file. The tollgates are processes of their own (memory; Redis database 3 on the same redis-server) with \`upstream.protocol = \"http2\"\` (one multiplexed h2c connection to the upstream) and a route \`/bench.Bench\` needing \`read:charge_points\`. $ROUNDS rounds, interleaved with the wrk rows; each row shows its median round by calls/s."
+    echo
+    echo "| target | calls/s | × nginx-grpc | request time min / mean / sd / max ms | proxy CPU s / 10k calls | redis CPU s / 10k calls | calls per CPU-second (proxy + redis) | × nginx-grpc | proxy peak RSS MB | HTTP 2xx of $GRPC_N | calls the upstream answered | whole calls checked (grpc-check: message + grpc-status 0) | calls/s of each round | load side, % of a core | core 0 / 1 busy % |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for r in "${GRPC_ROWS[@]}"; do
+      echo "| ${NAME[$r]} | $(v RPS "$r") | $(ratio "$(v RPS "$r")" "$(v RPS gnginx)") | $(v GLAT "$r") | $(v SUTCPU "$r") | $(v REDISCPU "$r") | $(percpu "$r") | $(ratio "$(percpu "$r")" "$(percpu gnginx)") | $(calc "$(v RSSKB "$r") / 1024" 1) | $(v G2XX "$r") | $(v GREACHED "$r") | ${GCHECK[$r]} | ${ALLRPS[$r]}| $(v LOADSIDE "$r") | $(v CORES "$r") |"
+    done
+    echo
+    echo "h2load reports the time of each request as min / max / mean / sd only (no percentiles), from its own send to the end of the response, with $((CONNS * GRPC_STREAMS)) calls in flight: closed loop, so mostly queueing. It counts HTTP statuses, and a gRPC refusal is an HTTP 200 too: so \"calls the upstream answered\" is the upstream's own count over the run (every call that reached it got \`grpc-status: 0\`), and before measuring, \`bench-tool grpc-check\` sent 100 calls through each target and checked each whole answer (200, \`application/grpc\`, the upstream's message, \`grpc-status: 0\` in trailers)."
+    echo
+  fi
   echo "## Latency at a fixed rate ($RATE req/s, half of tollgate-redis' peak)"
   echo
   echo "\`bench-tool rate\`: open loop, $CONNS connections, latency counted from each request's intended send time (no coordinated omission). $ROUNDS rounds; each row shows its median round by p99."
@@ -720,6 +1071,30 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
       m=$(ratio "$(v RPS tls$n)" "$(v RPS red$n)"); echo "| tollgate-redis over TLS vs plain redis://, req/s ($keys) | ${m}× | measured |"
       m=$(ratio "$(percpu tls$n)" "$(percpu red$n)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | measured |"
     done
+  fi
+  if [ "$GRPC" = 1 ]; then
+    m=$(ratio "$(v RPS gmem)" "$(v RPS gnginx)"); echo "| gRPC unary: tollgate-memory (http2) vs nginx grpc_pass, calls/s | ${m}× | measured |"
+    m=$(ratio "$(percpu gmem)" "$(percpu gnginx)"); echo "| the same, per CPU-second | ${m}× | measured |"
+    m=$(ratio "$(v RPS gred)" "$(v RPS gnginx)"); echo "| gRPC unary: tollgate-redis (http2) vs nginx grpc_pass, calls/s | ${m}× | measured |"
+    m=$(ratio "$(percpu gred)" "$(percpu gnginx)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | measured |"
+    bad=0
+    for r in "${GRPC_ROWS[@]}"; do
+      [ "${GCHECK[$r]}" = "100 of 100" ] || bad=$((bad + 1))
+      for round in $(seq "$ROUNDS"); do
+        [ "${G2XX[$r#$round]}" = "$GRPC_N" ] && [ "${GREACHED[$r#$round]}" = "$GRPC_N" ] || bad=$((bad + 1))
+      done
+    done
+    echo "| every gRPC call a 200 that reached the upstream (grpc-status 0), every whole call checked ok | $bad runs or checks not so | $(ok "$bad == 0") |"
+  fi
+  if [ "$TLS" = 1 ]; then
+    m=$(ratio "$(v RPS ttls_hs)" "$(v RPS ntls_hs)"); echo "| TLS new connection per request (wrk, resumption allowed): tollgate vs nginx, req/s | ${m}× | measured |"
+    m=$(ratio "$(percpu ttls_hs)" "$(percpu ntls_hs)"); echo "| the same, per CPU-second | ${m}× | measured |"
+    m=$(ratio "$(v RPS ttls_ka)" "$(v RPS ntls_ka)"); echo "| TLS keep-alive req/s: tollgate vs nginx | ${m}× | measured |"
+    m=$(ratio "$(percpu ttls_ka)" "$(percpu ntls_ka)"); echo "| the same, per CPU-second | ${m}× | measured |"
+    m=$(ratio "$(v RPS ttls_ka)" "$(v RPS mem1)"); echo "| tollgate-memory over TLS (keep-alive) vs plain, req/s | ${m}× | measured |"
+    m=$(ratio "$(v RPS ttls_full)" "$(v RPS ntls_full)"); echo "| TLS full handshakes per second (s_time -new): tollgate vs nginx | ${m}× | measured |"
+    m=$(ratio "$(percpu ttls_full)" "$(percpu ntls_full)"); echo "| the same, per CPU-second | ${m}× | measured |"
+    echo "| s_time -new does full handshakes only (sessions resumed, nginx-tls log, one check) | $STIME_REUSED of $STIME_LOGGED | $(ok "$STIME_REUSED == 0 && $STIME_LOGGED > 0") |"
   fi
   m=$(calc "$RT_TOP / $RT_N" 3); echo "| ≤ 1.0 Redis round trip per request (MONITOR, $RT_N requests) | $m | $(ok "$m <= 1.0") |"
   for r in red1 redN; do

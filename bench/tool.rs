@@ -11,6 +11,13 @@
 //!   latency is measured from that intended instant, not from when a
 //!   connection became free, so queueing behind a slow response is counted
 //!   (no coordinated omission). Prints percentiles as `key=value` pairs.
+//! - `grpc-upstream`: the gRPC rows' upstream, an h2c (HTTP/2 prior
+//!   knowledge) server answering every POST with one small message and
+//!   `grpc-status: 0` in trailers, and `GET /calls` with how many calls it
+//!   answered (so the bench can check every call reached it).
+//! - `grpc-check`: sends unary calls over h2c and checks each whole answer:
+//!   200, `application/grpc`, the upstream's message, `grpc-status: 0` in
+//!   trailers (h2load counts only HTTP statuses, and a gRPC refusal is a 200).
 //!
 //! Only for benchmarking on loopback: every run is bounded in count and time.
 
@@ -23,8 +30,9 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use http::{HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Full};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -95,6 +103,22 @@ enum Cmd {
         #[arg(long)]
         keys: Option<PathBuf>,
     },
+    /// An h2c gRPC upstream on 127.0.0.1:PORT answering every call with one message and grpc-status 0.
+    GrpcUpstream {
+        #[arg(long)]
+        port: u16,
+    },
+    /// Send --calls unary gRPC calls over h2c to --url; each must end with the upstream's message and grpc-status 0.
+    GrpcCheck {
+        /// Full URL of the method, e.g. http://127.0.0.1:8080/bench.Bench/Unary
+        #[arg(long)]
+        url: String,
+        /// Sent as x-api-key when given.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        calls: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -158,6 +182,8 @@ fn main() -> anyhow::Result<()> {
                 };
                 rate_pass(&url, rate, duration, warmup, connections, keys).await
             }
+            Cmd::GrpcUpstream { port } => grpc_upstream(port).await,
+            Cmd::GrpcCheck { url, key, calls } => grpc_check(&url, key.as_deref(), calls).await,
         }
     })
 }
@@ -467,5 +493,118 @@ async fn rate_pass(
         pct(99.9),
         pct(100.0),
     );
+    Ok(())
+}
+
+/// The gRPC upstream's answer to every call: one length-prefixed message
+/// (not compressed, 4 bytes: protobuf field 1, the string "ok").
+const GRPC_REPLY: &[u8] = &[0, 0, 0, 0, 4, 0x0a, 0x02, b'o', b'k'];
+
+type FrameStream =
+    futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>>;
+
+fn frames(frames: Vec<Frame<Bytes>>) -> StreamBody<FrameStream> {
+    StreamBody::new(futures_util::stream::iter(
+        frames.into_iter().map(Ok).collect::<Vec<_>>(),
+    ))
+}
+
+async fn grpc_upstream(port: u16) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("bind 127.0.0.1:{port}"))?;
+    let calls = Arc::new(AtomicU64::new(0));
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let calls = calls.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let calls = calls.clone();
+            async move {
+                if req.method() != Method::POST {
+                    let n = calls.load(Ordering::Relaxed);
+                    let body = frames(vec![Frame::data(Bytes::from(format!("{n}\n")))]);
+                    return Ok::<_, std::convert::Infallible>(Response::new(body));
+                }
+                // Read the request message(s) to the end, as a server does.
+                let read = req.into_body().collect().await;
+                let mut trailers = HeaderMap::new();
+                let body = if read.is_ok() {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    vec![
+                        Frame::data(Bytes::from_static(GRPC_REPLY)),
+                        Frame::trailers(trailers),
+                    ]
+                } else {
+                    trailers.insert("grpc-status", HeaderValue::from_static("13"));
+                    vec![Frame::trailers(trailers)]
+                };
+                let mut resp = Response::new(frames(body));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                Ok(resp)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn grpc_check(url: &str, key: Option<&str>, calls: u64) -> anyhow::Result<()> {
+    let uri: Uri = url.parse()?;
+    let addr = format!(
+        "{}:{}",
+        uri.host().ok_or_else(|| anyhow!("no host in URL"))?,
+        uri.port_u16().unwrap_or(80)
+    );
+    let stream = TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    for i in 0..calls {
+        let mut req = Request::post(uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers");
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        // One empty message: not compressed, length 0.
+        let req = req.body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))?;
+        sender.ready().await?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+            .await
+            .map_err(|_| anyhow!("call {i} timed out"))??;
+        let status = resp.status();
+        let ctype = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+        let got = resp.into_body().collect().await?;
+        let trailers = got.trailers().cloned().unwrap_or_default();
+        let body = got.to_bytes();
+        let grpc_status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        if status != StatusCode::OK
+            || ctype.as_ref().and_then(|v| v.to_str().ok()) != Some("application/grpc")
+            || body.as_ref() != GRPC_REPLY
+            || grpc_status != "0"
+        {
+            bail!(
+                "call {i}: status {status}, content-type {ctype:?}, body {body:?}, grpc-status {grpc_status}, grpc-message {:?}",
+                trailers.get("grpc-message")
+            );
+        }
+    }
+    println!("grpc-check ok: {calls} calls, each 200 application/grpc with the upstream's message and grpc-status 0 in trailers");
     Ok(())
 }
