@@ -172,12 +172,9 @@ PX_PORT=$(free_port)
 PX_URL=http://127.0.0.1:$PX_PORT
 # A plain reverse proxy doing what tollgate does to headers (X-Forwarded-*),
 # with an access log line per request as tollgate writes one.
-nginx_conf "$WORK/proxy" "$PX_PORT" "
-  access_log $WORK/proxy/access.log;
-  upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PX_PORT;
-    location / {
+# The proxying both nginx peers do (plain and TLS): a keep-alive pool to the
+# upstream and the X-Forwarded-* headers tollgate sets.
+PROXY_LOCATION="    location / {
       proxy_pass http://api;
       proxy_http_version 1.1;
       proxy_set_header Connection \"\";
@@ -185,7 +182,13 @@ nginx_conf "$WORK/proxy" "$PX_PORT" "
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme;
       proxy_set_header X-Forwarded-Host \$host;
-    }
+    }"
+nginx_conf "$WORK/proxy" "$PX_PORT" "
+  access_log $WORK/proxy/access.log;
+  upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PX_PORT;
+$PROXY_LOCATION
   }"
 "${SUT[@]}" "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" &
 PX_PID=$!
@@ -421,15 +424,7 @@ if [ "$TLS" = 1 ]; then
     ssl_certificate $WORK/edge/tls.crt;
     ssl_certificate_key $WORK/edge/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://api;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-    }
+$PROXY_LOCATION
   }"
   "${SUT[@]}" "$NGINX" -p "$WORK/tls-proxy" -c "$WORK/tls-proxy/nginx.conf" -e "$WORK/tls-proxy/error.log" &
   NT_PID=$!
