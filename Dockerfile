@@ -34,6 +34,8 @@ RUN mkdir src \
 #    which may be older than the stub's artefacts; touching the crate roots
 #    makes cargo rebuild tollgate instead of reusing the stub.
 COPY src ./src
+# The admin API serves openapi.yaml (embedded at build time by src/admin.rs).
+COPY openapi.yaml ./
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked \
     && install -D -m 0755 target/release/tollgate /out/tollgate
