@@ -27,6 +27,7 @@ macro_rules! both_stores {
 }
 
 pub mod admin;
+pub mod env;
 pub mod fault_proxy;
 pub mod grpc;
 pub mod http;

@@ -56,6 +56,27 @@ scope = "write:charge_points"
     )
 }
 
+/// `config_text` with its [`AUTH_TUNING`] lines replaced by `auth` and
+/// `server` lines added to its `[server]` section (each when not empty).
+pub fn tune(config_text: &str, auth: &str, server: &str) -> String {
+    let mut text = config_text.to_owned();
+    if !auth.is_empty() {
+        assert!(
+            text.contains(AUTH_TUNING),
+            "no [auth] tuning lines to replace"
+        );
+        text = text.replacen(AUTH_TUNING, auth, 1);
+    }
+    if !server.is_empty() {
+        text = text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"\n{server}"),
+            1,
+        );
+    }
+    text
+}
+
 /// `[store]` for the memory backend.
 pub fn memory_store() -> String {
     "[store]\nbackend = \"memory\"".to_string()
