@@ -18,6 +18,7 @@ use common::admin::{call, create_client, create_key};
 use common::http::Http;
 use common::redis_cluster::{RedisCluster, RedisSentinel, MASTER_NAME};
 use common::tollgate::{config, Tollgate};
+use common::two::{alternate, exact_limit, start_two};
 use common::upstream::Upstream;
 use serde_json::json;
 
@@ -37,35 +38,6 @@ fn sentinel_store(sentinels: &[String]) -> String {
         "[store]\nbackend = \"redis-sentinel\"\nsentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"\ntimeout_ms = 500",
         urls.join(", ")
     )
-}
-
-/// 80 concurrent requests split over two processes admit exactly the limit.
-async fn exact_limit(http: &Http, a: &Tollgate, b: &Tollgate, upstream: &Upstream) {
-    create_client(http, a, "acme", json!({"per_minute": 25})).await;
-    let (_, secret) = create_key(http, a, "acme", &["read:charge_points"]).await;
-    for tg in [a, b] {
-        let r = http.get_key(&tg.url("/api/v1/client/usage"), &secret).await;
-        assert_eq!(r.status, 200);
-    }
-    let before = upstream.count();
-    let mut tasks = Vec::new();
-    for i in 0..80 {
-        let url = if i % 2 == 0 { a.url(CP) } else { b.url(CP) };
-        let (http, secret) = (http.clone(), secret.clone());
-        tasks.push(tokio::spawn(async move {
-            http.get_key(&url, &secret).await.status.as_u16()
-        }));
-    }
-    let (mut ok, mut limited) = (0, 0);
-    for t in tasks {
-        match t.await.unwrap() {
-            200 => ok += 1,
-            429 => limited += 1,
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    assert_eq!((ok, limited), (25, 55));
-    assert_eq!(upstream.count() - before, 25);
 }
 
 /// What a load run through a failover saw.
@@ -166,9 +138,9 @@ async fn cluster_exact_limit_and_manual_failover() {
     let upstream = Upstream::start().await;
     let cluster = RedisCluster::start();
     let cfg = config(&upstream.url(), &cluster_store(&cluster.seed_urls()), "");
-    let (a, b) = (Tollgate::start(&cfg), Tollgate::start(&cfg));
+    let (a, b) = start_two(&cfg);
     let http = Http::default();
-    exact_limit(&http, &a, &b, &upstream).await;
+    exact_limit(&http, &a, &b, &upstream, "acme").await;
 
     let cluster = Arc::new(cluster);
     let c = cluster.clone();
@@ -192,7 +164,7 @@ async fn cluster_primary_killed() {
     let upstream = Upstream::start().await;
     let cluster = RedisCluster::start();
     let cfg = config(&upstream.url(), &cluster_store(&cluster.seed_urls()), "");
-    let (a, b) = (Tollgate::start(&cfg), Tollgate::start(&cfg));
+    let (a, b) = start_two(&cfg);
     let http = Http::default();
 
     let cluster = Arc::new(std::sync::Mutex::new(cluster));
@@ -220,9 +192,9 @@ async fn sentinel_exact_limit_and_failover() {
         &sentinel_store(&sentinel.sentinel_urls()),
         "",
     );
-    let (a, b) = (Tollgate::start(&cfg), Tollgate::start(&cfg));
+    let (a, b) = start_two(&cfg);
     let http = Http::default();
-    exact_limit(&http, &a, &b, &upstream).await;
+    exact_limit(&http, &a, &b, &upstream, "acme").await;
 
     let sentinel = Arc::new(sentinel);
     let s = sentinel.clone();
@@ -244,22 +216,9 @@ async fn exact_limit_again(http: &Http, a: &Tollgate, b: &Tollgate, upstream: &U
     create_client(http, a, id, json!({"per_minute": 10})).await;
     let (_, secret) = create_key(http, a, id, &["read:charge_points"]).await;
     let before = upstream.count();
-    let mut tasks = Vec::new();
-    for i in 0..30 {
-        let url = if i % 2 == 0 { a.url(CP) } else { b.url(CP) };
-        let (http, secret) = (http.clone(), secret.clone());
-        tasks.push(tokio::spawn(async move {
-            http.get_key(&url, &secret).await.status.as_u16()
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            200 => ok += 1,
-            429 => {}
-            other => panic!("unexpected status {other}"),
-        }
-    }
+    let counts = alternate(http, a, b, CP, &secret, 30).await;
+    counts.assert_only(&[200, 429]);
+    let ok = counts.of(200);
     assert_eq!(ok, 10);
     assert_eq!(upstream.count() - before, 10);
 }

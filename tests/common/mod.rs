@@ -37,4 +37,5 @@ pub mod redis_server;
 pub mod tls;
 pub mod tls_redis;
 pub mod tollgate;
+pub mod two;
 pub mod upstream;
