@@ -12,10 +12,11 @@ use common::Backend;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::admin::{create_client, create_key};
 use common::env::{counter, Env};
+use common::flood::{flood, BCRYPT};
 use common::http::Http;
 use http::Method;
 use serde_json::json;
@@ -25,7 +26,6 @@ const WRITE: &str = "write:charge_points";
 const READ_KEYS: &str = "read:api_keys";
 const CP: &str = "/api/v1/charge_points";
 
-const BCRYPT: &str = "tollgate_bcrypt_verifications_total";
 const CACHE_MISS: &str = "tollgate_auth_cache_total{result=\"miss\"}";
 
 fn rejections(reason: &str) -> String {
@@ -60,13 +60,6 @@ fn raw_request(method: &str, target: &[u8], key: &str) -> Vec<u8> {
         .as_bytes(),
     );
     r
-}
-
-fn p99(mut samples: Vec<Duration>) -> Duration {
-    assert!(!samples.is_empty());
-    samples.sort();
-    let idx = ((samples.len() as f64) * 0.99).ceil() as usize - 1;
-    samples[idx.min(samples.len() - 1)]
 }
 
 both_stores!(
@@ -206,107 +199,6 @@ async fn two_credentials_are_401_never_500(b: Backend) {
     );
 }
 
-/// What a wrong-secret flood did, and how a valid client fared.
-struct Flood {
-    statuses: Vec<(u16, Option<String>)>,
-    secs: f64,
-    bcrypt_runs: u64,
-    baseline: Vec<Duration>,
-    during: Vec<Duration>,
-}
-
-impl Flood {
-    fn count(&self, status: u16) -> usize {
-        self.statuses.iter().filter(|(s, _)| *s == status).count()
-    }
-
-    fn report(&self, label: &str) {
-        println!(
-            "wrong-secret flood ({label}): {} requests in {:.2} s, {} x 429, {} x 401, {} bcrypt \
-             runs; valid client p99 before {:.2} ms ({} samples), during {:.2} ms ({} samples)",
-            self.statuses.len(),
-            self.secs,
-            self.count(429),
-            self.count(401),
-            self.bcrypt_runs,
-            p99(self.baseline.clone()).as_secs_f64() * 1000.0,
-            self.baseline.len(),
-            p99(self.during.clone()).as_secs_f64() * 1000.0,
-            self.during.len()
-        );
-    }
-}
-
-/// Measures a valid (cached) client's latency alone, then while 1,000
-/// requests with `key_id` and wrong secrets (right shape and checksum)
-/// arrive 32 at a time from other connections, with spoofed
-/// `X-Forwarded-For`. Asserts the valid client always gets 200.
-async fn flood(env: &Env, key_id: &str, valid: &str) -> Flood {
-    let url = env.tg.url(CP);
-    assert_eq!(env.http.get_key(&url, valid).await.status, 200);
-    let mut baseline = Vec::new();
-    for _ in 0..300 {
-        let t = Instant::now();
-        let r = env.http.get_key(&url, valid).await;
-        baseline.push(t.elapsed());
-        assert_eq!(r.status, 200);
-    }
-    let bcrypt_before = env.counter(BCRYPT).await;
-    let started = Instant::now();
-    let task = {
-        let (url, key_id) = (url.clone(), key_id.to_owned());
-        tokio::spawn(async move {
-            let http = Http::default();
-            let mut tasks = Vec::new();
-            for w in 0..32u32 {
-                let (http, url, key_id) = (http.clone(), url.clone(), key_id.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut statuses = Vec::new();
-                    for i in 0..(1000 / 32 + u32::from(w < 1000 % 32)) {
-                        let wrong = tollgate::keys::generate_for(&key_id).unwrap();
-                        let spoof = format!("10.{}.{}.{}", w, i % 250, i / 250);
-                        let r = http
-                            .get(
-                                &url,
-                                &[
-                                    ("x-api-key", wrong.expose()),
-                                    ("x-forwarded-for", spoof.as_str()),
-                                ],
-                            )
-                            .await;
-                        let retry = r.header("retry-after").map(str::to_owned);
-                        statuses.push((r.status.as_u16(), retry));
-                    }
-                    statuses
-                }));
-            }
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.unwrap());
-            }
-            all
-        })
-    };
-    let mut during = Vec::new();
-    while !task.is_finished() || during.len() < 100 {
-        let t = Instant::now();
-        let r = env.http.get_key(&url, valid).await;
-        during.push(t.elapsed());
-        assert_eq!(
-            r.status, 200,
-            "the valid client was refused during the flood"
-        );
-    }
-    let statuses = task.await.unwrap();
-    Flood {
-        statuses,
-        secs: started.elapsed().as_secs_f64(),
-        bcrypt_runs: env.counter(BCRYPT).await - bcrypt_before,
-        baseline,
-        during,
-    }
-}
-
 /// The flood against the default budget: throttled before bcrypt, and the
 /// valid client always gets 200. Prints both p99 figures.
 async fn wrong_secret_flood_is_throttled_and_valid_clients_stay_flat(b: Backend) {
@@ -389,29 +281,6 @@ async fn a_new_key_on_many_connections_at_once_is_verified_once_not_throttled(b:
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(env.counter(BCRYPT).await - bcrypt_before, 1);
     assert_eq!(env.counter(&rejections("throttled")).await, 0);
-}
-
-/// For comparison (not part of the suite): the same flood with the budget
-/// set out of reach, so every wrong secret costs a bcrypt verification.
-/// `cargo test --test key_security flood -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn flood_without_the_throttle_for_comparison() {
-    let env = Env::setup(Backend::Redis)
-        .auth("bcrypt_cost = 10\nmax_failures_per_minute = 60000")
-        .start()
-        .await;
-    create_client(
-        &env.http,
-        &env.tg,
-        "acme",
-        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
-    )
-    .await;
-    let (key_id, valid) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
-    let f = flood(&env, &key_id, &valid).await;
-    f.report("Redis store, bcrypt cost 10, throttle out of reach");
-    assert_eq!(f.count(401), 1000);
 }
 
 /// Behind a trusted proxy, failures are charged to the client the proxy

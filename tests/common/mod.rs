@@ -29,6 +29,7 @@ macro_rules! both_stores {
 pub mod admin;
 pub mod env;
 pub mod fault_proxy;
+pub mod flood;
 pub mod grpc;
 pub mod http;
 pub mod raw_upstream;
