@@ -18,10 +18,65 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-5f2c";
 /// tests of other things may fail authentication from 127.0.0.1 freely.
 pub const AUTH_TUNING: &str = "bcrypt_cost = 4\nmax_failures_per_minute = 10000";
 
-/// The config a test starts from; `extra` is appended verbatim (routes etc.).
-pub fn config(upstream: &str, store: &str, extra: &str) -> String {
-    format!(
-        r#"
+/// The test config's scopes.
+pub const SCOPES: &[&str] = &["read:charge_points", "write:charge_points"];
+
+/// The test config's routes: `GET` needs the read scope, the writing
+/// methods the write scope.
+pub const ROUTES: &str = r#"[[routes]]
+path = "/api/v1/charge_points"
+methods = ["GET"]
+scope = "read:charge_points"
+
+[[routes]]
+path = "/api/v1/charge_points"
+methods = ["POST", "PUT", "PATCH", "DELETE"]
+scope = "write:charge_points""#;
+
+/// The parts of the test config a test may change; [`Parts::new`] gives
+/// those of [`config`].
+pub struct Parts<'a> {
+    /// The lines of `[upstream]`.
+    pub upstream: String,
+    /// The `[store]` section.
+    pub store: &'a str,
+    /// `auth.scopes`.
+    pub scopes: &'a [&'a str],
+    /// The `[auth]` lines after `scopes`.
+    pub auth: &'a str,
+    /// The `[[routes]]` tables.
+    pub routes: &'a str,
+    /// Appended verbatim.
+    pub extra: &'a str,
+}
+
+impl<'a> Parts<'a> {
+    /// The upstream at `url` (2 s timeout), `store`, and the rest of [`config`].
+    pub fn new(url: &str, store: &'a str) -> Parts<'a> {
+        Parts {
+            upstream: format!("url = \"{url}\"\ntimeout_ms = 2000"),
+            store,
+            scopes: SCOPES,
+            auth: AUTH_TUNING,
+            routes: ROUTES,
+            extra: "",
+        }
+    }
+
+    /// The config text.
+    pub fn text(&self) -> String {
+        let Parts {
+            upstream,
+            store,
+            auth,
+            routes,
+            extra,
+            ..
+        } = self;
+        let scopes: Vec<String> = self.scopes.iter().map(|s| format!("\"{s}\"")).collect();
+        let scopes = scopes.join(", ");
+        format!(
+            r#"
 [server]
 listen = "127.0.0.1:0"
 
@@ -29,8 +84,7 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 [upstream]
-url = "{upstream}"
-timeout_ms = 2000
+{upstream}
 
 {store}
 
@@ -39,21 +93,23 @@ per_minute = 100
 monthly = 10000
 
 [auth]
-scopes = ["read:charge_points", "write:charge_points"]
-{AUTH_TUNING}
+scopes = [{scopes}]
+{auth}
 
-[[routes]]
-path = "/api/v1/charge_points"
-methods = ["GET"]
-scope = "read:charge_points"
-
-[[routes]]
-path = "/api/v1/charge_points"
-methods = ["POST", "PUT", "PATCH", "DELETE"]
-scope = "write:charge_points"
+{routes}
 {extra}
 "#
-    )
+        )
+    }
+}
+
+/// The config a test starts from; `extra` is appended verbatim (routes etc.).
+pub fn config(upstream: &str, store: &str, extra: &str) -> String {
+    Parts {
+        extra,
+        ..Parts::new(upstream, store)
+    }
+    .text()
 }
 
 /// `config_text` with its [`AUTH_TUNING`] lines replaced by `auth` and
