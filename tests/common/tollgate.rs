@@ -180,6 +180,8 @@ impl Tollgate {
             .arg("--config")
             .arg(&config_path)
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("TOLLGATE_CONFIG")
+            .env_remove("TOLLGATE_ADMIN_URL")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -206,7 +208,8 @@ impl Tollgate {
                 logs2.lock().expect("logs").push(line);
             }
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
+        // Generous: the machine running the tests may be loaded.
+        match rx.recv_timeout(Duration::from_secs(60)) {
             Ok((public, admin)) => Tollgate {
                 public,
                 admin,
