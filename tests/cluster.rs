@@ -16,29 +16,13 @@ use std::time::{Duration, Instant};
 
 use common::admin::{call, create_client, create_key};
 use common::http::Http;
-use common::redis_cluster::{RedisCluster, RedisSentinel, MASTER_NAME};
-use common::tollgate::{config, Tollgate};
+use common::redis_cluster::{RedisCluster, RedisSentinel};
+use common::tollgate::{cluster_store, config, sentinel_store, Tollgate};
 use common::two::{alternate, exact_limit, start_two};
 use common::upstream::Upstream;
 use serde_json::json;
 
 const CP: &str = "/api/v1/charge_points";
-
-fn cluster_store(urls: &[String]) -> String {
-    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[store]\nbackend = \"redis-cluster\"\nurls = [{}]\ntimeout_ms = 500",
-        urls.join(", ")
-    )
-}
-
-fn sentinel_store(sentinels: &[String]) -> String {
-    let urls: Vec<String> = sentinels.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[store]\nbackend = \"redis-sentinel\"\nsentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"\ntimeout_ms = 500",
-        urls.join(", ")
-    )
-}
 
 /// What a load run through a failover saw.
 #[derive(Debug, Default)]
@@ -137,7 +121,11 @@ async fn load_through(
 async fn cluster_exact_limit_and_manual_failover() {
     let upstream = Upstream::start().await;
     let cluster = RedisCluster::start();
-    let cfg = config(&upstream.url(), &cluster_store(&cluster.seed_urls()), "");
+    let cfg = config(
+        &upstream.url(),
+        &cluster_store(&cluster.seed_urls(), 500),
+        "",
+    );
     let (a, b) = start_two(&cfg);
     let http = Http::default();
     exact_limit(&http, &a, &b, &upstream, "acme").await;
@@ -163,7 +151,11 @@ async fn cluster_exact_limit_and_manual_failover() {
 async fn cluster_primary_killed() {
     let upstream = Upstream::start().await;
     let cluster = RedisCluster::start();
-    let cfg = config(&upstream.url(), &cluster_store(&cluster.seed_urls()), "");
+    let cfg = config(
+        &upstream.url(),
+        &cluster_store(&cluster.seed_urls(), 500),
+        "",
+    );
     let (a, b) = start_two(&cfg);
     let http = Http::default();
 
@@ -189,7 +181,7 @@ async fn sentinel_exact_limit_and_failover() {
     let sentinel = RedisSentinel::start();
     let cfg = config(
         &upstream.url(),
-        &sentinel_store(&sentinel.sentinel_urls()),
+        &sentinel_store(&sentinel.sentinel_urls(), 500),
         "",
     );
     let (a, b) = start_two(&cfg);

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use common::admin::{call, create_client, create_key};
 use common::fault_proxy::{eventually, FaultProxy};
 use common::http::Http;
-use common::redis_cluster::{cli, wait_for, RedisCluster, RedisSentinel, MASTER_NAME};
+use common::redis_cluster::{cli, wait_for, RedisCluster, RedisSentinel};
 use common::redis_server::RedisServer;
-use common::tollgate::{config, Tollgate};
+use common::tollgate::{cluster_store, config, redis_store, sentinel_store, Tollgate};
 use common::upstream::Upstream;
 use serde_json::json;
 
@@ -36,26 +36,6 @@ const PAUSE_MS: u64 = 400;
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-fn single_store(url: &str) -> String {
-    format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\ntimeout_ms = {TIMEOUT_MS}")
-}
-
-fn cluster_store(urls: &[String]) -> String {
-    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[store]\nbackend = \"redis-cluster\"\nurls = [{}]\ntimeout_ms = {TIMEOUT_MS}",
-        urls.join(", ")
-    )
-}
-
-fn sentinel_store(sentinels: &[String]) -> String {
-    let urls: Vec<String> = sentinels.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[store]\nbackend = \"redis-sentinel\"\nsentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"\ntimeout_ms = {TIMEOUT_MS}",
-        urls.join(", ")
-    )
 }
 
 /// The client `acme` with room for everything, and one of its keys.
@@ -187,7 +167,11 @@ async fn single_server_lost_replies_count_exactly_once() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr());
-    let tg = Tollgate::start(&config(&upstream.url(), &single_store(&proxy.url()), ""));
+    let tg = Tollgate::start(&config(
+        &upstream.url(),
+        &redis_store(&proxy.url(), TIMEOUT_MS),
+        "",
+    ));
     lost_replies(&tg, &proxy, &upstream, redis.port()).await;
 }
 
@@ -203,7 +187,7 @@ async fn cluster_lost_replies_count_exactly_once() {
     .expect("cluster set-up");
     let tg = Tollgate::start(&config(
         &upstream.url(),
-        &cluster_store(&cluster.seed_urls()),
+        &cluster_store(&cluster.seed_urls(), TIMEOUT_MS),
         "",
     ));
     lost_replies(&tg, &proxy, &upstream, primary).await;
@@ -227,7 +211,7 @@ async fn sentinel_lost_replies_count_exactly_once() {
     assert_eq!(sentinel.primary_port(), proxy.port());
     let tg = Tollgate::start(&config(
         &upstream.url(),
-        &sentinel_store(&sentinel.sentinel_urls()),
+        &sentinel_store(&sentinel.sentinel_urls(), TIMEOUT_MS),
         "",
     ));
     lost_replies(&tg, &proxy, &upstream, proxy.port()).await;
@@ -272,7 +256,11 @@ async fn store_down_after_a_lost_reply_counts_nothing() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr());
-    let tg = Tollgate::start(&config(&upstream.url(), &single_store(&proxy.url()), ""));
+    let tg = Tollgate::start(&config(
+        &upstream.url(),
+        &redis_store(&proxy.url(), TIMEOUT_MS),
+        "",
+    ));
     let http = Http::default();
     let secret = acme(&http, &tg).await;
     let bound = Duration::from_millis(TIMEOUT_MS) + SLACK;

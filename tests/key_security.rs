@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::admin::{create_client, create_key};
 use common::env::{counter, Env};
-use common::flood::{flood, BCRYPT};
+use common::flood::{flood, flood_target, BCRYPT};
 use common::http::Http;
 use http::Method;
 use serde_json::json;
@@ -203,18 +203,7 @@ async fn two_credentials_are_401_never_500(b: Backend) {
 /// valid client always gets 200. Prints both p99 figures.
 async fn wrong_secret_flood_is_throttled_and_valid_clients_stay_flat(b: Backend) {
     // A production-like bcrypt cost, so that unthrottled verification would hurt.
-    let env = Env::setup(b)
-        .auth("bcrypt_cost = 10\nmax_failures_per_minute = 20")
-        .start()
-        .await;
-    create_client(
-        &env.http,
-        &env.tg,
-        "acme",
-        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
-    )
-    .await;
-    let (key_id, valid) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
+    let (env, key_id, valid) = flood_target(b, 20).await;
     let f = flood(&env, &key_id, &valid).await;
     f.report(&format!("{b:?} store, bcrypt cost 10, 20 failures/min"));
 

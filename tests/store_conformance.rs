@@ -13,6 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::records::{self, client};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use common::tls_redis::{Pki, TlsRedisCluster};
@@ -185,31 +186,9 @@ conformance!(
 
 // ---------------------------------------------------------------- fixtures
 
-fn client(id: &str) -> Client {
-    Client {
-        id: id.into(),
-        name: format!("{id} Ltd"),
-        status: ClientStatus::Active,
-        per_minute: None,
-        monthly: None,
-        created_at: 1_770_000_000,
-    }
-}
-
+/// A key of the conformance cases: scopes `read:things` and `read:api_keys`.
 fn key(id: &str, client_id: &str, name: &str) -> KeyRecord {
-    KeyRecord {
-        id: id.into(),
-        client_id: client_id.into(),
-        name: name.into(),
-        scopes: vec!["read:things".into(), "read:api_keys".into()],
-        hash: "$2b$04$abcdefghijklmnopqrstuv0123456789012345678901234567890".into(),
-        prefix: "sk_live_abcd".into(),
-        gen: 1,
-        created_at: 1_770_000_100,
-        expires_at: None,
-        last_used_at: None,
-        previous: None,
-    }
+    records::key(id, client_id, name, &["read:things", "read:api_keys"])
 }
 
 /// Client `acme` with the given limits (None: defaults) and key `key_a`.

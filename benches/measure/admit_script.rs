@@ -12,8 +12,8 @@ use tollgate::model::ClientPatch;
 use tollgate::store::redis::RedisStore;
 use tollgate::store::{AdmitRequest, SharedStore, TimeSource};
 
+use super::common::records::{client, key};
 use super::common::redis_server::RedisServer;
-use super::records::{client, key};
 
 /// 2026-02-10T10:00:00Z.
 const T0: i64 = 1_770_717_600_000;
@@ -44,9 +44,9 @@ pub async fn run() {
         )
         .unwrap(),
     );
-    // The name as the conformance tests wrote it: the client hash's size is reported.
-    let mut c = client("acme", 1_000_000, 100_000_000);
-    c.name = "acme Ltd".into();
+    let mut c = client("acme");
+    c.per_minute = Some(1_000_000);
+    c.monthly = Some(100_000_000);
     store.create_client(&c).await.unwrap();
     store
         .create_key(&key(

@@ -9,13 +9,15 @@ use std::time::Duration;
 use tollgate::store::redis::{Bounds, RedisStore, Topology};
 use tollgate::store::{Store, TimeSource};
 
+use super::common::records::{client, key};
 use super::common::redis_cluster::{cli, RedisCluster};
 use super::common::redis_server::RedisServer;
-use super::records::{client, key};
 
 /// Client `id` with limits never reached and its key `k{id}`.
 async fn setup(store: &RedisStore, id: &str) {
-    let c = client(id, 1_000_000_000, 1_000_000_000_000);
+    let mut c = client(id);
+    c.per_minute = Some(1_000_000_000);
+    c.monthly = Some(1_000_000_000_000);
     store.create_client(&c).await.unwrap();
     let k = key(&format!("k{id}"), id, "bench", &["read:charge_points"]);
     store.create_key(&k).await.unwrap();

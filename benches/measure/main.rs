@@ -22,7 +22,6 @@ mod admit_script;
 mod admit_throughput;
 mod exactly_once_cost;
 mod flood;
-mod records;
 
 const MEASUREMENTS: [(&str, &str); 4] = [
     (

@@ -4,12 +4,37 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+use super::admin::{create_client, create_key};
 use super::env::Env;
 use super::http::Http;
+use super::Backend;
 
 /// The bcrypt verifications counter of `/metrics`.
 pub const BCRYPT: &str = "tollgate_bcrypt_verifications_total";
 const CP: &str = "/api/v1/charge_points";
+
+/// What a flood runs against: tollgate on `backend` with a production-like
+/// bcrypt cost (10) and a failure budget of `failures_per_minute`, client
+/// `acme` with limits never reached, and one read key: `(env, key_id, secret)`.
+pub async fn flood_target(backend: Backend, failures_per_minute: u32) -> (Env, String, String) {
+    let env = Env::setup(backend)
+        .auth(&format!(
+            "bcrypt_cost = 10\nmax_failures_per_minute = {failures_per_minute}"
+        ))
+        .start()
+        .await;
+    create_client(
+        &env.http,
+        &env.tg,
+        "acme",
+        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
+    )
+    .await;
+    let (key_id, secret) = create_key(&env.http, &env.tg, "acme", &["read:charge_points"]).await;
+    (env, key_id, secret)
+}
 
 /// What a wrong-secret flood did, and how a valid client fared.
 pub struct Flood {

@@ -143,6 +143,29 @@ pub fn redis_store(url: &str, timeout_ms: u64) -> String {
     format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\ntimeout_ms = {timeout_ms}")
 }
 
+/// `[store]` for a Redis Cluster seeded with `urls`.
+pub fn cluster_store(urls: &[String], timeout_ms: u64) -> String {
+    format!(
+        "[store]\nbackend = \"redis-cluster\"\nurls = [{}]\ntimeout_ms = {timeout_ms}",
+        quoted(urls)
+    )
+}
+
+/// `[store]` for the Sentinel set-up of [`super::redis_cluster::RedisSentinel`].
+pub fn sentinel_store(sentinels: &[String], timeout_ms: u64) -> String {
+    format!(
+        "[store]\nbackend = \"redis-sentinel\"\nsentinels = [{}]\nmaster_name = \"{}\"\ntimeout_ms = {timeout_ms}",
+        quoted(sentinels),
+        super::redis_cluster::MASTER_NAME
+    )
+}
+
+/// `"a", "b"`: TOML array items.
+fn quoted(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|u| format!("\"{u}\"")).collect();
+    items.join(", ")
+}
+
 pub struct Tollgate {
     pub public: SocketAddr,
     pub admin: SocketAddr,

@@ -1,20 +1,22 @@
-//! The store records the measurements write directly (no admin API).
+//! Store records written directly through the `Store` trait (no admin
+//! API), for the store conformance cases and the store measurements.
 
 use tollgate::model::{Client, ClientStatus, KeyRecord};
 
-/// An active client with its own limits.
-pub fn client(id: &str, per_minute: u64, monthly: u64) -> Client {
+/// An active client `id` named "`id` Ltd", on the default limits.
+pub fn client(id: &str) -> Client {
     Client {
         id: id.into(),
-        name: id.into(),
+        name: format!("{id} Ltd"),
         status: ClientStatus::Active,
-        per_minute: Some(per_minute),
-        monthly: Some(monthly),
+        per_minute: None,
+        monthly: None,
         created_at: 1_770_000_000,
     }
 }
 
-/// A key record (its hash is never checked: the measurements call the store).
+/// A key record of generation 1 (its hash is never checked: the store is
+/// called directly).
 pub fn key(id: &str, client_id: &str, name: &str, scopes: &[&str]) -> KeyRecord {
     KeyRecord {
         id: id.into(),
