@@ -27,7 +27,7 @@ use tollgate::config::{CONFIG_ENV, DEFAULT_TOKEN_ENV};
 
 mod common;
 
-use common::tollgate::Tollgate;
+use common::tollgate::{command, Tollgate};
 
 const KUBERNETES: &str = "deploy/kubernetes";
 const BASE: &str = "deploy/kubernetes/base";
@@ -412,12 +412,8 @@ fn dockerfile_exec(stage: &[(String, String)], op: &str) -> Vec<String> {
 /// The binary in an empty directory, with no `TOLLGATE_*` or `RUST_LOG`
 /// from the caller's environment.
 fn tollgate_command(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.current_dir(dir)
-        .env_remove(CONFIG_ENV)
-        .env_remove(DEFAULT_TOKEN_ENV)
-        .env_remove("TOLLGATE_ADMIN_URL")
-        .env_remove("RUST_LOG");
+    let mut cmd = command();
+    cmd.current_dir(dir);
     cmd
 }
 

@@ -166,6 +166,17 @@ fn quoted(items: &[String]) -> String {
     items.join(", ")
 }
 
+/// The `tollgate` binary with none of the caller's `TOLLGATE_*` settings or
+/// `RUST_LOG`, so nothing from the shell running the tests leaks in.
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.env_remove("TOLLGATE_CONFIG")
+        .env_remove("TOLLGATE_ADMIN_URL")
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
 pub struct Tollgate {
     pub public: SocketAddr,
     pub admin: SocketAddr,
@@ -198,14 +209,11 @@ impl Tollgate {
         dir: Option<tempfile::TempDir>,
         env: &[(&str, &str)],
     ) -> Tollgate {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        let mut cmd = command();
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env_remove("TOLLGATE_CONFIG")
-            .env_remove("TOLLGATE_ADMIN_URL")
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
