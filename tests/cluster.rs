@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use common::admin::{call, create_client, create_key};
 use common::http::Http;
 use common::redis_cluster::{RedisCluster, RedisSentinel};
-use common::tollgate::{cluster_store, config, sentinel_store, Tollgate};
-use common::two::{alternate, exact_limit, start_two};
+use common::tollgate::{cluster_store, sentinel_store, Tollgate};
+use common::two::{alternate, exact_limit, two_on};
 use common::upstream::Upstream;
 use serde_json::json;
 
@@ -119,15 +119,8 @@ async fn load_through(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_exact_limit_and_manual_failover() {
-    let upstream = Upstream::start().await;
     let cluster = RedisCluster::start();
-    let cfg = config(
-        &upstream.url(),
-        &cluster_store(&cluster.seed_urls(), 500),
-        "",
-    );
-    let (a, b) = start_two(&cfg);
-    let http = Http::default();
+    let (upstream, a, b, http) = two_on(&cluster_store(&cluster.seed_urls(), 500)).await;
     exact_limit(&http, &a, &b, &upstream, "acme").await;
 
     let cluster = Arc::new(cluster);
@@ -149,15 +142,8 @@ async fn cluster_exact_limit_and_manual_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_primary_killed() {
-    let upstream = Upstream::start().await;
     let cluster = RedisCluster::start();
-    let cfg = config(
-        &upstream.url(),
-        &cluster_store(&cluster.seed_urls(), 500),
-        "",
-    );
-    let (a, b) = start_two(&cfg);
-    let http = Http::default();
+    let (upstream, a, b, http) = two_on(&cluster_store(&cluster.seed_urls(), 500)).await;
 
     let cluster = Arc::new(std::sync::Mutex::new(cluster));
     let c = cluster.clone();
@@ -177,15 +163,8 @@ async fn cluster_primary_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_exact_limit_and_failover() {
-    let upstream = Upstream::start().await;
     let sentinel = RedisSentinel::start();
-    let cfg = config(
-        &upstream.url(),
-        &sentinel_store(&sentinel.sentinel_urls(), 500),
-        "",
-    );
-    let (a, b) = start_two(&cfg);
-    let http = Http::default();
+    let (upstream, a, b, http) = two_on(&sentinel_store(&sentinel.sentinel_urls(), 500)).await;
     exact_limit(&http, &a, &b, &upstream, "acme").await;
 
     let sentinel = Arc::new(sentinel);

@@ -9,12 +9,20 @@ use serde_json::json;
 
 use super::admin::{create_client, create_key};
 use super::http::Http;
-use super::tollgate::Tollgate;
+use super::tollgate::{config, Tollgate};
 use super::upstream::Upstream;
 
 /// Two processes on the same config (on Redis: the same store).
 pub fn start_two(config_text: &str) -> (Tollgate, Tollgate) {
     (Tollgate::start(config_text), Tollgate::start(config_text))
+}
+
+/// A fresh upstream and two processes on the test config with `store`
+/// (a `[store]` section), and a client.
+pub async fn two_on(store: &str) -> (Upstream, Tollgate, Tollgate, Http) {
+    let upstream = Upstream::start().await;
+    let (a, b) = start_two(&config(&upstream.url(), store, ""));
+    (upstream, a, b, Http::default())
 }
 
 /// How many replies had each status.
