@@ -7,18 +7,18 @@
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+
+use common::tollgate::command;
 
 const TOKEN: &str = "tok-do-not-print-4f1c9a";
 
 fn tollgate(args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(args)
-        .current_dir(dir.path())
-        .env_remove("TOLLGATE_CONFIG")
-        .env_remove("TOLLGATE_ADMIN_URL")
-        .env_remove("TOLLGATE_ADMIN_TOKEN");
+    let mut cmd = command();
+    cmd.args(args).current_dir(dir.path());
     for (k, v) in env {
         cmd.env(k, v);
     }

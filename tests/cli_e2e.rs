@@ -4,19 +4,18 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::http::Http;
-use common::tollgate::{config, memory_store, Tollgate, ADMIN_TOKEN};
+use common::tollgate::{command, config, memory_store, Tollgate, ADMIN_TOKEN};
 use common::upstream::Upstream;
 use serde_json::Value;
 
 fn cli(tg: &Tollgate, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    command()
         .args(args)
         .env("TOLLGATE_ADMIN_URL", format!("http://{}", tg.admin))
         .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("TOLLGATE_CONFIG")
         .output()
         .expect("run tollgate")
 }
@@ -161,11 +160,10 @@ async fn server_refusals_exit_with_their_status() {
     assert_eq!(bad_scope.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("invalid_scope"));
 
-    let no_token = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let no_token = command()
         .args(["clients", "list"])
         .env("TOLLGATE_ADMIN_URL", format!("http://{}", tg.admin))
         .env("TOLLGATE_ADMIN_TOKEN", "wrong-token")
-        .env_remove("TOLLGATE_CONFIG")
         .output()
         .expect("run");
     assert_eq!(no_token.status.code(), Some(1));

@@ -4,9 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+mod common;
+
+use common::tollgate::command;
 use tollgate::config::*;
 use tollgate::limits::Limits;
 
@@ -1251,11 +1254,10 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> PathBuf {
 }
 
 fn check(path: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    command()
         .arg("check")
         .arg("--config")
         .arg(path)
-        .env_remove("TOLLGATE_CONFIG")
         .output()
         .unwrap()
 }
@@ -1325,11 +1327,10 @@ fn check_shows_credential_variables_by_name_only() {
              username_env = \"TG_CHECK_USER\"\npassword_env = \"TG_CHECK_PASSWORD\"\n"
         ),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let out = command()
         .arg("check")
         .arg("--config")
         .arg(&path)
-        .env_remove("TOLLGATE_CONFIG")
         .env("TG_CHECK_USER", "user-value-7f3a")
         .env("TG_CHECK_PASSWORD", "password-value-9c1e")
         .output()

@@ -14,17 +14,20 @@
 //! `deploy/validate.sh`'s job, not this file's.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use tollgate::config::DEFAULT_DRAIN_TIMEOUT_MS;
 use tollgate::config::{CONFIG_ENV, DEFAULT_TOKEN_ENV};
+
+mod common;
+
+use common::tollgate::{command, Tollgate};
 
 const KUBERNETES: &str = "deploy/kubernetes";
 const BASE: &str = "deploy/kubernetes/base";
@@ -43,8 +46,6 @@ const OVERLAY_REPLICAS: u64 = 2;
 /// What the base Secret's example value must say so that nobody takes it
 /// for a real token.
 const EXAMPLE_MARK: &str = "REPLACE-ME";
-/// How long the binary may take to bind its listeners.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // Loading
@@ -411,12 +412,8 @@ fn dockerfile_exec(stage: &[(String, String)], op: &str) -> Vec<String> {
 /// The binary in an empty directory, with no `TOLLGATE_*` or `RUST_LOG`
 /// from the caller's environment.
 fn tollgate_command(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.current_dir(dir)
-        .env_remove(CONFIG_ENV)
-        .env_remove(DEFAULT_TOKEN_ENV)
-        .env_remove("TOLLGATE_ADMIN_URL")
-        .env_remove("RUST_LOG");
+    let mut cmd = command();
+    cmd.current_dir(dir);
     cmd
 }
 
@@ -449,105 +446,6 @@ fn for_local_run(config_text: &str) -> String {
             .insert(key.to_owned(), toml::Value::from(value));
     }
     toml::to_string(&table).expect("render TOML")
-}
-
-/// A `tollgate serve` process, killed when dropped.
-struct Server {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    log: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(config_text: &str) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tollgate.toml");
-        std::fs::write(&path, config_text).expect("write config");
-        let mut child = tollgate_command(dir.path())
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env(DEFAULT_TOKEN_ENV, "deploy-test-token")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tollgate serve");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Server {
-            child,
-            stderr: rx,
-            log: Vec::new(),
-            _dir: dir,
-        }
-    }
-
-    /// The next stderr line satisfying `wanted`; `None` when the process
-    /// closed stderr (exited) first. Panics past `timeout`.
-    fn wait_for_line(
-        &mut self,
-        timeout: Duration,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if wanted(&line) {
-                        return Some(line);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "nothing after {timeout:?}; stderr so far:\n{}",
-                        self.log.join("\n")
-                    )
-                }
-            }
-        }
-    }
-
-    /// Waits for `listening public=ADDR admin=ADDR`; returns both addresses.
-    fn listening(&mut self) -> (SocketAddr, SocketAddr) {
-        let line = self
-            .wait_for_line(STARTUP_TIMEOUT, |l| {
-                l.contains("listening") && l.contains("public=") && l.contains("admin=")
-            })
-            .unwrap_or_else(|| {
-                let status = self.child.wait().expect("wait");
-                panic!(
-                    "tollgate serve exited ({status}) before listening:\n{}",
-                    self.log.join("\n")
-                )
-            });
-        let field = |name: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-                .map(|v| v.trim_matches('"'))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name}=ADDR in {line:?}"))
-        };
-        (field("public"), field("admin"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One `GET` over HTTP/1.1: `(status, body)`.
@@ -1324,8 +1222,8 @@ fn both_configs_pass_tollgate_check() {
 fn probe_paths_answer_200_and_sigterm_stops_the_server() {
     let m = Manifests::load(&[BASE]);
     let s = Sidecar::resolve(&m);
-    let mut server = Server::start(&for_local_run(s.config_text));
-    let (_public, admin) = server.listening();
+    let mut server = Tollgate::start(&for_local_run(s.config_text));
+    let admin = server.admin;
 
     let metrics_path = s.deployment["spec"]["template"]["metadata"]["annotations"]
         ["prometheus.io/path"]
@@ -1340,20 +1238,18 @@ fn probe_paths_answer_200_and_sigterm_stops_the_server() {
     }
 
     // What the kubelet does at the end of the grace period's preStop pause.
-    let pid = server.child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "kill -TERM {pid}");
+    server.signal("TERM");
     let grace = DEFAULT_DRAIN_TIMEOUT + Duration::from_secs(5);
-    let closed = server.wait_for_line(grace, |_| false);
-    assert!(closed.is_none());
-    let status = server.child.wait().expect("wait");
+    let status = server.wait_exit(grace).unwrap_or_else(|| {
+        panic!(
+            "tollgate serve still running {grace:?} after SIGTERM:\n{}",
+            server.log_text()
+        )
+    });
     assert!(
         status.success(),
         "tollgate serve after SIGTERM: {status}\n{}",
-        server.log.join("\n")
+        server.log_text()
     );
 }
 

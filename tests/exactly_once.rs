@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use common::admin::{call, create_client, create_key};
 use common::fault_proxy::{eventually, FaultProxy};
 use common::http::Http;
-use common::redis_cluster::{cli, wait_for, RedisCluster, RedisSentinel, MASTER_NAME};
+use common::redis_cluster::{cli, wait_for, RedisCluster, RedisSentinel};
 use common::redis_server::RedisServer;
-use common::tollgate::{config, Tollgate};
+use common::tollgate::{cluster_store, config, redis_store, sentinel_store, Tollgate};
 use common::upstream::Upstream;
 use serde_json::json;
 
@@ -36,26 +36,6 @@ const PAUSE_MS: u64 = 400;
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-fn single_store(url: &str) -> String {
-    format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\ntimeout_ms = {TIMEOUT_MS}")
-}
-
-fn cluster_store(urls: &[String]) -> String {
-    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[store]\nbackend = \"redis-cluster\"\nurls = [{}]\ntimeout_ms = {TIMEOUT_MS}",
-        urls.join(", ")
-    )
-}
-
-fn sentinel_store(sentinels: &[String]) -> String {
-    let urls: Vec<String> = sentinels.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[store]\nbackend = \"redis-sentinel\"\nsentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"\ntimeout_ms = {TIMEOUT_MS}",
-        urls.join(", ")
-    )
 }
 
 /// The client `acme` with room for everything, and one of its keys.
@@ -187,7 +167,11 @@ async fn single_server_lost_replies_count_exactly_once() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr());
-    let tg = Tollgate::start(&config(&upstream.url(), &single_store(&proxy.url()), ""));
+    let tg = Tollgate::start(&config(
+        &upstream.url(),
+        &redis_store(&proxy.url(), TIMEOUT_MS),
+        "",
+    ));
     lost_replies(&tg, &proxy, &upstream, redis.port()).await;
 }
 
@@ -203,7 +187,7 @@ async fn cluster_lost_replies_count_exactly_once() {
     .expect("cluster set-up");
     let tg = Tollgate::start(&config(
         &upstream.url(),
-        &cluster_store(&cluster.seed_urls()),
+        &cluster_store(&cluster.seed_urls(), TIMEOUT_MS),
         "",
     ));
     lost_replies(&tg, &proxy, &upstream, primary).await;
@@ -227,7 +211,7 @@ async fn sentinel_lost_replies_count_exactly_once() {
     assert_eq!(sentinel.primary_port(), proxy.port());
     let tg = Tollgate::start(&config(
         &upstream.url(),
-        &sentinel_store(&sentinel.sentinel_urls()),
+        &sentinel_store(&sentinel.sentinel_urls(), TIMEOUT_MS),
         "",
     ));
     lost_replies(&tg, &proxy, &upstream, proxy.port()).await;
@@ -272,7 +256,11 @@ async fn store_down_after_a_lost_reply_counts_nothing() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.addr());
-    let tg = Tollgate::start(&config(&upstream.url(), &single_store(&proxy.url()), ""));
+    let tg = Tollgate::start(&config(
+        &upstream.url(),
+        &redis_store(&proxy.url(), TIMEOUT_MS),
+        "",
+    ));
     let http = Http::default();
     let secret = acme(&http, &tg).await;
     let bound = Duration::from_millis(TIMEOUT_MS) + SLACK;
@@ -457,156 +445,4 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
     assert!(!fields.contains(&SESSION.to_owned()), "{fields:?}");
     assert!(!fields.contains(&RECORD.to_owned()), "{fields:?}");
     assert!(fields.contains(&"s:00000000000000030000000000000004".to_owned()));
-}
-
-/// Measures what exactly-once costs Redis: `INFO commandstats` µs per
-/// admission call of `admit.lua` without a session (the script as it was
-/// before exactly-once, bar one `if`) and with one (the record written in
-/// the same `HSET` as the monthly counter), alternating: 16 clients
-/// (`TG_CLIENTS`), each with one key and one session (as one tollgate store
-/// has per key), 80,000 admissions per run from 16 concurrent callers
-/// pipelined on one connection, every call admitted. Run with `cargo test
-/// --test exactly_once -- --ignored --nocapture measure`
-/// (`TG_ADMIT_LUA=file` measures a variant of the script, `TG_ROUNDS=n`
-/// sets the number of A/B rounds, 4 by default).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn measure_the_cost_of_exactly_once() {
-    // TG_CLIENTS: how many clients (80,000 admissions per run in all).
-    let clients: u64 = std::env::var("TG_CLIENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(16);
-    let calls: u64 = 80_000 / clients.max(1);
-    // At most 16 callers at once, each taking its share of the clients.
-    let callers = clients.min(16);
-    let server = RedisServer::start();
-    // The machine is shared: give Redis the CPU first, for A and B alike
-    // (only possible as root; the numbers are noisier without).
-    let reniced = std::process::Command::new("renice")
-        .args(["-n", "-10", "-p", &server.pid().to_string()])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    println!("redis-server reniced to -10: {reniced}");
-    let client = redis::Client::open(server.url()).expect("url");
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    // A loaded machine may stall a reply beyond the default timeout.
-    c.set_response_timeout(Duration::from_secs(60));
-    for i in 0..clients {
-        let _: () = redis::cmd("HSET")
-            .arg(format!("tg:{{c:c{i}}}:client"))
-            .arg(&["status", "active", "created_at", "0"])
-            .query_async(&mut c)
-            .await
-            .expect("client");
-        let _: () = redis::cmd("HSET")
-            .arg(format!("tg:{{c:c{i}}}:key:k1"))
-            .arg(&["client_id", &format!("c{i}"), "gen", "1", "scopes", "read"])
-            .query_async(&mut c)
-            .await
-            .expect("key");
-    }
-    let source = match std::env::var("TG_ADMIT_LUA") {
-        Ok(path) => std::fs::read_to_string(path).expect("TG_ADMIT_LUA"),
-        Err(_) => include_str!("../src/store/admit.lua").to_owned(),
-    };
-    let script = redis::Script::new(&source);
-    // TG_BASELINE_LUA: the script of the runs without a session (e.g. the
-    // admit.lua from before exactly-once), to compare before and after.
-    let baseline = match std::env::var("TG_BASELINE_LUA") {
-        Ok(path) => redis::Script::new(&std::fs::read_to_string(path).expect("TG_BASELINE_LUA")),
-        Err(_) => script.clone(),
-    };
-    let rounds: u32 = std::env::var("TG_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(4);
-    let mut seq = 0u64;
-    for round in 1..=rounds {
-        for with_session in [false, true] {
-            let _: () = redis::cmd("CONFIG")
-                .arg("RESETSTAT")
-                .query_async(&mut c)
-                .await
-                .expect("resetstat");
-            let cpu_before = redis_cpu(&mut c).await;
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..callers)
-                .map(|caller| {
-                    let script = if with_session { &script } else { &baseline };
-                    let (mut c, script) = (c.clone(), script.clone());
-                    let first = seq;
-                    tokio::spawn(async move {
-                        for n in 0..calls {
-                            for i in (caller..clients).step_by(callers as usize) {
-                                let id = format!("c{i}");
-                                let mut inv = script.prepare_invoke();
-                                inv.key(format!("tg:{{c:{id}}}:client"))
-                                    .key(format!("tg:{{c:{id}}}:key:k1"))
-                                    .key(format!("tg:{{c:{id}}}:win"))
-                                    .arg(&["admit", &id, "k1", "1", ""])
-                                    .arg("1000000000")
-                                    .arg("1000000000000")
-                                    .arg("")
-                                    .arg(1);
-                                if with_session {
-                                    let session = format!("{:016x}{i:016x}", 7);
-                                    inv.arg(format!("s:{session}"))
-                                        .arg(first + n + 1)
-                                        .arg(format!("r:{session}"));
-                                }
-                                let reply: Vec<i64> =
-                                    inv.invoke_async(&mut c).await.expect("admit");
-                                assert_eq!(reply[0], 0, "{reply:?}");
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.expect("task");
-            }
-            seq += calls;
-            let cpu = redis_cpu(&mut c).await - cpu_before;
-            let stats: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut c)
-                .await
-                .expect("info");
-            let line = stats
-                .lines()
-                .find(|l| l.starts_with("cmdstat_evalsha"))
-                .unwrap_or("")
-                .to_owned();
-            println!(
-                "round {round} {}: {line} cpu_per_call={:.2} ({:?})",
-                if with_session {
-                    "with session"
-                } else {
-                    "plain"
-                },
-                cpu * 1e6 / (clients * calls) as f64,
-                started.elapsed()
-            );
-        }
-    }
-}
-
-/// Seconds of CPU the Redis main thread has used (`INFO cpu`).
-async fn redis_cpu(c: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(c)
-        .await
-        .expect("info cpu");
-    info.lines()
-        .filter(|l| {
-            l.starts_with("used_cpu_user_main_thread:")
-                || l.starts_with("used_cpu_sys_main_thread:")
-        })
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-        .sum()
 }

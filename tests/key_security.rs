@@ -12,13 +12,12 @@ use common::Backend;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::admin::{create_client, create_key};
+use common::env::{counter, Env};
+use common::flood::{flood, flood_target, BCRYPT};
 use common::http::Http;
-use common::redis_server::RedisServer;
-use common::tollgate::{config, memory_store, redis_store, Tollgate, AUTH_TUNING};
-use common::upstream::Upstream;
 use http::Method;
 use serde_json::json;
 
@@ -27,65 +26,6 @@ const WRITE: &str = "write:charge_points";
 const READ_KEYS: &str = "read:api_keys";
 const CP: &str = "/api/v1/charge_points";
 
-struct Env {
-    upstream: Upstream,
-    _redis: Option<RedisServer>,
-    tg: Tollgate,
-    http: Http,
-}
-
-impl Env {
-    /// `auth` lines replace the test config's [`AUTH_TUNING`] lines;
-    /// `server` lines are added to its `[server]` section.
-    async fn new(backend: Backend, auth: &str, server: &str) -> Env {
-        let upstream = Upstream::start().await;
-        let redis = match backend {
-            Backend::Memory => None,
-            Backend::Redis => Some(RedisServer::start()),
-        };
-        let store = match &redis {
-            None => memory_store(),
-            Some(r) => redis_store(&r.url(), 1000),
-        };
-        let mut text = config(&upstream.url(), &store, "");
-        if !auth.is_empty() {
-            assert!(text.contains(AUTH_TUNING));
-            text = text.replacen(AUTH_TUNING, auth, 1);
-        }
-        if !server.is_empty() {
-            text = text.replacen(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"127.0.0.1:0\"\n{server}"),
-                1,
-            );
-        }
-        let tg = Tollgate::start(&text);
-        Env {
-            upstream,
-            _redis: redis,
-            tg,
-            http: Http::default(),
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        let r = self.http.get(&self.tg.admin_url("/metrics"), &[]).await;
-        String::from_utf8_lossy(&r.body).into_owned()
-    }
-
-    async fn counter(&self, series: &str) -> u64 {
-        counter(&self.metrics().await, series)
-    }
-}
-
-/// The value of one series in a Prometheus exposition (0 when absent).
-fn counter(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |v| v.trim().parse::<f64>().unwrap_or(0.0) as u64)
-}
-
-const BCRYPT: &str = "tollgate_bcrypt_verifications_total";
 const CACHE_MISS: &str = "tollgate_auth_cache_total{result=\"miss\"}";
 
 fn rejections(reason: &str) -> String {
@@ -122,13 +62,6 @@ fn raw_request(method: &str, target: &[u8], key: &str) -> Vec<u8> {
     r
 }
 
-fn p99(mut samples: Vec<Duration>) -> Duration {
-    assert!(!samples.is_empty());
-    samples.sort();
-    let idx = ((samples.len() as f64) * 0.99).ceil() as usize - 1;
-    samples[idx.min(samples.len() - 1)]
-}
-
 both_stores!(
     mistyped_keys_are_refused_without_store_or_bcrypt,
     keys_longer_than_issued_are_refused_before_hashing,
@@ -140,7 +73,7 @@ both_stores!(
 );
 
 async fn mistyped_keys_are_refused_without_store_or_bcrypt(b: Backend) {
-    let env = Env::new(b, "", "").await;
+    let env = Env::new(b).await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (_, secret) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let before = env.metrics().await;
@@ -177,7 +110,7 @@ async fn mistyped_keys_are_refused_without_store_or_bcrypt(b: Backend) {
 }
 
 async fn keys_longer_than_issued_are_refused_before_hashing(b: Backend) {
-    let env = Env::new(b, "", "").await;
+    let env = Env::new(b).await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (_, secret) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     assert_eq!(secret.len(), 72, "tollgate issues 72-byte secrets");
@@ -211,7 +144,7 @@ async fn keys_longer_than_issued_are_refused_before_hashing(b: Backend) {
 }
 
 async fn two_credentials_are_401_never_500(b: Backend) {
-    let env = Env::new(b, "", "").await;
+    let env = Env::new(b).await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (_, a) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let (_, other) = create_key(&env.http, &env.tg, "acme", &[READ, WRITE]).await;
@@ -266,120 +199,11 @@ async fn two_credentials_are_401_never_500(b: Backend) {
     );
 }
 
-/// What a wrong-secret flood did, and how a valid client fared.
-struct Flood {
-    statuses: Vec<(u16, Option<String>)>,
-    secs: f64,
-    bcrypt_runs: u64,
-    baseline: Vec<Duration>,
-    during: Vec<Duration>,
-}
-
-impl Flood {
-    fn count(&self, status: u16) -> usize {
-        self.statuses.iter().filter(|(s, _)| *s == status).count()
-    }
-
-    fn report(&self, label: &str) {
-        println!(
-            "wrong-secret flood ({label}): {} requests in {:.2} s, {} x 429, {} x 401, {} bcrypt \
-             runs; valid client p99 before {:.2} ms ({} samples), during {:.2} ms ({} samples)",
-            self.statuses.len(),
-            self.secs,
-            self.count(429),
-            self.count(401),
-            self.bcrypt_runs,
-            p99(self.baseline.clone()).as_secs_f64() * 1000.0,
-            self.baseline.len(),
-            p99(self.during.clone()).as_secs_f64() * 1000.0,
-            self.during.len()
-        );
-    }
-}
-
-/// Measures a valid (cached) client's latency alone, then while 1,000
-/// requests with `key_id` and wrong secrets (right shape and checksum)
-/// arrive 32 at a time from other connections, with spoofed
-/// `X-Forwarded-For`. Asserts the valid client always gets 200.
-async fn flood(env: &Env, key_id: &str, valid: &str) -> Flood {
-    let url = env.tg.url(CP);
-    assert_eq!(env.http.get_key(&url, valid).await.status, 200);
-    let mut baseline = Vec::new();
-    for _ in 0..300 {
-        let t = Instant::now();
-        let r = env.http.get_key(&url, valid).await;
-        baseline.push(t.elapsed());
-        assert_eq!(r.status, 200);
-    }
-    let bcrypt_before = env.counter(BCRYPT).await;
-    let started = Instant::now();
-    let task = {
-        let (url, key_id) = (url.clone(), key_id.to_owned());
-        tokio::spawn(async move {
-            let http = Http::default();
-            let mut tasks = Vec::new();
-            for w in 0..32u32 {
-                let (http, url, key_id) = (http.clone(), url.clone(), key_id.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut statuses = Vec::new();
-                    for i in 0..(1000 / 32 + u32::from(w < 1000 % 32)) {
-                        let wrong = tollgate::keys::generate_for(&key_id).unwrap();
-                        let spoof = format!("10.{}.{}.{}", w, i % 250, i / 250);
-                        let r = http
-                            .get(
-                                &url,
-                                &[
-                                    ("x-api-key", wrong.expose()),
-                                    ("x-forwarded-for", spoof.as_str()),
-                                ],
-                            )
-                            .await;
-                        let retry = r.header("retry-after").map(str::to_owned);
-                        statuses.push((r.status.as_u16(), retry));
-                    }
-                    statuses
-                }));
-            }
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.unwrap());
-            }
-            all
-        })
-    };
-    let mut during = Vec::new();
-    while !task.is_finished() || during.len() < 100 {
-        let t = Instant::now();
-        let r = env.http.get_key(&url, valid).await;
-        during.push(t.elapsed());
-        assert_eq!(
-            r.status, 200,
-            "the valid client was refused during the flood"
-        );
-    }
-    let statuses = task.await.unwrap();
-    Flood {
-        statuses,
-        secs: started.elapsed().as_secs_f64(),
-        bcrypt_runs: env.counter(BCRYPT).await - bcrypt_before,
-        baseline,
-        during,
-    }
-}
-
 /// The flood against the default budget: throttled before bcrypt, and the
 /// valid client always gets 200. Prints both p99 figures.
 async fn wrong_secret_flood_is_throttled_and_valid_clients_stay_flat(b: Backend) {
     // A production-like bcrypt cost, so that unthrottled verification would hurt.
-    let env = Env::new(b, "bcrypt_cost = 10\nmax_failures_per_minute = 20", "").await;
-    create_client(
-        &env.http,
-        &env.tg,
-        "acme",
-        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
-    )
-    .await;
-    let (key_id, valid) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
+    let (env, key_id, valid) = flood_target(b, 20).await;
     let f = flood(&env, &key_id, &valid).await;
     f.report(&format!("{b:?} store, bcrypt cost 10, 20 failures/min"));
 
@@ -426,7 +250,10 @@ async fn wrong_secret_flood_is_throttled_and_valid_clients_stay_flat(b: Backend)
 /// throttled, and bcrypt runs once.
 async fn a_new_key_on_many_connections_at_once_is_verified_once_not_throttled(b: Backend) {
     // A verification slow enough (bcrypt cost 10) for the requests to overlap.
-    let env = Env::new(b, "bcrypt_cost = 10\nmax_failures_per_minute = 3", "").await;
+    let env = Env::setup(b)
+        .auth("bcrypt_cost = 10\nmax_failures_per_minute = 3")
+        .start()
+        .await;
     create_client(&env.http, &env.tg, "acme", json!({"per_minute": 1000})).await;
     let (_, secret) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let bcrypt_before = env.counter(BCRYPT).await;
@@ -445,41 +272,15 @@ async fn a_new_key_on_many_connections_at_once_is_verified_once_not_throttled(b:
     assert_eq!(env.counter(&rejections("throttled")).await, 0);
 }
 
-/// For comparison (not part of the suite): the same flood with the budget
-/// set out of reach, so every wrong secret costs a bcrypt verification.
-/// `cargo test --test key_security flood -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn flood_without_the_throttle_for_comparison() {
-    let env = Env::new(
-        Backend::Redis,
-        "bcrypt_cost = 10\nmax_failures_per_minute = 60000",
-        "",
-    )
-    .await;
-    create_client(
-        &env.http,
-        &env.tg,
-        "acme",
-        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
-    )
-    .await;
-    let (key_id, valid) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
-    let f = flood(&env, &key_id, &valid).await;
-    f.report("Redis store, bcrypt cost 10, throttle out of reach");
-    assert_eq!(f.count(401), 1000);
-}
-
 /// Behind a trusted proxy, failures are charged to the client the proxy
 /// names, never to a hop the client wrote itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_hops_decide_the_peer() {
-    let env = Env::new(
-        Backend::Memory,
-        "bcrypt_cost = 4\nmax_failures_per_minute = 3",
-        "trusted_proxies = [\"127.0.0.1/32\"]",
-    )
-    .await;
+    let env = Env::setup(Backend::Memory)
+        .auth("bcrypt_cost = 4\nmax_failures_per_minute = 3")
+        .server("trusted_proxies = [\"127.0.0.1/32\"]")
+        .start()
+        .await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (key_id, _) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let url = env.tg.url(CP);
@@ -518,12 +319,10 @@ async fn trusted_proxy_hops_decide_the_peer() {
 /// never moves its failures elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_forwarded_for_does_not_escape_the_throttle() {
-    let env = Env::new(
-        Backend::Memory,
-        "bcrypt_cost = 4\nmax_failures_per_minute = 3",
-        "",
-    )
-    .await;
+    let env = Env::setup(Backend::Memory)
+        .auth("bcrypt_cost = 4\nmax_failures_per_minute = 3")
+        .start()
+        .await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (key_id, _) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let mut statuses = Vec::new();
@@ -546,7 +345,7 @@ async fn spoofed_forwarded_for_does_not_escape_the_throttle() {
 /// (400) or judged on the path it means (403 without the scope); with the
 /// scope, the upstream receives exactly the normalised path.
 async fn hostile_paths_never_reach_a_scoped_route_without_the_scope(b: Backend) {
-    let env = Env::new(b, "", "").await;
+    let env = Env::new(b).await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (_, no_scope) = create_key(&env.http, &env.tg, "acme", &[READ_KEYS]).await;
     let (_, reader) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
@@ -661,7 +460,7 @@ fn p_has_nul(t: &[u8]) -> bool {
 /// upstream sees the target's host as `Host` and `X-Forwarded-Host`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_targets_are_judged_by_their_path() {
-    let env = Env::new(Backend::Memory, "", "").await;
+    let env = Env::new(Backend::Memory).await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (_, no_scope) = create_key(&env.http, &env.tg, "acme", &[READ_KEYS]).await;
     let (_, reader) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
@@ -698,7 +497,7 @@ async fn absolute_form_targets_are_judged_by_their_path() {
 }
 
 async fn method_and_url_overrides_cannot_change_what_was_authorised(b: Backend) {
-    let env = Env::new(b, "", "").await;
+    let env = Env::new(b).await;
     create_client(&env.http, &env.tg, "acme", json!({})).await;
     let (_, reader) = create_key(&env.http, &env.tg, "acme", &[READ]).await;
     let (_, writer) = create_key(&env.http, &env.tg, "acme", &[WRITE]).await;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::admin::{create_client, create_key, revoke};
 use common::http::Http;
 use common::redis_server::RedisServer;
-use common::tollgate::Tollgate;
+use common::tollgate::{memory_store, redis_store, Parts, Tollgate};
 use common::upstream::Upstream;
 use http::Method;
 use serde::Deserialize;
@@ -420,45 +420,16 @@ fn dashboard_configmap_is_generated_from_the_json_with_the_sidecar_label() {
 // A live tollgate
 // ---------------------------------------------------------------------------
 
-/// A tollgate config with per-client metrics on, a failure budget of two
+/// The test config with per-client metrics on, a failure budget of two
 /// per minute, and the upstream timeout short enough for `/slow/1500`.
 fn tollgate_config(upstream: &str, store: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[upstream]
-url = "{upstream}"
-timeout_ms = 500
-
-{store}
-
-[limits]
-per_minute = 100
-monthly = 10000
-
-[auth]
-scopes = ["{READ}", "write:charge_points"]
-bcrypt_cost = 4
-max_failures_per_minute = 2
-
-[metrics]
-per_client = true
-
-[[routes]]
-path = "{CP}"
-methods = ["GET"]
-scope = "{READ}"
-
-[[routes]]
-path = "{CP}"
-scope = "write:charge_points"
-"#
-    )
+    Parts {
+        upstream: format!("url = \"{upstream}\"\ntimeout_ms = 500"),
+        auth: "bcrypt_cost = 4\nmax_failures_per_minute = 2",
+        extra: "\n[metrics]\nper_client = true",
+        ..Parts::new(upstream, store)
+    }
+    .text()
 }
 
 /// The OpenMetrics exposition in the Prometheus text format that `promtool
@@ -506,10 +477,7 @@ fn openmetrics_conversion_renames_counter_families_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_metrics_pass_promtool_check_metrics_and_are_documented() {
     let upstream = Upstream::start().await;
-    let tg = Tollgate::start(&tollgate_config(
-        &upstream.url(),
-        "[store]\nbackend = \"memory\"",
-    ));
+    let tg = Tollgate::start(&tollgate_config(&upstream.url(), &memory_store()));
     let http = Http::default();
     create_client(&http, &tg, "acme", json!({})).await;
     let (_, key) = create_key(&http, &tg, "acme", &[READ]).await;
@@ -793,10 +761,7 @@ async fn round(http: &Http, tg: &Tollgate, redis: &RedisServer, keys: &Keys, fir
 async fn real_prometheus_evaluates_every_rule_and_dashboard_query_on_live_data() {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
-    let store = format!(
-        "[store]\nbackend = \"redis\"\nurl = \"{}\"\ntimeout_ms = 500",
-        redis.url()
-    );
+    let store = redis_store(&redis.url(), 500);
     let tg = Tollgate::start(&tollgate_config(&upstream.url(), &store));
     let http = Http::default();
     create_client(&http, &tg, "fast", json!({"per_minute": 1})).await;

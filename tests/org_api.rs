@@ -10,10 +10,9 @@ use common::Backend;
 use std::time::{Duration, Instant};
 
 use common::admin::{create_client, create_key};
+use common::env::Env;
 use common::http::{Http, Reply};
-use common::redis_server::RedisServer;
-use common::tollgate::{config, memory_store, redis_store, Tollgate};
-use common::upstream::Upstream;
+use common::tollgate::Tollgate;
 use http::Method;
 use serde_json::{json, Value};
 
@@ -24,34 +23,8 @@ const WRITE_KEYS: &str = "write:api_keys";
 const CP: &str = "/api/v1/charge_points";
 const KEYS: &str = "/api/v1/org/api-keys";
 
-struct Env {
-    upstream: Upstream,
-    redis: Option<RedisServer>,
-    tg: Tollgate,
-    http: Http,
-}
-
+/// The organisation API's calls on the common [`Env`].
 impl Env {
-    async fn new(backend: Backend) -> Env {
-        let upstream = Upstream::start().await;
-        let redis = match backend {
-            Backend::Memory => None,
-            Backend::Redis => Some(RedisServer::start()),
-        };
-        let tg = Tollgate::start(&config(&upstream.url(), &store(&redis), ""));
-        Env {
-            upstream,
-            redis,
-            tg,
-            http: Http::default(),
-        }
-    }
-
-    /// A second tollgate process on the same Redis.
-    fn second_process(&self) -> Tollgate {
-        Tollgate::start(&config(&self.upstream.url(), &store(&self.redis), ""))
-    }
-
     async fn org(&self, method: Method, path: &str, key: &str, body: &str) -> Reply {
         org_on(&self.http, &self.tg, method, path, key, body).await
     }
@@ -67,17 +40,6 @@ impl Env {
         let r = self.org(Method::POST, KEYS, key, &body.to_string()).await;
         assert_eq!(r.status, 201, "{body}: {:?}", r.body);
         r.json()
-    }
-
-    async fn get(&self, path: &str, key: &str) -> Reply {
-        self.http.get_key(&self.tg.url(path), key).await
-    }
-}
-
-fn store(redis: &Option<RedisServer>) -> String {
-    match redis {
-        None => memory_store(),
-        Some(r) => redis_store(&r.url(), 1000),
     }
 }
 

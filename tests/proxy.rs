@@ -10,63 +10,14 @@ use common::Backend;
 use std::time::{Duration, Instant};
 
 use common::admin::{create_client, create_key, revoke, set_status};
-use common::http::Http;
-use common::redis_server::RedisServer;
-use common::tollgate::{config, memory_store, redis_store, Tollgate};
-use common::upstream::Upstream;
+use common::env::Env;
+use common::tollgate::{config, Tollgate};
 use http::Method;
 use serde_json::json;
 
 const READ: &str = "read:charge_points";
 const WRITE: &str = "write:charge_points";
 const CP: &str = "/api/v1/charge_points";
-
-struct Env {
-    upstream: Upstream,
-    redis: Option<RedisServer>,
-    tg: Tollgate,
-    http: Http,
-}
-
-impl Env {
-    async fn new(backend: Backend) -> Env {
-        Env::with_extra(backend, "").await
-    }
-
-    async fn with_extra(backend: Backend, extra: &str) -> Env {
-        let upstream = Upstream::start().await;
-        let redis = match backend {
-            Backend::Memory => None,
-            Backend::Redis => Some(RedisServer::start()),
-        };
-        let store = match &redis {
-            None => memory_store(),
-            Some(r) => redis_store(&r.url(), 500),
-        };
-        let tg = Tollgate::start(&config(&upstream.url(), &store, extra));
-        Env {
-            upstream,
-            redis,
-            tg,
-            http: Http::default(),
-        }
-    }
-
-    /// A client with the given limits and one key holding `scopes`.
-    async fn client(
-        &self,
-        id: &str,
-        limits: serde_json::Value,
-        scopes: &[&str],
-    ) -> (String, String) {
-        create_client(&self.http, &self.tg, id, limits).await;
-        create_key(&self.http, &self.tg, id, scopes).await
-    }
-
-    async fn get(&self, path: &str, key: &str) -> common::http::Reply {
-        self.http.get_key(&self.tg.url(path), key).await
-    }
-}
 
 both_stores!(
     both_credential_forms_are_forwarded_with_identity,
@@ -83,7 +34,7 @@ both_stores!(
 );
 
 async fn both_credential_forms_are_forwarded_with_identity(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (key_id, secret) = env.client("acme", json!({}), &[READ]).await;
     let r = env.get(&format!("{CP}?page=2"), &secret).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -116,7 +67,7 @@ async fn both_credential_forms_are_forwarded_with_identity(b: Backend) {
 }
 
 async fn bad_credentials_are_401_and_not_forwarded(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({}), &[READ]).await;
     // The right shape and checksum, but never issued.
     let unknown = tollgate::keys::generate().expose().to_owned();
@@ -148,7 +99,7 @@ async fn bad_credentials_are_401_and_not_forwarded(b: Backend) {
 }
 
 async fn suspended_client_is_403_with_headers(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({"per_minute": 5}), &[READ]).await;
     assert_eq!(env.get(CP, &secret).await.status, 200);
     set_status(&env.http, &env.tg, "acme", "suspended").await;
@@ -165,7 +116,7 @@ async fn suspended_client_is_403_with_headers(b: Backend) {
 }
 
 async fn missing_scope_is_403_and_not_forwarded(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({"per_minute": 5}), &[READ]).await;
     let r = env
         .http
@@ -205,7 +156,7 @@ async fn missing_scope_is_403_and_not_forwarded(b: Backend) {
 }
 
 async fn remaining_counts_down_then_429(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({"per_minute": 7}), &[READ]).await;
     let mut remaining = Vec::new();
     for _ in 0..7 {
@@ -243,7 +194,7 @@ async fn remaining_counts_down_then_429(b: Backend) {
 }
 
 async fn quota_exhaustion_waits_for_the_first(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({"monthly": 3}), &[READ]).await;
     for _ in 0..3 {
         assert_eq!(env.get(CP, &secret).await.status, 200);
@@ -265,7 +216,7 @@ async fn quota_exhaustion_waits_for_the_first(b: Backend) {
 }
 
 async fn usage_document_is_exact_and_counts_nothing(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env
         .client("acme", json!({"per_minute": 10, "monthly": 50}), &[READ])
         .await;
@@ -309,7 +260,7 @@ async fn usage_document_is_exact_and_counts_nothing(b: Backend) {
 }
 
 async fn revocation_is_immediate(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (key_id, secret) = env.client("acme", json!({}), &[READ]).await;
     assert_eq!(env.get(CP, &secret).await.status, 200);
     revoke(&env.http, &env.tg, &key_id).await;
@@ -318,7 +269,7 @@ async fn revocation_is_immediate(b: Backend) {
 }
 
 async fn upstream_down_is_502_and_slow_is_504(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({}), &[READ]).await;
     let started = Instant::now();
     let r = env.get("/slow/5000", &secret).await;
@@ -331,11 +282,7 @@ async fn upstream_down_is_502_and_slow_is_504(b: Backend) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let store = match &env.redis {
-        None => memory_store(),
-        Some(r) => redis_store(&r.url(), 500),
-    };
-    let tg = Tollgate::start(&config(&dead, &store, ""));
+    let tg = Tollgate::start(&config(&dead, env.store(), ""));
     let (_, secret) = if env.redis.is_some() {
         // Shares the Redis: the key made above works here too.
         (String::new(), secret)
@@ -349,7 +296,7 @@ async fn upstream_down_is_502_and_slow_is_504(b: Backend) {
 }
 
 async fn hop_by_hop_and_credentials_are_stripped(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({}), &[READ]).await;
     let r = env
         .http
@@ -388,7 +335,7 @@ async fn hop_by_hop_and_credentials_are_stripped(b: Backend) {
 }
 
 async fn admin_api_needs_the_token_and_is_not_public(b: Backend) {
-    let env = Env::new(b).await;
+    let env = Env::setup(b).redis_timeout_ms(500).start().await;
     let (_, secret) = env.client("acme", json!({}), &[READ]).await;
     let r = env
         .http

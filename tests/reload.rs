@@ -13,9 +13,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::admin::{call, create_client, create_key};
+use common::env::Env;
 use common::http::{Http, Reply};
 use common::tollgate::{config, memory_store, Tollgate};
 use common::upstream::Upstream;
+use common::Backend;
 use http::Method;
 use serde_json::json;
 
@@ -45,27 +47,25 @@ fn write_atomic(path: &Path, content: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-struct Env {
-    upstream: Upstream,
-    tg: Tollgate,
-    http: Http,
+/// The common [`Env`] on a memory store, with client `acme` and its read key.
+struct Live {
+    env: Env,
     secret: String,
 }
 
-impl Env {
+impl std::ops::Deref for Live {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
+
+impl Live {
     /// tollgate on `text` (with `{upstream}` filled in), client `acme` with a read key.
-    async fn start(text: &str) -> Env {
-        let upstream = Upstream::start().await;
-        let tg = Tollgate::start(&text.replace("{upstream}", &upstream.url()));
-        let http = Http::default();
-        create_client(&http, &tg, "acme", json!({})).await;
-        let (_, secret) = create_key(&http, &tg, "acme", &[READ]).await;
-        Env {
-            upstream,
-            tg,
-            http,
-            secret,
-        }
+    async fn start(text: &str) -> Live {
+        let env = Env::setup(Backend::Memory).text(text).start().await;
+        let (_, secret) = env.client("acme", json!({}), &[READ]).await;
+        Live { env, secret }
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -105,11 +105,6 @@ impl Env {
         }
     }
 
-    async fn metrics(&self) -> String {
-        let r = self.http.get(&self.tg.admin_url("/metrics"), &[]).await;
-        String::from_utf8_lossy(&r.body).into_owned()
-    }
-
     /// Polls `path` until `pred` holds for the reply; panics at the deadline.
     async fn until(&self, path: &str, what: &str, pred: impl Fn(&Reply) -> bool) -> Reply {
         let deadline = Instant::now() + DEADLINE;
@@ -141,7 +136,7 @@ fn metric_line(metrics: &str, series: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_default_per_minute_limit() {
     let base = text("{upstream}", &[], SIGNAL_ONLY);
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     let r = env.get(CP).await;
     assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
 
@@ -168,7 +163,7 @@ async fn sighup_reloads_the_default_per_minute_limit() {
 async fn a_changed_file_reloads_routes_without_a_signal() {
     let route = "\n[[routes]]\npath = \"/private\"\nscope = \"write:charge_points\"\n";
     let base = text("{upstream}", &[], &format!("{route}{WATCH_FAST}"));
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     let r = env.get("/private/x").await;
     assert_eq!(r.status, 403, "{:?}", r.body);
 
@@ -188,7 +183,7 @@ async fn a_changed_file_reloads_routes_without_a_signal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_adds_scopes_that_keys_may_then_hold() {
     let base = text("{upstream}", &[], SIGNAL_ONLY);
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     let new_key = || {
         call(
             &env.http,
@@ -215,7 +210,7 @@ async fn a_reload_adds_scopes_that_keys_may_then_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changes_the_upstream_timeout() {
     let base = text("{upstream}", &[], SIGNAL_ONLY);
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     // timeout_ms = 2000 in the test config.
     assert_eq!(env.get("/slow/800").await.status, 200);
     env.rewrite(&base.replace("timeout_ms = 2000", "timeout_ms = 200"));
@@ -233,7 +228,7 @@ async fn a_reload_changes_the_log_level() {
     // The start-up and reload lines stay visible; access lines (info) do not.
     let quiet = "\n[log]\nlevel = \"warn,tollgate::server=info,tollgate::reload=info\"\n";
     let base = text("{upstream}", &[], &format!("{quiet}{SIGNAL_ONLY}"));
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     assert_eq!(env.get("/before").await.status, 200);
 
     env.rewrite(&base.replace(
@@ -255,7 +250,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
         &[("\nper_minute = 100", "\nper_minute = 5")],
         SIGNAL_ONLY,
     );
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     assert_eq!(env.get(CP).await.header("x-ratelimit-limit"), Some("5"));
 
     let broken = base
@@ -360,7 +355,7 @@ async fn a_configmap_symlink_swap_is_picked_up_without_a_signal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_change_is_reported_as_needing_a_restart() {
     let base = text("{upstream}", &[], SIGNAL_ONLY);
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let other = free.local_addr().unwrap();
     drop(free);
@@ -445,7 +440,7 @@ fn upload(key: &str, n: usize, chunked: bool) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_moves_the_body_limit_with_and_without_content_length() {
     let base = with_server(&text("{upstream}", &[], SIGNAL_ONLY), "max_body_bytes = 10");
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     let statuses = || async {
         (
             raw_status(env.tg.public, &upload(&env.secret, 100, false)).await,
@@ -512,7 +507,7 @@ async fn a_reload_turns_websocket_tunnelling_on_and_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_turns_the_ietf_headers_on() {
     let base = text("{upstream}", &[], SIGNAL_ONLY);
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     let r = env.get(CP).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-policy"), None);
@@ -535,7 +530,7 @@ async fn every_restart_only_change_is_reported_and_the_running_value_kept() {
         &text("{upstream}", &[], SIGNAL_ONLY),
         "max_header_bytes = 32768",
     );
-    let env = Env::start(&base).await;
+    let env = Live::start(&base).await;
     let free = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()

@@ -9,6 +9,7 @@ use common::admin::{create_client, create_key, revoke};
 use common::http::Http;
 use common::redis_server::RedisServer;
 use common::tollgate::{config, redis_store, Tollgate};
+use common::two::{exact_limit, start_two};
 use common::upstream::Upstream;
 use serde_json::json;
 
@@ -18,8 +19,7 @@ async fn two_processes(timeout_ms: u64) -> (Upstream, RedisServer, Tollgate, Tol
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let cfg = config(&upstream.url(), &redis_store(&redis.url(), timeout_ms), "");
-    let a = Tollgate::start(&cfg);
-    let b = Tollgate::start(&cfg);
+    let (a, b) = start_two(&cfg);
     (upstream, redis, a, b)
 }
 
@@ -27,35 +27,7 @@ async fn two_processes(timeout_ms: u64) -> (Upstream, RedisServer, Tollgate, Tol
 async fn eighty_concurrent_requests_across_two_processes_admit_exactly_the_limit() {
     let (upstream, _redis, a, b) = two_processes(1000).await;
     let http = Http::default();
-    create_client(&http, &a, "acme", json!({"per_minute": 25})).await;
-    let (_, secret) = create_key(&http, &a, "acme", &["read:charge_points"]).await;
-    // Warm both processes' verification caches without spending the limit.
-    for tg in [&a, &b] {
-        assert_eq!(
-            http.get_key(&tg.url("/api/v1/client/usage"), &secret)
-                .await
-                .status,
-            200
-        );
-    }
-    let mut tasks = Vec::new();
-    for i in 0..80 {
-        let url = if i % 2 == 0 { a.url(CP) } else { b.url(CP) };
-        let (http, secret) = (http.clone(), secret.clone());
-        tasks.push(tokio::spawn(async move {
-            http.get_key(&url, &secret).await.status.as_u16()
-        }));
-    }
-    let mut ok = 0;
-    let mut limited = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            200 => ok += 1,
-            429 => limited += 1,
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    assert_eq!((ok, limited), (25, 55));
+    exact_limit(&http, &a, &b, &upstream, "acme").await;
     assert_eq!(upstream.count(), 25);
 }
 

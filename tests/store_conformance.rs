@@ -13,6 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::records::{self, client};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use common::tls_redis::{Pki, TlsRedisCluster};
@@ -185,31 +186,9 @@ conformance!(
 
 // ---------------------------------------------------------------- fixtures
 
-fn client(id: &str) -> Client {
-    Client {
-        id: id.into(),
-        name: format!("{id} Ltd"),
-        status: ClientStatus::Active,
-        per_minute: None,
-        monthly: None,
-        created_at: 1_770_000_000,
-    }
-}
-
+/// A key of the conformance cases: scopes `read:things` and `read:api_keys`.
 fn key(id: &str, client_id: &str, name: &str) -> KeyRecord {
-    KeyRecord {
-        id: id.into(),
-        client_id: client_id.into(),
-        name: name.into(),
-        scopes: vec!["read:things".into(), "read:api_keys".into()],
-        hash: "$2b$04$abcdefghijklmnopqrstuv0123456789012345678901234567890".into(),
-        prefix: "sk_live_abcd".into(),
-        gen: 1,
-        created_at: 1_770_000_100,
-        expires_at: None,
-        last_used_at: None,
-        previous: None,
-    }
+    records::key(id, client_id, name, &["read:things", "read:api_keys"])
 }
 
 /// Client `acme` with the given limits (None: defaults) and key `key_a`.
@@ -1155,126 +1134,6 @@ async fn redis_key_layout() {
             "tg:{c:acme}:win",
         ]
     );
-}
-
-/// Measures the admit script and a busy window's memory; prints the numbers
-/// quoted in docs/rate-limiting.md. Run with
-/// `cargo test --test store_conformance -- --ignored --nocapture measure`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn measure_admit_script_and_window_memory() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let store: SharedStore = Arc::new(
-        RedisStore::new(
-            &server.url(),
-            STORE_TIMEOUT,
-            TimeSource::Clock(clock.clone()),
-        )
-        .unwrap(),
-    );
-    let mut c = client("acme");
-    c.per_minute = Some(1_000_000);
-    c.monthly = Some(100_000_000);
-    store.create_client(&c).await.unwrap();
-    store
-        .create_key(&key("key_a", "acme", "default"))
-        .await
-        .unwrap();
-    let raw = redis::Client::open(server.url()).unwrap();
-    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .exec_async(&mut raw)
-        .await
-        .unwrap();
-
-    // 10 requests a second for 10 minutes: every admission expires one
-    // bucket a second and the window always holds 61 buckets.
-    let started = Instant::now();
-    let calls = 6_000;
-    for i in 0..calls {
-        clock.set_ms(T0 + i * 100);
-        assert_eq!(admit(&store).await.verdict, Verdict::Admitted);
-    }
-    let elapsed = started.elapsed();
-    let memory: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg("tg:{c:acme}:win")
-        .arg("SAMPLES")
-        .arg(0)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let fields: i64 = redis::cmd("HLEN")
-        .arg("tg:{c:acme}:win")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let client_mem: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg("tg:{c:acme}:client")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let key_mem: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg("tg:{c:acme}:key:key_a")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let version: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    println!(
-        "{}",
-        version
-            .lines()
-            .find(|l| l.starts_with("redis_version"))
-            .unwrap_or("")
-    );
-    println!("window: {fields} fields, MEMORY USAGE {memory} bytes");
-    println!("client hash: {client_mem} bytes, key hash: {key_mem} bytes");
-    println!(
-        "{calls} admits in {elapsed:?} ({:?} per call, round trip included)",
-        elapsed / calls as u32
-    );
-    for line in stats.lines().filter(|l| l.contains("evalsha")) {
-        println!("admitted path: {line}");
-    }
-
-    // The same traffic against a limit of 50 a minute: most calls are
-    // refusals, which walk the buckets to find the retry instant.
-    let patch = ClientPatch {
-        per_minute: Some(50),
-        ..ClientPatch::default()
-    };
-    store.update_client("acme", &patch).await.unwrap();
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .exec_async(&mut raw)
-        .await
-        .unwrap();
-    let mut refused = 0;
-    for i in calls..2 * calls {
-        clock.set_ms(T0 + i * 100);
-        refused += usize::from(admit(&store).await.verdict == Verdict::RateLimited);
-    }
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    for line in stats.lines().filter(|l| l.contains("evalsha")) {
-        println!("{refused} of {calls} refused: {line}");
-    }
 }
 
 /// Both backends give the same decision, field for field, on a long random

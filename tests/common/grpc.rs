@@ -492,39 +492,26 @@ pub fn with_key<T>(key: &str, body: T) -> Request<T> {
     req
 }
 
-/// A tollgate config for gRPC tests: `upstream` lines, then `extra`.
-pub fn config(upstream: &str, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[upstream]
-{upstream}
-
-[store]
-backend = "memory"
-
-[limits]
-per_minute = 100
-monthly = 10000
-
-[auth]
-scopes = ["echo:call", "other:thing"]
-{auth}
-
-[[routes]]
+/// The routes of the gRPC tests: `test.Echo` needs `echo:call`, `test.Forbidden`
+/// a scope the test keys never hold.
+const ROUTES: &str = r#"[[routes]]
 path = "/test.Echo"
 scope = "echo:call"
 
 [[routes]]
 path = "/test.Forbidden"
-scope = "other:thing"
-{extra}
-"#,
-        auth = super::tollgate::AUTH_TUNING,
-    )
+scope = "other:thing""#;
+
+/// The test config ([`super::tollgate::Parts`]) for gRPC tests, memory store:
+/// `upstream` lines, the gRPC scopes and routes, then `extra`.
+pub fn config(upstream: &str, extra: &str) -> String {
+    let store = super::tollgate::memory_store();
+    super::tollgate::Parts {
+        upstream: upstream.to_owned(),
+        scopes: &["echo:call", "other:thing"],
+        routes: ROUTES,
+        extra,
+        ..super::tollgate::Parts::new("", &store)
+    }
+    .text()
 }

@@ -27,13 +27,17 @@ macro_rules! both_stores {
 }
 
 pub mod admin;
+pub mod env;
 pub mod fault_proxy;
+pub mod flood;
 pub mod grpc;
 pub mod http;
 pub mod raw_upstream;
+pub mod records;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod tls;
 pub mod tls_redis;
 pub mod tollgate;
+pub mod two;
 pub mod upstream;

@@ -6,11 +6,13 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(30);
+/// How long one `redis-server` may take to answer after it starts.
+const READY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One `redis-server` process (a cluster node, a replica or a sentinel).
 #[derive(Debug)]
@@ -35,60 +37,98 @@ impl Drop for Node {
 }
 
 /// A port that is free, and (for cluster nodes) whose bus port +10000 is too.
-fn free_port(with_bus: bool) -> u16 {
+pub fn free_port(with_bus: bool) -> u16 {
     for _ in 0..100 {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("bind 127.0.0.1:0");
-        if !with_bus {
-            return port;
-        }
-        if port < 55_000 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok() {
+        if !with_bus
+            || (port < 55_000 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok())
+        {
             return port;
         }
     }
     panic!("no free port pair");
 }
 
-/// Starts `redis-server` with `args` on a free port and waits for `PING`.
-fn spawn(dir: &Path, with_bus: bool, args: impl Fn(u16) -> Vec<String>) -> Node {
+/// Starts `redis-server` with `args(ports)` in `dir` on ports from `pick`
+/// (its stdout to `log(ports)`), and waits until `ready(ports)`; when the
+/// process exits first (a port was taken meanwhile) or is not ready within
+/// 10 s, tries other ports, ten times at most. `what` names it in the panic.
+pub fn spawn_ready<P: Copy>(
+    dir: &Path,
+    what: &str,
+    pick: impl Fn() -> P,
+    log: impl Fn(P) -> PathBuf,
+    args: impl Fn(P) -> Vec<String>,
+    ready: impl Fn(P) -> bool,
+) -> (Child, P) {
+    let mut last = String::new();
     for _ in 0..10 {
-        let port = free_port(with_bus);
-        let log = std::fs::File::create(dir.join(format!("redis-{port}.log"))).expect("log file");
+        let ports = pick();
+        let log_path = log(ports);
+        let log_file = std::fs::File::create(&log_path).expect("log file");
         let mut child = Command::new("redis-server")
-            .args(args(port))
+            .args(args(ports))
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(log)
+            .stdout(log_file)
             .stderr(Stdio::null())
             .spawn()
             .expect("run redis-server (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + READY_DEADLINE;
         loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // port taken meanwhile: try another
+            if let Ok(Some(status)) = child.try_wait() {
+                last = format!(
+                    "exited with {status}: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+                break; // a port was taken meanwhile: try others
             }
-            if cli(port, &["PING"]).as_deref() == Some("PONG") {
-                return Node {
-                    port,
-                    child: Some(child),
-                };
+            if ready(ports) {
+                return (child, ports);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
+                last = "not ready in time".into();
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    panic!("redis-server did not start");
+    panic!("{what} did not start: {last}");
+}
+
+/// Starts `redis-server` with `args` on a free port and waits for `PING`.
+fn spawn(dir: &Path, with_bus: bool, args: impl Fn(u16) -> Vec<String>) -> Node {
+    let (child, port) = spawn_ready(
+        dir,
+        "redis-server",
+        || free_port(with_bus),
+        |port| dir.join(format!("redis-{port}.log")),
+        args,
+        |port| cli(port, &["PING"]).as_deref() == Some("PONG"),
+    );
+    Node {
+        port,
+        child: Some(child),
+    }
 }
 
 /// `redis-cli -p port args…`; the trimmed output, `None` when it failed.
 pub fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
+    cli_tls(port, None, args)
+}
+
+/// [`cli`], over TLS verified with `ca` when given.
+pub fn cli_tls(port: u16, ca: Option<&Path>, args: &[&str]) -> Option<String> {
+    let mut cmd = Command::new("redis-cli");
+    if let Some(ca) = ca {
+        cmd.args(["--tls", "--cacert"]).arg(ca);
+    }
+    let out = cmd
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
@@ -111,7 +151,8 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn base_args(port: u16) -> Vec<String> {
+/// The arguments every test server gets: loopback, no persistence, foreground.
+pub fn base_args(port: u16) -> Vec<String> {
     [
         "--port",
         &port.to_string(),
@@ -131,6 +172,43 @@ fn base_args(port: u16) -> Vec<String> {
 
 // ---------------------------------------------------------------- Cluster
 
+/// The arguments that make a node on `port` a cluster node.
+pub fn cluster_args(port: u16) -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        &format!("nodes-{port}.conf"),
+        "--cluster-node-timeout",
+        "2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `redis-cli --cluster create` over the nodes on `ports` (plain ports),
+/// with `replicas` replicas per primary; waits until each says
+/// `cluster_state:ok`.
+pub fn create_cluster(ports: &[u16], replicas: u32) {
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli --cluster create");
+    assert!(status.success(), "redis-cli --cluster create failed");
+    for &port in ports {
+        wait_for("cluster_state:ok", || {
+            cli(port, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+        });
+    }
+}
+
 /// Six nodes, three primaries with one replica each, all slots covered.
 #[derive(Debug)]
 pub struct RedisCluster {
@@ -145,36 +223,13 @@ impl RedisCluster {
             .map(|_| {
                 spawn(dir.path(), true, |port| {
                     let mut a = base_args(port);
-                    a.extend(
-                        [
-                            "--cluster-enabled",
-                            "yes",
-                            "--cluster-config-file",
-                            &format!("nodes-{port}.conf"),
-                            "--cluster-node-timeout",
-                            "2000",
-                        ]
-                        .iter()
-                        .map(|s| s.to_string()),
-                    );
+                    a.extend(cluster_args(port));
                     a
                 })
             })
             .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let status = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli --cluster create");
-        assert!(status.success(), "redis-cli --cluster create failed");
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        create_cluster(&ports, 1);
         let cluster = RedisCluster { nodes, _dir: dir };
         cluster.wait_healthy();
         cluster
@@ -304,6 +359,60 @@ fn port_of(addr: &str) -> u16 {
 
 pub const MASTER_NAME: &str = "tgmaster";
 
+/// How a helper talks to a sentinel: `(port, args)` → trimmed output.
+pub type SentinelCli<'a> = &'a dyn Fn(u16, &[&str]) -> Option<String>;
+
+/// A sentinel config's `sentinel` lines: watch `master` at 127.0.0.1:`port`,
+/// quorum 2, down after 1 s, failover timeout 10 s.
+pub fn sentinel_monitor(master: &str, port: u16) -> String {
+    format!(
+        "sentinel monitor {master} 127.0.0.1 {port} 2\n\
+         sentinel down-after-milliseconds {master} 1000\n\
+         sentinel failover-timeout {master} 10000\n"
+    )
+}
+
+/// Waits until every sentinel on `ports` sees `master`'s replica and two peers.
+pub fn wait_sentinels_ready(ports: &[u16], master: &str, cli: SentinelCli) {
+    for &port in ports {
+        wait_for("sentinel sees the replica and its peers", || {
+            let replicas = cli(port, &["SENTINEL", "REPLICAS", master]);
+            let peers = cli(port, &["SENTINEL", "SENTINELS", master]);
+            replicas.is_some_and(|r| r.contains("slave"))
+                && peers.is_some_and(|p| p.matches("sentinel").count() >= 2)
+        });
+    }
+}
+
+/// The port the sentinel on `port` names as `master`'s primary.
+pub fn named_primary(port: u16, master: &str, cli: SentinelCli) -> u16 {
+    let addr = cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", master])
+        .expect("get-master-addr-by-name");
+    addr.lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a port")
+}
+
+/// `SENTINEL FAILOVER` through the first of `ports`, then waits until every
+/// sentinel names `new` as primary and the node (administered on
+/// `new_admin`) says it is one.
+pub fn sentinel_failover(ports: &[u16], master: &str, new: u16, new_admin: u16, cli: SentinelCli) {
+    assert_eq!(
+        cli(ports[0], &["SENTINEL", "FAILOVER", master]).as_deref(),
+        Some("OK")
+    );
+    wait_for("sentinels name the new primary", || {
+        ports.iter().all(|&s| {
+            cli(s, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", master])
+                .is_some_and(|a| a.lines().nth(1) == Some(new.to_string().as_str()))
+        })
+    });
+    wait_for("new primary", || {
+        self::cli(new_admin, &["ROLE"]).is_some_and(|r| r.lines().next() == Some("master"))
+    });
+}
+
 /// A primary, a replica and three sentinels watching them.
 #[derive(Debug)]
 pub struct RedisSentinel {
@@ -341,10 +450,8 @@ impl RedisSentinel {
                     std::fs::write(
                         &conf,
                         format!(
-                            "port {port}\nbind 127.0.0.1\ndaemonize no\n\
-                             sentinel monitor {MASTER_NAME} 127.0.0.1 {p} 2\n\
-                             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-                             sentinel failover-timeout {MASTER_NAME} 10000\n"
+                            "port {port}\nbind 127.0.0.1\ndaemonize no\n{}",
+                            sentinel_monitor(MASTER_NAME, p)
                         ),
                     )
                     .expect("sentinel.conf");
@@ -357,14 +464,8 @@ impl RedisSentinel {
             sentinels,
             dir,
         };
-        for n in &s.sentinels {
-            wait_for("sentinel sees the replica and its peers", || {
-                let replicas = cli(n.port, &["SENTINEL", "REPLICAS", MASTER_NAME]);
-                let peers = cli(n.port, &["SENTINEL", "SENTINELS", MASTER_NAME]);
-                replicas.is_some_and(|r| r.contains("slave"))
-                    && peers.is_some_and(|p| p.matches("sentinel").count() >= 2)
-            });
-        }
+        let ports: Vec<u16> = s.sentinels.iter().map(|n| n.port).collect();
+        wait_sentinels_ready(&ports, MASTER_NAME, &cli);
         s
     }
 
@@ -377,15 +478,7 @@ impl RedisSentinel {
 
     /// The port the sentinels name as primary.
     pub fn primary_port(&self) -> u16 {
-        let addr = cli(
-            self.sentinels[0].port,
-            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
-        )
-        .expect("get-master-addr-by-name");
-        addr.lines()
-            .nth(1)
-            .and_then(|p| p.trim().parse().ok())
-            .expect("a port")
+        named_primary(self.sentinels[0].port, MASTER_NAME, &cli)
     }
 
     /// `SENTINEL FAILOVER`, then waits until the sentinels name the other
@@ -398,26 +491,8 @@ impl RedisSentinel {
             .map(|n| n.port)
             .find(|&p| p != old)
             .expect("the replica");
-        assert_eq!(
-            cli(
-                self.sentinels[0].port,
-                &["SENTINEL", "FAILOVER", MASTER_NAME]
-            )
-            .as_deref(),
-            Some("OK")
-        );
-        wait_for("sentinels name the new primary", || {
-            self.sentinels.iter().all(|s| {
-                cli(
-                    s.port,
-                    &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
-                )
-                .is_some_and(|a| a.lines().nth(1) == Some(new.to_string().as_str()))
-            })
-        });
-        wait_for("new primary", || {
-            cli(new, &["ROLE"]).is_some_and(|r| r.lines().next() == Some("master"))
-        });
+        let ports: Vec<u16> = self.sentinels.iter().map(|n| n.port).collect();
+        sentinel_failover(&ports, MASTER_NAME, new, new, &cli);
         (old, new)
     }
 }

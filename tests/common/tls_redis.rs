@@ -8,19 +8,18 @@
 //! (readiness, `redis-cli` administration); tollgate is given the TLS port.
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
 
-use super::redis_cluster::{cli, wait_for};
-
-const READY_DEADLINE: Duration = Duration::from_secs(10);
+use super::redis_cluster::{
+    base_args, cli, cli_tls, cluster_args, create_cluster, free_port, named_primary,
+    sentinel_failover, sentinel_monitor, spawn_ready, wait_for, wait_sentinels_ready,
+};
 
 /// A server certificate and its key, as files.
 #[derive(Debug, Clone)]
@@ -157,35 +156,27 @@ impl TlsOptions {
     }
 
     fn args(&self, plain: u16, tls: u16) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--port",
-            &plain.to_string(),
-            "--tls-port",
-            &tls.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--tls-cert-file",
-            &self.cert.cert.display().to_string(),
-            "--tls-key-file",
-            &self.cert.key.display().to_string(),
-            "--tls-ca-cert-file",
-            &self.ca.display().to_string(),
-            "--tls-auth-clients",
-            if self.require_client_cert {
-                "yes"
-            } else {
-                "no"
-            },
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut a = base_args(plain);
+        a.extend(
+            [
+                "--tls-port",
+                &tls.to_string(),
+                "--tls-cert-file",
+                &self.cert.cert.display().to_string(),
+                "--tls-key-file",
+                &self.cert.key.display().to_string(),
+                "--tls-ca-cert-file",
+                &self.ca.display().to_string(),
+                "--tls-auth-clients",
+                if self.require_client_cert {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         a.extend(self.extra.iter().cloned());
         a
     }
@@ -217,47 +208,23 @@ impl TlsRedis {
         {
             panic!("cannot run redis-server: install it, e.g. `apt-get install redis-server`");
         }
-        let mut last = String::new();
-        for _ in 0..10 {
-            let (plain, tls) = (free_port(with_bus), free_port(false));
-            let log_path = dir.join(format!("redis-{plain}.log"));
-            let log = std::fs::File::create(&log_path).expect("log file");
-            let mut child = Command::new("redis-server")
-                .args(args(plain, tls))
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("run redis-server");
-            let deadline = Instant::now() + READY_DEADLINE;
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last = format!(
-                        "exited with {status}: {}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
-                    break; // a port was taken meanwhile: try others
-                }
-                // A server with a password answers, and refuses: up as well.
-                if cli(plain, &["PING"]).is_some_and(|r| r == "PONG" || r.starts_with("NOAUTH")) {
-                    return TlsRedis {
-                        plain,
-                        tls,
-                        child: Some(child),
-                        dir: dir.to_owned(),
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last = "no PONG in time".into();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let (child, (plain, tls)) = spawn_ready(
+            dir,
+            "redis-server with TLS",
+            || (free_port(with_bus), free_port(false)),
+            |(plain, _)| dir.join(format!("redis-{plain}.log")),
+            |(plain, tls)| args(plain, tls),
+            // A server with a password answers, and refuses: up as well.
+            |(plain, _)| {
+                cli(plain, &["PING"]).is_some_and(|r| r == "PONG" || r.starts_with("NOAUTH"))
+            },
+        );
+        TlsRedis {
+            plain,
+            tls,
+            child: Some(child),
+            dir: dir.to_owned(),
         }
-        panic!("redis-server with TLS did not start: {last}");
     }
 
     /// `rediss://host:<tls port>/`.
@@ -289,22 +256,6 @@ impl Drop for TlsRedis {
     }
 }
 
-/// A free port; with `with_bus`, one whose +10000 (cluster bus) is free too.
-fn free_port(with_bus: bool) -> u16 {
-    for _ in 0..100 {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind 127.0.0.1:0");
-        if !with_bus
-            || (port < 55_000 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok())
-        {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
 // ---------------------------------------------------------------- Cluster
 
 /// Three primaries (no replicas), all slots covered, `--tls-cluster yes`:
@@ -324,45 +275,17 @@ impl TlsRedisCluster {
                     dir.path(),
                     |plain, tls| {
                         let mut a = options.args(plain, tls);
-                        a.extend(
-                            [
-                                "--cluster-enabled",
-                                "yes",
-                                "--cluster-config-file",
-                                &format!("nodes-{plain}.conf"),
-                                "--cluster-node-timeout",
-                                "2000",
-                                "--tls-cluster",
-                                "yes",
-                            ]
-                            .iter()
-                            .map(|s| s.to_string()),
-                        );
+                        a.extend(cluster_args(plain));
+                        a.extend(["--tls-cluster".into(), "yes".into()]);
                         a
                     },
                     true,
                 )
             })
             .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.plain))
-            .collect();
-        let status = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli --cluster create");
-        assert!(status.success(), "redis-cli --cluster create failed");
-        for n in &nodes {
-            wait_for("cluster_state:ok over the TLS bus", || {
-                cli(n.plain, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
-            });
-        }
+        // Over the TLS bus.
+        let ports: Vec<u16> = nodes.iter().map(|n| n.plain).collect();
+        create_cluster(&ports, 0);
         TlsRedisCluster { nodes, _dir: dir }
     }
 
@@ -420,86 +343,46 @@ impl TlsRedisSentinel {
         for _ in 0..3 {
             s.spawn_sentinel(pki);
         }
-        for &port in &s.sentinel_ports {
-            wait_for("sentinel sees the replica and its peers", || {
-                let replicas = s.sentinel_cli(port, &["SENTINEL", "REPLICAS", TLS_MASTER_NAME]);
-                let peers = s.sentinel_cli(port, &["SENTINEL", "SENTINELS", TLS_MASTER_NAME]);
-                replicas.is_some_and(|r| r.contains("slave"))
-                    && peers.is_some_and(|p| p.matches("sentinel").count() >= 2)
-            });
-        }
+        let cli = |port: u16, args: &[&str]| s.sentinel_cli(port, args);
+        wait_sentinels_ready(&s.sentinel_ports, TLS_MASTER_NAME, &cli);
         s
     }
 
     /// A sentinel on a TLS port only (`port 0`), monitoring the primary's TLS port.
     fn spawn_sentinel(&mut self, pki: &Pki) {
         let p = self.data[0].tls;
-        for _ in 0..10 {
-            let port = free_port(false);
-            let conf = self.dir.path().join(format!("sentinel-{port}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\n\
-                     tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
-                     tls-auth-clients no\ntls-replication yes\n\
-                     sentinel monitor {TLS_MASTER_NAME} 127.0.0.1 {p} 2\n\
-                     sentinel down-after-milliseconds {TLS_MASTER_NAME} 1000\n\
-                     sentinel failover-timeout {TLS_MASTER_NAME} 10000\n",
-                    pki.server.cert.display(),
-                    pki.server.key.display(),
-                    pki.ca_file.display(),
-                ),
-            )
-            .expect("sentinel.conf");
-            let log = std::fs::File::create(self.dir.path().join(format!("sentinel-{port}.log")))
-                .expect("log");
-            let mut child = Command::new("redis-server")
-                .arg(&conf)
-                .arg("--sentinel")
-                .current_dir(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("run redis-server --sentinel");
-            let deadline = Instant::now() + READY_DEADLINE;
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if self.sentinel_cli(port, &["PING"]).as_deref() == Some("PONG") {
-                    self.sentinels.push(child);
-                    self.sentinel_ports.push(port);
-                    return;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("sentinel with TLS did not start");
+        let dir = self.dir.path().to_owned();
+        let (child, port) = spawn_ready(
+            &dir,
+            "sentinel with TLS",
+            || free_port(false),
+            |port| dir.join(format!("sentinel-{port}.log")),
+            |port| {
+                let conf = dir.join(format!("sentinel-{port}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\n\
+                         tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                         tls-auth-clients no\ntls-replication yes\n{}",
+                        pki.server.cert.display(),
+                        pki.server.key.display(),
+                        pki.ca_file.display(),
+                        sentinel_monitor(TLS_MASTER_NAME, p),
+                    ),
+                )
+                .expect("sentinel.conf");
+                vec![conf.display().to_string(), "--sentinel".into()]
+            },
+            |port| self.sentinel_cli(port, &["PING"]).as_deref() == Some("PONG"),
+        );
+        self.sentinels.push(child);
+        self.sentinel_ports.push(port);
     }
 
     /// `redis-cli --tls` against a sentinel; the trimmed output, `None` on failure.
     pub fn sentinel_cli(&self, port: u16, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["--tls", "--cacert"])
-            .arg(&self.ca)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (!text.starts_with("Could not connect") && !text.starts_with("ERR")).then_some(text)
+        cli_tls(port, Some(&self.ca), args)
     }
 
     pub fn sentinel_urls(&self) -> Vec<String> {
@@ -511,16 +394,8 @@ impl TlsRedisSentinel {
 
     /// The TLS port the sentinels name as primary.
     pub fn primary_port(&self) -> u16 {
-        let addr = self
-            .sentinel_cli(
-                self.sentinel_ports[0],
-                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", TLS_MASTER_NAME],
-            )
-            .expect("get-master-addr-by-name");
-        addr.lines()
-            .nth(1)
-            .and_then(|p| p.trim().parse().ok())
-            .expect("a port")
+        let cli = |port: u16, args: &[&str]| self.sentinel_cli(port, args);
+        named_primary(self.sentinel_ports[0], TLS_MASTER_NAME, &cli)
     }
 
     /// The plain (admin) port of the data node on TLS port `tls`.
@@ -541,23 +416,14 @@ impl TlsRedisSentinel {
             .iter()
             .find(|n| n.tls != old)
             .expect("the replica");
-        assert_eq!(
-            self.sentinel_cli(
-                self.sentinel_ports[0],
-                &["SENTINEL", "FAILOVER", TLS_MASTER_NAME]
-            )
-            .as_deref(),
-            Some("OK")
+        let cli = |port: u16, args: &[&str]| self.sentinel_cli(port, args);
+        sentinel_failover(
+            &self.sentinel_ports,
+            TLS_MASTER_NAME,
+            new.tls,
+            new.plain,
+            &cli,
         );
-        wait_for("sentinels name the new primary", || {
-            self.sentinel_ports.iter().all(|&s| {
-                self.sentinel_cli(s, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", TLS_MASTER_NAME])
-                    .is_some_and(|a| a.lines().nth(1) == Some(new.tls.to_string().as_str()))
-            })
-        });
-        wait_for("new primary", || {
-            cli(new.plain, &["ROLE"]).is_some_and(|r| r.lines().next() == Some("master"))
-        });
         (old, new.tls)
     }
 }

@@ -18,10 +18,65 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-5f2c";
 /// tests of other things may fail authentication from 127.0.0.1 freely.
 pub const AUTH_TUNING: &str = "bcrypt_cost = 4\nmax_failures_per_minute = 10000";
 
-/// The config a test starts from; `extra` is appended verbatim (routes etc.).
-pub fn config(upstream: &str, store: &str, extra: &str) -> String {
-    format!(
-        r#"
+/// The test config's scopes.
+pub const SCOPES: &[&str] = &["read:charge_points", "write:charge_points"];
+
+/// The test config's routes: `GET` needs the read scope, the writing
+/// methods the write scope.
+pub const ROUTES: &str = r#"[[routes]]
+path = "/api/v1/charge_points"
+methods = ["GET"]
+scope = "read:charge_points"
+
+[[routes]]
+path = "/api/v1/charge_points"
+methods = ["POST", "PUT", "PATCH", "DELETE"]
+scope = "write:charge_points""#;
+
+/// The parts of the test config a test may change; [`Parts::new`] gives
+/// those of [`config`].
+pub struct Parts<'a> {
+    /// The lines of `[upstream]`.
+    pub upstream: String,
+    /// The `[store]` section.
+    pub store: &'a str,
+    /// `auth.scopes`.
+    pub scopes: &'a [&'a str],
+    /// The `[auth]` lines after `scopes`.
+    pub auth: &'a str,
+    /// The `[[routes]]` tables.
+    pub routes: &'a str,
+    /// Appended verbatim.
+    pub extra: &'a str,
+}
+
+impl<'a> Parts<'a> {
+    /// The upstream at `url` (2 s timeout), `store`, and the rest of [`config`].
+    pub fn new(url: &str, store: &'a str) -> Parts<'a> {
+        Parts {
+            upstream: format!("url = \"{url}\"\ntimeout_ms = 2000"),
+            store,
+            scopes: SCOPES,
+            auth: AUTH_TUNING,
+            routes: ROUTES,
+            extra: "",
+        }
+    }
+
+    /// The config text.
+    pub fn text(&self) -> String {
+        let Parts {
+            upstream,
+            store,
+            auth,
+            routes,
+            extra,
+            ..
+        } = self;
+        let scopes: Vec<String> = self.scopes.iter().map(|s| format!("\"{s}\"")).collect();
+        let scopes = scopes.join(", ");
+        format!(
+            r#"
 [server]
 listen = "127.0.0.1:0"
 
@@ -29,8 +84,7 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 [upstream]
-url = "{upstream}"
-timeout_ms = 2000
+{upstream}
 
 {store}
 
@@ -39,21 +93,44 @@ per_minute = 100
 monthly = 10000
 
 [auth]
-scopes = ["read:charge_points", "write:charge_points"]
-{AUTH_TUNING}
+scopes = [{scopes}]
+{auth}
 
-[[routes]]
-path = "/api/v1/charge_points"
-methods = ["GET"]
-scope = "read:charge_points"
-
-[[routes]]
-path = "/api/v1/charge_points"
-methods = ["POST", "PUT", "PATCH", "DELETE"]
-scope = "write:charge_points"
+{routes}
 {extra}
 "#
-    )
+        )
+    }
+}
+
+/// The config a test starts from; `extra` is appended verbatim (routes etc.).
+pub fn config(upstream: &str, store: &str, extra: &str) -> String {
+    Parts {
+        extra,
+        ..Parts::new(upstream, store)
+    }
+    .text()
+}
+
+/// `config_text` with its [`AUTH_TUNING`] lines replaced by `auth` and
+/// `server` lines added to its `[server]` section (each when not empty).
+pub fn tune(config_text: &str, auth: &str, server: &str) -> String {
+    let mut text = config_text.to_owned();
+    if !auth.is_empty() {
+        assert!(
+            text.contains(AUTH_TUNING),
+            "no [auth] tuning lines to replace"
+        );
+        text = text.replacen(AUTH_TUNING, auth, 1);
+    }
+    if !server.is_empty() {
+        text = text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"\n{server}"),
+            1,
+        );
+    }
+    text
 }
 
 /// `[store]` for the memory backend.
@@ -64,6 +141,40 @@ pub fn memory_store() -> String {
 /// `[store]` for a Redis at `url`, with a short timeout.
 pub fn redis_store(url: &str, timeout_ms: u64) -> String {
     format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\ntimeout_ms = {timeout_ms}")
+}
+
+/// `[store]` for a Redis Cluster seeded with `urls`.
+pub fn cluster_store(urls: &[String], timeout_ms: u64) -> String {
+    format!(
+        "[store]\nbackend = \"redis-cluster\"\nurls = [{}]\ntimeout_ms = {timeout_ms}",
+        quoted(urls)
+    )
+}
+
+/// `[store]` for the Sentinel set-up of [`super::redis_cluster::RedisSentinel`].
+pub fn sentinel_store(sentinels: &[String], timeout_ms: u64) -> String {
+    format!(
+        "[store]\nbackend = \"redis-sentinel\"\nsentinels = [{}]\nmaster_name = \"{}\"\ntimeout_ms = {timeout_ms}",
+        quoted(sentinels),
+        super::redis_cluster::MASTER_NAME
+    )
+}
+
+/// `"a", "b"`: TOML array items.
+fn quoted(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|u| format!("\"{u}\"")).collect();
+    items.join(", ")
+}
+
+/// The `tollgate` binary with none of the caller's `TOLLGATE_*` settings or
+/// `RUST_LOG`, so nothing from the shell running the tests leaks in.
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.env_remove("TOLLGATE_CONFIG")
+        .env_remove("TOLLGATE_ADMIN_URL")
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env_remove("RUST_LOG");
+    cmd
 }
 
 pub struct Tollgate {
@@ -98,12 +209,11 @@ impl Tollgate {
         dir: Option<tempfile::TempDir>,
         env: &[(&str, &str)],
     ) -> Tollgate {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        let mut cmd = command();
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -129,7 +239,8 @@ impl Tollgate {
                 logs2.lock().expect("logs").push(line);
             }
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
+        // Generous: the machine running the tests may be loaded.
+        match rx.recv_timeout(Duration::from_secs(60)) {
             Ok((public, admin)) => Tollgate {
                 public,
                 admin,

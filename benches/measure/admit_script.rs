@@ -1,0 +1,154 @@
+//! `admit-script`: the admit script's cost per call and a busy window's
+//! memory on one real `redis-server`, with the store's clock driven by hand
+//! (10 requests a second for 10 minutes, then the same traffic refused);
+//! the figures quoted in docs/rate-limiting.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate::clock::ManualClock;
+use tollgate::limits::{Decision, Limits, Verdict};
+use tollgate::model::ClientPatch;
+use tollgate::store::redis::RedisStore;
+use tollgate::store::{AdmitRequest, SharedStore, TimeSource};
+
+use super::common::records::{client, key};
+use super::common::redis_server::RedisServer;
+
+/// 2026-02-10T10:00:00Z.
+const T0: i64 = 1_770_717_600_000;
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn admit(store: &SharedStore) -> Decision {
+    let req = AdmitRequest {
+        client_id: "acme",
+        key_id: "key_a",
+        gen: 1,
+        scope: None,
+        defaults: Limits {
+            per_minute: 7,
+            monthly: 1000,
+        },
+    };
+    store.admit(&req).await.unwrap()
+}
+
+pub async fn run() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let store: SharedStore = Arc::new(
+        RedisStore::new(
+            &server.url(),
+            STORE_TIMEOUT,
+            TimeSource::Clock(clock.clone()),
+        )
+        .unwrap(),
+    );
+    let mut c = client("acme");
+    c.per_minute = Some(1_000_000);
+    c.monthly = Some(100_000_000);
+    store.create_client(&c).await.unwrap();
+    store
+        .create_key(&key(
+            "key_a",
+            "acme",
+            "default",
+            &["read:things", "read:api_keys"],
+        ))
+        .await
+        .unwrap();
+    let raw = redis::Client::open(server.url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+
+    // 10 requests a second for 10 minutes: every admission expires one
+    // bucket a second and the window always holds 61 buckets.
+    let started = Instant::now();
+    let calls = 6_000;
+    for i in 0..calls {
+        clock.set_ms(T0 + i * 100);
+        assert_eq!(admit(&store).await.verdict, Verdict::Admitted);
+    }
+    let elapsed = started.elapsed();
+    let memory: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("tg:{c:acme}:win")
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let fields: i64 = redis::cmd("HLEN")
+        .arg("tg:{c:acme}:win")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let client_mem: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("tg:{c:acme}:client")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let key_mem: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("tg:{c:acme}:key:key_a")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let version: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    println!(
+        "{}",
+        version
+            .lines()
+            .find(|l| l.starts_with("redis_version"))
+            .unwrap_or("")
+    );
+    println!("window: {fields} fields, MEMORY USAGE {memory} bytes");
+    println!("client hash: {client_mem} bytes, key hash: {key_mem} bytes");
+    println!(
+        "{calls} admits in {elapsed:?} ({:?} per call, round trip included)",
+        elapsed / calls as u32
+    );
+    for line in stats.lines().filter(|l| l.contains("evalsha")) {
+        println!("admitted path: {line}");
+    }
+
+    // The same traffic against a limit of 50 a minute: most calls are
+    // refusals, which walk the buckets to find the retry instant.
+    let patch = ClientPatch {
+        per_minute: Some(50),
+        ..ClientPatch::default()
+    };
+    store.update_client("acme", &patch).await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for i in calls..2 * calls {
+        clock.set_ms(T0 + i * 100);
+        refused += usize::from(admit(&store).await.verdict == Verdict::RateLimited);
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    for line in stats.lines().filter(|l| l.contains("evalsha")) {
+        println!("{refused} of {calls} refused: {line}");
+    }
+}
