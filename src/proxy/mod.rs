@@ -140,7 +140,7 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Re
     let uri = req.uri().clone();
     let form = crate::grpc::wire_form(&req);
     let mut trace = Trace::default();
-    let (resp, outcome) = match serve(&app, &live, req, &uri, peer, &mut trace).await {
+    let (resp, outcome) = match serve(&app, &live, req, &uri, form, peer, &mut trace).await {
         Ok(done) => done,
         Err(refusal) => {
             let outcome = refusal.outcome;
@@ -187,6 +187,7 @@ async fn serve(
     live: &Live,
     req: Request<Incoming>,
     uri: &http::Uri,
+    form: WireForm,
     peer: Peer,
     trace: &mut Trace,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
@@ -246,7 +247,7 @@ async fn serve(
         credential: credential.source,
         peer: &peer,
         path: &path,
-        grpc: crate::grpc::wire_form(&req) == WireForm::Grpc,
+        grpc: form == WireForm::Grpc,
     };
     let (mut resp, upstream_elapsed) =
         live.upstream.forward(req, ctx).await.map_err(|e| match e {
