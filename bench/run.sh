@@ -129,6 +129,17 @@ CLK_TCK=$(getconf CLK_TCK)
 core_jiffies() {
   awk '/^cpu[01] / { t = 0; for (i = 2; i <= 9; i++) t += $i; b = t - $5 - $6; printf "%d %d ", b, t }' /proc/stat
 }
+# Busy % of core 0 and of core 1 between two core_jiffies readings: "a / b".
+cores_busy() {
+  local b0_0 t0_0 b0_1 t0_1 b1_0 t1_0 b1_1 t1_1
+  read -r b0_0 t0_0 b0_1 t0_1 <<<"$1"
+  read -r b1_0 t1_0 b1_1 t1_1 <<<"$2"
+  echo "$(calc "100 * ($b1_0 - $b0_0) / ($t1_0 - $t0_0)" 0) / $(calc "100 * ($b1_1 - $b0_1) / ($t1_1 - $t0_1)" 0)"
+}
+# CPU seconds per 10k operations between two cpu_ticks readings: ticks0 ticks1 n.
+per10k() { calc "($2 - $1) / $CLK_TCK / $3 * 10000" 3; }
+# The load client's user + system seconds, from a file bash's `time` wrote ('%U %S').
+client_cpu() { awk 'END { print $1 + $2 }' "$1"; }
 
 # --- processes -------------------------------------------------------------
 nginx_conf() { # dir port body-of-http-block
@@ -552,17 +563,15 @@ run_wrk() {
   if grep -q 'Socket errors' "$out"; then
     NON2XX[$k]="${NON2XX[$k]} ($(grep 'Socket errors' "$out" | sed 's/^ *//'))"
   fi
-  SUTCPU[$k]=$(calc "($t1 - $t0) / $CLK_TCK / $n * 10000" 3)
-  REDISCPU[$k]=$(calc "($r1 - $r0) / $CLK_TCK / $n * 10000" 3)
+  SUTCPU[$k]=$(per10k "$t0" "$t1" "$n")
+  REDISCPU[$k]=$(per10k "$r0" "$r1" "$n")
   RSSKB[$k]=$(status_kb "$pid" VmHWM)
   # Core 0 as a whole, and the share of it the load side used (wrk + upstream).
-  local b0_0 t0_0 b0_1 t0_1 b1_0 t1_0 b1_1 t1_1 wu ws
-  read -r b0_0 t0_0 b0_1 t0_1 <<<"$c0"
-  read -r b1_0 t1_0 b1_1 t1_1 <<<"$c1"
-  read -r wu ws <<<"$(awk 'END { print }' "$out.time")"
-  CORES[$k]="$(calc "100 * ($b1_0 - $b0_0) / ($t1_0 - $t0_0)" 0) / $(calc "100 * ($b1_1 - $b0_1) / ($t1_1 - $t0_1)" 0)"
-  LOADSIDE[$k]=$(calc "100 * (($u1 - $u0) / $CLK_TCK + $wu + $ws) / $secs" 0)
-  if [ "$label" = direct ]; then LOADSIDE[$k]=$(calc "100 * ($wu + $ws) / $secs" 0); fi
+  local wc
+  wc=$(client_cpu "$out.time")
+  CORES[$k]=$(cores_busy "$c0" "$c1")
+  LOADSIDE[$k]=$(calc "100 * (($u1 - $u0) / $CLK_TCK + $wc) / $secs" 0)
+  if [ "$label" = direct ]; then LOADSIDE[$k]=$(calc "100 * $wc / $secs" 0); fi
   local a0 s0 us0 a1 s1 us1
   read -r a0 s0 us0 <<<"$rc0"
   read -r a1 s1 us1 <<<"$rc1"
@@ -624,16 +633,14 @@ run_h2load() {
   G2XX[$k]=$(awk '/^status codes:/ { print $3 }' "$out")
   GREACHED[$k]=$((n1 - n0))
   NON2XX[$k]=$((GRPC_N - G2XX[$k]))
-  SUTCPU[$k]=$(calc "($t1 - $t0) / $CLK_TCK / $GRPC_N * 10000" 3)
-  REDISCPU[$k]=$(calc "($r1 - $r0) / $CLK_TCK / $GRPC_N * 10000" 3)
+  SUTCPU[$k]=$(per10k "$t0" "$t1" "$GRPC_N")
+  REDISCPU[$k]=$(per10k "$r0" "$r1" "$GRPC_N")
   RSSKB[$k]=$(status_kb "$pid" VmHWM)
-  local b0_0 t0_0 b0_1 t0_1 b1_0 t1_0 b1_1 t1_1 hu hs
-  read -r b0_0 t0_0 b0_1 t0_1 <<<"$c0"
-  read -r b1_0 t1_0 b1_1 t1_1 <<<"$c1"
-  read -r hu hs <<<"$(awk 'END { print }' "$out.time")"
-  CORES[$k]="$(calc "100 * ($b1_0 - $b0_0) / ($t1_0 - $t0_0)" 0) / $(calc "100 * ($b1_1 - $b0_1) / ($t1_1 - $t0_1)" 0)"
-  LOADSIDE[$k]=$(calc "100 * (($u1 - $u0) / $CLK_TCK + $hu + $hs) / $secs" 0)
-  if [ "$label" = gdirect ]; then LOADSIDE[$k]=$(calc "100 * ($hu + $hs) / $secs" 0); fi
+  local hc
+  hc=$(client_cpu "$out.time")
+  CORES[$k]=$(cores_busy "$c0" "$c1")
+  LOADSIDE[$k]=$(calc "100 * (($u1 - $u0) / $CLK_TCK + $hc) / $secs" 0)
+  if [ "$label" = gdirect ]; then LOADSIDE[$k]=$(calc "100 * $hc / $secs" 0); fi
   log "$label round $round: ${RPS[$k]} calls/s, request time min/mean/sd/max ${GLAT[$k]} ms, 2xx ${G2XX[$k]} of $GRPC_N, reached the upstream ${GREACHED[$k]}, proxy ${SUTCPU[$k]} CPU s/10k, load side ${LOADSIDE[$k]}% of a core, cores ${CORES[$k]}% busy"
 }
 
@@ -673,15 +680,11 @@ run_stime() {
   RPS[$k]=$(calc "$n / $secs" 0)
   P50[$k]=- P99[$k]=-
   NON2XX[$k]=$(cat "$out".[0-9]* | grep -ci 'error' || true)
-  SUTCPU[$k]=$(calc "($t1 - $t0) / $CLK_TCK / $n * 10000" 3)
+  SUTCPU[$k]=$(per10k "$t0" "$t1" "$n")
   REDISCPU[$k]=0
   RSSKB[$k]=$(status_kb "$pid" VmHWM)
-  local b0_0 t0_0 b0_1 t0_1 b1_0 t1_0 b1_1 t1_1 su ss
-  read -r b0_0 t0_0 b0_1 t0_1 <<<"$c0"
-  read -r b1_0 t1_0 b1_1 t1_1 <<<"$c1"
-  read -r su ss <<<"$(awk 'END { print }' "$out.time")"
-  CORES[$k]="$(calc "100 * ($b1_0 - $b0_0) / ($t1_0 - $t0_0)" 0) / $(calc "100 * ($b1_1 - $b0_1) / ($t1_1 - $t0_1)" 0)"
-  LOADSIDE[$k]=$(calc "100 * ($su + $ss) / $secs" 0)
+  CORES[$k]=$(cores_busy "$c0" "$c1")
+  LOADSIDE[$k]=$(calc "100 * $(client_cpu "$out.time") / $secs" 0)
   log "$label round $round: ${RPS[$k]} full handshakes/s ($n in $secs s), proxy ${SUTCPU[$k]} CPU s/10k, load side ${LOADSIDE[$k]}% of a core, cores ${CORES[$k]}% busy"
 }
 
