@@ -13,8 +13,9 @@
 -- tollgate store, docs/rate-limiting.md "Exactly-once admission"), two
 -- fields about the session's last call: s:<session> = its sequence number
 -- ("<seq>": applied by this script; "F<seq>": fenced, "V<seq>": voided by
--- settle.lua), and r:<session> = cmsgpack {reply..., period}: the reply
--- this script gave and the month it counted in ({-1, now_ms} for a fence).
+-- settle.lua), and r:<session> = cmsgpack of the reply this script gave,
+-- with the month it counted in at index RECORD_PERIOD (20) ({-1, now_ms}
+-- for a fence).
 -- A session's calls carry increasing sequence numbers, and one is sent
 -- only when the previous one is settled.
 --
@@ -40,7 +41,9 @@
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
 --  admitted}: the state after the writes; `admitted` requests (the first ones
 -- of the n) were counted, and `verdict` is the answer to the others (ADMITTED
--- when all n were).
+-- when all n were). Reply slots 10..19 are for further fields (a reply is an
+-- array: it ends at its first nil, so every slot before the last one used is
+-- filled); slot 20 is the session record's month, never returned.
 -- Corrupt data raises an error whose message starts with TGCORRUPT and names
 -- the field, never its value.
 --
@@ -58,6 +61,8 @@ local SCOPE_DENIED, RATE_LIMITED, QUOTA_EXHAUSTED = 4, 5, 6
 local SETTLED = -1
 -- A session idle this long is forgotten (its fields pruned), in seconds.
 local SESSION_IDLE_SECS = 600
+-- Where a session record keeps the month its call counted in (settle.lua reads it).
+local RECORD_PERIOD = 20
 
 local WINDOW_SECS = 60
 local BUCKET_LIFETIME_SECS = WINDOW_SECS + 1
@@ -159,7 +164,7 @@ if session then
       return { SETTLED }
     elseif applied == seq then
       local reply = cmsgpack.unpack(call('HGET', client_key, record))
-      reply[10] = nil
+      reply[RECORD_PERIOD] = nil
       return reply
     end
   end
@@ -359,10 +364,10 @@ else
 end
 if session then
   -- The session's record, in the same write as the monthly counter.
-  reply[10] = period
+  reply[RECORD_PERIOD] = period
   call('HSET', client_key, 'mon', str(period), 'used', str(used),
     session, ARGV[11], record, cmsgpack.pack(reply))
-  reply[10] = nil
+  reply[RECORD_PERIOD] = nil
   if new_bucket and now_s % 16 == 0 then
     -- About every 16 s of a busy client: forget sessions idle for long
     -- (stores that went away), so the client hash does not grow.

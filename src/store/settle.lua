@@ -2,7 +2,7 @@
 -- "Exactly-once admission").
 --
 -- admit.lua keeps, per admission session, the last call it applied (see its
--- header: s:<session> = "<seq>", r:<session> = cmsgpack {reply..., period}).
+-- header: s:<session> = "<seq>", r:<session> = cmsgpack of the reply, the month at index 20).
 -- This script asks whether call `seq` of a session was applied, and makes
 -- sure a call found not applied never will be: it leaves a fence
 -- (s:<session> = "F<seq>") that admit.lua refuses for that call and every
@@ -61,8 +61,9 @@ if settled then
   return {}
 end
 local reply = cmsgpack.unpack(redis.call('HGET', client_key, record))
-local period = reply[10]
-reply[10] = nil
+-- admit.lua's RECORD_PERIOD: the month the call counted in.
+local period = reply[20]
+reply[20] = nil
 if mode == 'check' then
   return reply
 end

@@ -36,7 +36,8 @@ pub(super) fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
         }),
         (
             _,
-            &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms, admitted],
+            // Slots 10.. (admit.lua) carry further fields; their readers take them.
+            &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms, admitted, ..],
         ) => Ok(Batch {
             admitted: u(admitted)?,
             last: Decision {
