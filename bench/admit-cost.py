@@ -22,7 +22,7 @@ CLIENTS = int(os.environ.get("CLIENTS", "1000"))
 CALLS = int(os.environ.get("CALLS", "100000"))
 BATCHES = [int(b) for b in os.environ.get("BATCHES", "1 4 16 32").split()]
 ADMIT = open(os.path.join(ROOT, "src/store/admit.lua")).read()
-DRIVER = open(os.path.join(ROOT, "src/store/admit_batch.lua")).read()
+DRIVER = open(os.environ.get("DRIVER_LUA", os.path.join(ROOT, "src/store/admit_batch.lua"))).read()
 # Fixed cost only: the same KEYS/ARGV, no redis.call, a reply of admit.lua's shape.
 STRIPPED = "return {0, 1, 2, 3, 4, 5, 6, -1, 1}"
 

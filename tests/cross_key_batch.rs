@@ -339,3 +339,81 @@ async fn a_server_killed_mid_batch_fails_every_admission_fast_then_serves_again(
         assert!(Instant::now() < deadline, "no recovery");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_keys_1_sends_one_call_per_admission() {
+    const CLIENTS: usize = 50;
+    let server = RedisServer::start();
+    let store = open(&server.url(), STORE_TIMEOUT);
+    clients(&store, CLIENTS, 1000).await;
+    let one_each: SharedStore = Arc::new(
+        RedisStore::new(&server.url(), STORE_TIMEOUT, TimeSource::Store)
+            .expect("store")
+            .with_batch_keys(1),
+    );
+    // The script loaded (a first call answered NOSCRIPT counts as a call).
+    assert!(admit(one_each.clone(), 0).await.1.is_ok());
+    let before = script_calls(server.port());
+    let results = flood(&[one_each], CLIENTS, 1).await;
+    let calls = script_calls(server.port()) - before;
+    assert!(results.iter().all(|(_, d, _)| d.is_ok()));
+    // One key per call: as many calls as keys (group commit merges one key only).
+    assert_eq!(calls, CLIENTS as u64);
+}
+
+/// Two tollgate processes on one Redis, 40 clients with a limit of 5 a
+/// minute, 10 concurrent requests of each client split over the two: every
+/// client gets exactly 5 forwarded and 5 refused, and the upstream sees 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_many_keys_admit_exactly_the_limit() {
+    use common::admin::{create_client, create_key};
+    use common::tollgate::redis_store;
+    use common::two::two_on;
+    use serde_json::json;
+
+    const CLIENTS: usize = 40;
+    let server = RedisServer::start();
+    let (upstream, a, b, http) = two_on(&redis_store(&server.url(), 2000)).await;
+    let mut secrets = Vec::new();
+    for i in 0..CLIENTS {
+        let id = format!("c{i}");
+        create_client(&http, &a, &id, json!({"per_minute": 5})).await;
+        let (_, secret) = create_key(&http, &a, &id, &["read:charge_points"]).await;
+        // First sight in both processes (spends nothing).
+        for tg in [&a, &b] {
+            let r = http.get_key(&tg.url("/api/v1/client/usage"), &secret).await;
+            assert_eq!(r.status, 200);
+        }
+        secrets.push(secret);
+    }
+    let before = script_calls(server.port());
+    let tasks: Vec<_> = (0..CLIENTS * 10)
+        .map(|j| {
+            let tg = if j % 2 == 0 { &a } else { &b };
+            let (http, url, secret) = (
+                http.clone(),
+                tg.url("/api/v1/charge_points"),
+                secrets[j % CLIENTS].clone(),
+            );
+            tokio::spawn(async move { (j % CLIENTS, http.get_key(&url, &secret).await.status) })
+        })
+        .collect();
+    let mut got = vec![(0u32, 0u32); CLIENTS];
+    for t in tasks {
+        let (i, status) = t.await.expect("request task");
+        match status.as_u16() {
+            200 => got[i].0 += 1,
+            429 => got[i].1 += 1,
+            other => panic!("client {i}: status {other}"),
+        }
+    }
+    let calls = script_calls(server.port()) - before;
+    eprintln!(
+        "{} requests of {CLIENTS} clients in {calls} script calls",
+        CLIENTS * 10
+    );
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(*g, (5, 5), "client {i}: (forwarded, refused)");
+    }
+    assert_eq!(upstream.count(), CLIENTS * 5);
+}

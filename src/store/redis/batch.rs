@@ -5,7 +5,7 @@
 //! of one key (`store::group`) with its own call id (`store::once`): this
 //! module changes how calls travel, never what a call is. While a call is
 //! in flight, the calls of every other key that arrive queue here; the next
-//! call takes up to [`MAX_CALLS_PER_SCRIPT`] of them and sends them as one
+//! call takes up to `store.batch_keys` ([`DEFAULT_BATCH_KEYS`]) of them and sends them as one
 //! `admit_batch.lua` call: `admit.lua` verbatim, wrapped in a function and
 //! run once per admission with that admission's own KEYS and ARGV, each
 //! under `pcall`, one reply each. A call that finds nothing queued and a
@@ -28,7 +28,7 @@
 //! "may have run" and is settled by id.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Weak;
 use std::time::Instant;
 
@@ -39,9 +39,10 @@ use tokio::sync::oneshot;
 use super::settle::CallError;
 use super::{Inner, RedisStore, StoreError};
 
-/// Most admissions in one script call: bounds the time Redis spends in one
-/// script (about 20 µs each, measured) and the size of one command.
-pub(super) const MAX_CALLS_PER_SCRIPT: usize = 64;
+/// Most admissions in one script call by default (`store.batch_keys`):
+/// bounds the time Redis spends in one script (about 20 µs each, measured)
+/// and the size of one command.
+pub const DEFAULT_BATCH_KEYS: usize = 64;
 
 /// Batch calls in flight at once on the connection (pipelined by it).
 const RUNNERS: usize = 1;
@@ -80,6 +81,8 @@ struct State {
 pub(super) struct Batcher {
     state: Mutex<State>,
     max_queued: usize,
+    /// Most admissions in one script call.
+    per_call: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -95,8 +98,19 @@ impl Batcher {
         Batcher {
             state: Mutex::default(),
             max_queued: max_queued.max(1),
+            per_call: AtomicUsize::new(DEFAULT_BATCH_KEYS),
             next_id: AtomicU64::new(0),
         }
+    }
+
+    pub(super) fn set_per_call(&self, n: usize) {
+        self.per_call.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Off (`store.batch_keys = 1`): every admission is its own call, sent at
+    /// once (pipelined on the connection), as before this module.
+    pub(super) fn enabled(&self) -> bool {
+        self.per_call.load(Ordering::Relaxed) > 1
     }
 
     /// Runs one admission call, alone or with others, by `deadline`.
@@ -157,14 +171,15 @@ impl Batcher {
         }
     }
 
-    /// Up to [`MAX_CALLS_PER_SCRIPT`] calls from the front of the queue,
+    /// Up to `per_call` calls from the front of the queue,
     /// answering at once those past their deadline; `None` (and the runner
     /// counted out, under the same lock) when none are left.
     fn take(&self, store: &RedisStore) -> Option<Vec<Pending>> {
         let now = Instant::now();
+        let most = self.per_call.load(Ordering::Relaxed);
         let mut s = self.state.lock();
         let mut batch = Vec::new();
-        while batch.len() < MAX_CALLS_PER_SCRIPT {
+        while batch.len() < most {
             let Some(p) = s.queue.pop_front() else { break };
             if p.tx.is_closed() {
                 continue;

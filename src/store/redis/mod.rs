@@ -73,6 +73,7 @@ mod ops;
 mod scripts;
 mod settle;
 
+pub use batch::DEFAULT_BATCH_KEYS;
 use batch::{Admission, Batcher};
 use conn::*;
 pub use conn::{Access, Bounds, Conn, Topology, DEFAULT_MAX_IN_FLIGHT};
@@ -308,6 +309,15 @@ impl RedisStore {
         })
     }
 
+    /// Sets the most admissions of different keys sent in one script call
+    /// (`store.batch_keys`; 1: one call per admission). No effect on a cluster.
+    pub fn with_batch_keys(self, n: usize) -> RedisStore {
+        if let Some(b) = &self.inner.batch {
+            b.set_per_call(n);
+        }
+        self
+    }
+
     /// Runs one exchange with Redis, bounded by the timeout, mapping errors.
     async fn call<'a, T, F, Fut>(&'a self, f: F) -> Result<T, StoreError>
     where
@@ -495,7 +505,9 @@ impl RedisStore {
         };
         let reply: Vec<i64> = match (&self.inner.batch, call) {
             // Admissions (with an id) go with other keys' when a call is in flight.
-            (Some(batcher), Some(_)) => batcher.submit(self, admission, deadline).await?,
+            (Some(batcher), Some(_)) if batcher.enabled() => {
+                batcher.submit(self, admission, deadline).await?
+            }
             _ => {
                 let mut inv = self.inner.admit.prepare_invoke();
                 for k in &admission.keys {
