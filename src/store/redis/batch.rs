@@ -8,9 +8,10 @@
 //! call takes up to `store.batch_keys` ([`DEFAULT_BATCH_KEYS`]) of them and sends them as one
 //! `admit_batch.lua` call: `admit.lua` verbatim, wrapped in a function and
 //! run once per admission with that admission's own KEYS and ARGV, each
-//! under `pcall`, one reply each. A call that finds nothing queued and a
-//! runner free is sent at once, alone, as plain `admit.lua`: an idle store
-//! pays no added wait and no wrapper.
+//! under `pcall`, one reply each. A call that finds nothing in flight is
+//! sent at once, alone, as plain `admit.lua`, from its caller's task: an
+//! idle store (or one busy key, whose group commit has one call in flight
+//! at a time) pays no added wait, no task hop and no wrapper.
 //!
 //! One server only (and a Sentinel's primary): every key lives on it.
 //! On Redis Cluster a script's keys must share a slot, and two clients'
@@ -122,6 +123,23 @@ impl Batcher {
     ) -> Reply {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let inline = {
+            let mut s = self.state.lock();
+            let free = s.runners < RUNNERS && s.queue.is_empty();
+            if free {
+                s.runners += 1;
+            }
+            free
+        };
+        if inline {
+            // Nothing in flight: this call goes now, alone, from this task
+            // (no hop to a runner task: an idle store, or one key's group
+            // commit, pays nothing for this module).
+            let _turn = Turn {
+                store: std::sync::Arc::downgrade(&store.inner),
+            };
+            return send_alone(store, &admission, deadline).await;
+        }
         let start_runner = {
             let mut s = self.state.lock();
             if s.queue.len() >= self.max_queued {
@@ -142,11 +160,7 @@ impl Batcher {
             start
         };
         if start_runner {
-            let runner = Runner {
-                store: std::sync::Arc::downgrade(&store.inner),
-                finished: false,
-            };
-            tokio::spawn(runner.run());
+            spawn_runner(std::sync::Arc::downgrade(&store.inner));
         }
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(reply)) => reply,
@@ -195,6 +209,39 @@ impl Batcher {
             return None;
         }
         Some(batch)
+    }
+}
+
+fn spawn_runner(store: Weak<Inner>) {
+    let runner = Runner {
+        store,
+        finished: false,
+    };
+    tokio::spawn(runner.run());
+}
+
+/// A call sent from its caller's task holds the runner's turn; when it
+/// ends (or is dropped mid-call), the calls that queued meanwhile get a
+/// runner task, which takes the turn over.
+struct Turn {
+    store: Weak<Inner>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(inner) = self.store.upgrade() else {
+            return;
+        };
+        let Some(batcher) = inner.batch.as_ref() else {
+            return;
+        };
+        let mut s = batcher.state.lock();
+        if !s.queue.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            drop(s);
+            spawn_runner(self.store.clone());
+        } else {
+            s.runners -= 1;
+        }
     }
 }
 
@@ -262,23 +309,7 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
             .collect()
     };
     if let [one] = batch {
-        let mut inv = store.inner.admit.prepare_invoke();
-        for k in &one.admission.keys {
-            inv.key(k);
-        }
-        for a in &one.admission.args {
-            inv.arg(a);
-        }
-        return match store
-            .call_until(
-                deadline,
-                |mut c| async move { inv.invoke_async(&mut c).await },
-            )
-            .await
-        {
-            Ok(reply) => vec![Ok(reply)],
-            Err(e) => fail_all(e),
-        };
+        return vec![send_alone(store, &one.admission, deadline).await];
     }
     let mut inv = store.inner.admit_batch.prepare_invoke();
     inv.arg(batch.len());
@@ -309,6 +340,23 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
         )));
     }
     replies.into_iter().map(|r| decode_one(store, r)).collect()
+}
+
+/// One admission as plain `admit.lua`.
+async fn send_alone(store: &RedisStore, admission: &Admission, deadline: Instant) -> Reply {
+    let mut inv = store.inner.admit.prepare_invoke();
+    for k in &admission.keys {
+        inv.key(k);
+    }
+    for a in &admission.args {
+        inv.arg(a);
+    }
+    store
+        .call_until(
+            deadline,
+            |mut c| async move { inv.invoke_async(&mut c).await },
+        )
+        .await
 }
 
 /// One admission's reply in a batch: `admit.lua`'s integers, or
