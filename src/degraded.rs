@@ -163,6 +163,7 @@ impl Degraded {
         let w = local.window.state(now_ms, per_minute);
         Decision {
             verdict,
+            policy: Default::default(),
             state: Some(LimitState {
                 now_ms,
                 per_minute,
@@ -200,6 +201,7 @@ mod tests {
         let d = Degraded::new(3);
         let known = Decision {
             verdict: Verdict::Admitted,
+            policy: Default::default(),
             state: Some(LimitState {
                 now_ms: T0,
                 per_minute: 30,
@@ -266,6 +268,7 @@ mod tests {
         );
         let suspended = Decision {
             verdict: Verdict::ClientSuspended,
+            policy: Default::default(),
             state: Some(LimitState {
                 now_ms: T0,
                 per_minute: 4,

@@ -85,7 +85,7 @@ fn spec_example_is_accepted() {
     assert_eq!(c.upstream.base_path, "");
     assert_eq!(c.store.backend, StoreBackend::Memory);
     assert_eq!(
-        c.limits,
+        c.limits.defaults(),
         Limits {
             per_minute: 100,
             monthly: 10_000
@@ -106,6 +106,8 @@ fn spec_example_is_accepted() {
             path: "/api/v1/charge_points".into(),
             methods: methods(&["GET"]),
             scope: Some("read:charge_points".into()),
+            cost: 1,
+            shadow: None,
         }]
     );
     // The example's "redis only" url does nothing with the memory backend: said so, not fatal.
@@ -134,11 +136,15 @@ fn shipped_example_file_is_accepted_without_warnings() {
                 path: "/api/v1/charge_points".into(),
                 methods: methods(&["GET"]),
                 scope: Some("read:charge_points".into()),
+                cost: 1,
+                shadow: None,
             },
             Route {
                 path: "/api/v1/charge_points".into(),
                 methods: methods(&["POST", "PUT", "PATCH", "DELETE"]),
                 scope: Some("write:charge_points".into()),
+                cost: 1,
+                shadow: None,
             },
         ]
     );
@@ -188,7 +194,7 @@ fn minimal_file_gets_every_default() {
         Duration::from_millis(DEFAULT_STORE_TIMEOUT_MS)
     );
     assert_eq!(
-        c.limits,
+        c.limits.defaults(),
         Limits {
             per_minute: DEFAULT_PER_MINUTE,
             monthly: DEFAULT_MONTHLY
@@ -263,11 +269,15 @@ fn route_paths_are_normalised_and_methods_uppercased() {
                 path: "/api/v1/charge_points".into(),
                 methods: methods(&["GET", "HEAD"]),
                 scope: None,
+                cost: 1,
+                shadow: None,
             },
             Route {
                 path: "/".into(),
                 methods: None,
                 scope: None,
+                cost: 1,
+                shadow: None,
             },
         ]
     );
@@ -354,7 +364,7 @@ interval_ms = 250
     );
     assert_eq!(c.store.timeout, Duration::from_millis(250));
     assert_eq!(
-        c.limits,
+        c.limits.defaults(),
         Limits {
             per_minute: 7,
             monthly: 9
@@ -574,7 +584,7 @@ fn sections(c: &Config) -> String {
         c.admin,
         c.upstream,
         c.store,
-        c.limits,
+        c.limits.defaults(),
         c.auth,
         c.routes,
         c.headers,
@@ -1384,7 +1394,7 @@ fn check_rejects_an_unknown_key_with_exit_2() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "{}: line 4: limits.per_minut: unknown key `per_minut`, expected `per_minute` or `monthly`\n",
+            "{}: line 4: limits.per_minut: unknown key `per_minut`, expected one of `per_minute`, `monthly`, `shadow`, `refund_on`\n",
             path.display()
         )
     );

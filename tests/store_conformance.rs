@@ -18,6 +18,7 @@ use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use common::tls_redis::{Pki, TlsRedisCluster};
 use tollgate::clock::{Clock, ManualClock, SystemClock};
+use tollgate::limits::policy::Policy;
 use tollgate::limits::{Decision, LimitState, Limits, Verdict};
 use tollgate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 use tollgate::store::memory::MemoryStore;
@@ -210,6 +211,7 @@ fn req(scope: Option<&str>) -> AdmitRequest<'_> {
         gen: 1,
         scope,
         defaults: DEFAULTS,
+        policy: Policy::default(),
     }
 }
 
@@ -224,6 +226,7 @@ async fn usage(fx: &Fx) -> LimitState {
             client_id: "acme",
             key: None,
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -277,6 +280,7 @@ async fn client_patch_and_patch_missing(fx: Fx) {
         status: Some(ClientStatus::Suspended),
         per_minute: Some(30),
         monthly: None,
+        plan: None,
     };
     let patched = fx
         .store
@@ -377,10 +381,7 @@ async fn key_revoke_with_and_without_owner(fx: Fx) {
     assert_eq!(ids(&fx.store.list_keys("acme").await.unwrap()), ["key_b"]);
     assert_eq!(
         admit(&fx.store).await,
-        Decision {
-            verdict: Verdict::KeyInvalid,
-            state: None
-        }
+        Decision::new(Verdict::KeyInvalid, None)
     );
     // Refused everywhere from now on, through any handle.
     assert_eq!(admit(&fx.other).await.verdict, Verdict::KeyInvalid);
@@ -442,6 +443,7 @@ async fn key_rotation_honours_the_grace_period(fx: Fx) {
                     client_id: "acme",
                     key: Some(("key_a", gen)),
                     defaults: DEFAULTS,
+                    policy: Policy::default(),
                 })
                 .await
                 .unwrap()
@@ -678,6 +680,7 @@ async fn suspended_client_is_refused_with_state(fx: Fx) {
             client_id: "acme",
             key: Some(("key_a", 1)),
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -718,10 +721,7 @@ async fn missing_scope_is_refused_with_state(fx: Fx) {
 async fn invalid_keys_are_refused_without_state(fx: Fx) {
     acme(&fx, None, None).await;
     fx.store.create_client(&client("beta")).await.unwrap();
-    let invalid = Decision {
-        verdict: Verdict::KeyInvalid,
-        state: None,
-    };
+    let invalid = Decision::new(Verdict::KeyInvalid, None);
     let wrong_gen = AdmitRequest {
         gen: 2,
         ..req(None)
@@ -770,6 +770,7 @@ async fn invalid_keys_are_refused_without_state(fx: Fx) {
             client_id: "acme",
             key: Some(("key_e", 1)),
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -802,6 +803,7 @@ async fn last_used_at_is_written_on_admission_only(fx: Fx) {
             client_id: "acme",
             key: Some(("key_a", 1)),
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -828,6 +830,7 @@ async fn usage_counts_nothing_and_agrees_with_admit(fx: Fx) {
                 client_id: "acme",
                 key: Some(("key_a", 1)),
                 defaults: DEFAULTS,
+                policy: Policy::default(),
             })
             .await
             .unwrap();
@@ -841,16 +844,11 @@ async fn usage_counts_nothing_and_agrees_with_admit(fx: Fx) {
             client_id: "ghost",
             key: None,
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
-    assert_eq!(
-        missing,
-        Decision {
-            verdict: Verdict::ClientMissing,
-            state: None
-        }
-    );
+    assert_eq!(missing, Decision::new(Verdict::ClientMissing, None));
     // Usage of a full window still answers, with the retry instant.
     for _ in 0..4 {
         admit(&fx.store).await;
@@ -1193,6 +1191,7 @@ async fn redis_and_memory_agree_on_a_random_walk() {
                     client_id: "acme",
                     key: Some(("key_a", 1)),
                     defaults: DEFAULTS,
+                    policy: Policy::default(),
                 })
                 .await
                 .unwrap()

@@ -29,6 +29,7 @@ async fn admit(store: &SharedStore) -> Decision {
             per_minute: 7,
             monthly: 1000,
         },
+        policy: Default::default(),
     };
     store.admit(&req).await.unwrap()
 }
