@@ -1553,7 +1553,8 @@ async fn shadow_precedence_and_counting(fx: Fx) {
     let on = plans(true);
     let off = plans(false);
     // (route, plans, client plan) → shadowed
-    let cases: [(Option<bool>, &Arc<Plans>, Option<&str>, bool); 6] = [
+    type Case<'a> = (Option<bool>, &'a Arc<Plans>, Option<&'a str>, bool);
+    let cases: [Case; 6] = [
         (None, &off, None, false),
         (None, &on, None, true),
         (None, &on, Some("free"), false),
