@@ -312,6 +312,8 @@ pub(crate) struct Caller<'a> {
 struct Admitted {
     state: LimitState,
     policy: PolicyOutcome,
+    /// Counted by the store (not by the degraded-mode local limiter).
+    in_store: bool,
 }
 
 /// The metric label and access-log suffix of a shadowed refusal.
@@ -326,7 +328,7 @@ fn shadow_reason(v: Verdict) -> Option<&'static str> {
 /// Policies: queues the refund of an admitted request whose outcome
 /// `[limits] refund_on` names; the store call runs off the request path.
 fn refund(app: &App, live: &Live, client_id: &str, admitted: &Admitted, reason: RefundReason) {
-    if !live.config.limits.refunds(reason) {
+    if !admitted.in_store || !live.config.limits.refunds(reason) {
         return;
     }
     let refund = Refund {
@@ -355,6 +357,7 @@ async fn admit(
         policy,
     };
     let started = Instant::now();
+    let mut in_store = true;
     let result = app.store.admit(&req).await;
     app.metrics.store_call(started.elapsed(), result.is_ok());
     let decision = match (result, &app.degraded) {
@@ -366,7 +369,11 @@ async fn admit(
         // failure_mode = "open": only a key this process verified gets here.
         (Err(StoreError::Unavailable(_)), Some(degraded)) => {
             let now_ms = app.clock.now_ms();
-            degraded.admit(p, scope, live.defaults(), now_ms, &app.metrics)
+            let cost = req.policy.cost;
+            let d = degraded.admit(p, scope, (live.defaults(), cost), now_ms, &app.metrics);
+            // Counted here, not in the store: nothing there to refund.
+            in_store = false;
+            d
         }
         (Err(e), _) => return Err(store_failure(e)),
     };
@@ -385,6 +392,7 @@ async fn admit(
     Ok(Admitted {
         state,
         policy: decision.policy,
+        in_store,
     })
 }
 
