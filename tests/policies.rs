@@ -87,7 +87,12 @@ fn limit_and_remaining(r: &Reply) -> (String, String) {
 }
 
 async fn plans_cost_and_units_through_the_proxy(backend: Backend) {
-    let env = start(backend, "", POLICIES).await;
+    let env = start(
+        backend,
+        "",
+        &format!("{POLICIES}\n[headers]\nietf = true\n"),
+    )
+    .await;
     let created = call(
         &env.http,
         &env.tg,
@@ -114,6 +119,17 @@ async fn plans_cost_and_units_through_the_proxy(backend: Backend) {
         let r = env.get("/api/v1/reports", &key).await;
         assert_eq!(r.status, 200);
         assert_eq!(limit_and_remaining(&r), ("25".into(), left.into()));
+        // The IETF fields too.
+        let policy = r.header("ratelimit-policy").unwrap_or_default();
+        assert!(
+            policy.starts_with("\"minute\";q=25;w=60, \"month\";q=10000;"),
+            "{policy}"
+        );
+        let current = r.header("ratelimit").unwrap_or_default();
+        assert!(
+            current.starts_with(&format!("\"minute\";r={left};")),
+            "{current}"
+        );
     }
     let r = env.get("/api/v1/reports", &key).await;
     assert_eq!(r.status, 429);
