@@ -7,12 +7,16 @@
 //! the response is on its way. The request path never waits: a full queue
 //! drops the refund at once, and a store call that fails drops it too; both
 //! are logged and counted in `tollgate_refunds_dropped_total`. Applied
-//! refunds are counted in `tollgate_refunds_total{reason}`.
+//! refunds are counted in `tollgate_refunds_total{reason}`. At shutdown,
+//! [`Refunds::flush`] waits (bounded) for the queue to empty; what is left
+//! is logged and counted as dropped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Metrics;
 use crate::store::{Refund, SharedStore};
@@ -28,6 +32,15 @@ pub struct Refunds {
     rx: Mutex<Option<mpsc::Receiver<(Refund, &'static str)>>>,
     store: SharedStore,
     metrics: Arc<Metrics>,
+    /// Refunds queued or in their store call; the worker notifies `done`
+    /// after each one.
+    pending: Arc<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    done: Notify,
 }
 
 impl std::fmt::Debug for Refunds {
@@ -46,6 +59,33 @@ impl Refunds {
             rx: Mutex::new(Some(rx)),
             store,
             metrics,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Waits up to `within` for every queued refund to be sent; counts the
+    /// ones left as dropped (and logs them). Returns how many were left.
+    pub async fn flush(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let done = self.pending.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            let left = self.pending.count.load(Ordering::Acquire);
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                let left = self.pending.count.swap(0, Ordering::AcqRel);
+                for _ in 0..left {
+                    self.metrics.refund_dropped();
+                }
+                tracing::warn!(
+                    refunds = left,
+                    "refunds dropped at shutdown: the store did not take them in time"
+                );
+                return left;
+            }
         }
     }
 
@@ -53,11 +93,18 @@ impl Refunds {
     /// `false` when it was dropped because the queue is full.
     pub fn submit(&self, refund: Refund, reason: &'static str) -> bool {
         if let Some(rx) = self.rx.lock().take() {
-            tokio::spawn(work(rx, self.store.clone(), self.metrics.clone()));
+            let (store, metrics, pending) = (
+                self.store.clone(),
+                self.metrics.clone(),
+                self.pending.clone(),
+            );
+            tokio::spawn(work(rx, store, metrics, pending));
         }
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send((refund, reason)) {
             Ok(()) => true,
             Err(e) => {
+                self.pending.count.fetch_sub(1, Ordering::AcqRel);
                 let (refund, _) = e.into_inner();
                 self.metrics.refund_dropped();
                 tracing::warn!(
@@ -76,10 +123,18 @@ async fn work(
     mut rx: mpsc::Receiver<(Refund, &'static str)>,
     store: SharedStore,
     metrics: Arc<Metrics>,
+    pending: Arc<Pending>,
 ) {
     while let Some((refund, reason)) = rx.recv().await {
-        match store.refund(&refund).await {
+        let result = store.refund(&refund).await;
+        // Counted once: by the worker, unless `flush` gave up on it first.
+        let counted = pending
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        match result {
             Ok(()) => metrics.refund(reason),
+            Err(_) if !counted => {}
             Err(e) => {
                 metrics.refund_dropped();
                 tracing::warn!(
@@ -91,5 +146,6 @@ async fn work(
                 );
             }
         }
+        pending.done.notify_waiters();
     }
 }

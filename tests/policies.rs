@@ -540,3 +540,39 @@ async fn cli_sets_and_clears_the_plan() {
     );
     assert_eq!(both.status.code(), Some(2));
 }
+
+/// At shutdown the queue is flushed within a bound: an empty queue returns
+/// at once, and what a paused store did not take is counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_the_queue_then_counts_what_is_left() {
+    use tollgate::metrics::Metrics;
+    use tollgate::refunds::Refunds;
+    use tollgate::store::redis::RedisStore;
+    use tollgate::store::{Refund, SharedStore, TimeSource};
+
+    let redis = RedisServer::start();
+    let store: SharedStore = Arc::new(
+        RedisStore::new(&redis.url(), Duration::from_millis(3000), TimeSource::Store).unwrap(),
+    );
+    store.ping().await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let refunds = Refunds::new(store, metrics.clone(), 8);
+    let refund = Refund {
+        client_id: "acme".into(),
+        units: 1,
+        at_ms: 0,
+    };
+    assert!(refunds.submit(refund.clone(), "5xx"));
+    assert_eq!(refunds.flush(DEADLINE).await, 0);
+    let count = |series: &str| common::env::counter(&metrics.encode(), series);
+    assert_eq!(count("tollgate_refunds_total{reason=\"5xx\"}"), 1);
+
+    redis.pause();
+    assert!(refunds.submit(refund.clone(), "5xx"));
+    assert!(refunds.submit(refund, "5xx"));
+    let started = Instant::now();
+    assert_eq!(refunds.flush(Duration::from_millis(300)).await, 2);
+    assert!(started.elapsed() < Duration::from_millis(2500), "bounded");
+    assert_eq!(count("tollgate_refunds_dropped_total"), 2);
+    redis.resume();
+}
