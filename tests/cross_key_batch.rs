@@ -20,6 +20,7 @@ use common::records::{client, key};
 use common::redis_cluster::cli;
 use common::redis_server::RedisServer;
 use futures_util::StreamExt;
+use tollgate::limits::policy::Policy;
 use tollgate::limits::{Decision, Limits, Verdict};
 use tollgate::store::redis::RedisStore;
 use tollgate::store::{AdmitRequest, SharedStore, StoreError, TimeSource};
@@ -58,6 +59,7 @@ async fn admit(store: SharedStore, i: usize) -> (usize, Result<Decision, StoreEr
         gen: 1,
         scope: None,
         defaults: DEFAULTS,
+        policy: Policy::default(),
     };
     let started = Instant::now();
     let d = store.admit(&req).await;

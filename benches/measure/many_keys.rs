@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tollgate::limits::policy::Policy;
 use tollgate::limits::{Limits, Verdict};
 use tollgate::store::redis::RedisStore;
 use tollgate::store::{AdmitRequest, Store, TimeSource};
@@ -180,6 +181,7 @@ async fn admit(store: &dyn Store, i: usize) {
             per_minute: 1_000_000_000,
             monthly: 1_000_000_000_000,
         },
+        policy: Policy::default(),
     };
     let d = store.admit(&req).await.expect("admit");
     assert_eq!(d.verdict, Verdict::Admitted);

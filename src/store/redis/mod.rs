@@ -60,9 +60,10 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::group::{AdmitMany, Batch, GroupCommit, GroupKey};
 use super::once::{CallId, Session, VOID_WINDOW};
-use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
+use super::{AdmitRequest, Refund, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
-use crate::limits::{Decision, LimitState, Verdict};
+use crate::limits::policy::{Policy, PolicyOutcome};
+use crate::limits::{month, Decision, LimitState, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 
 mod batch;
@@ -474,6 +475,7 @@ impl RedisStore {
         key: Option<(&str, u64)>,
         scope: Option<&str>,
         defaults: crate::limits::Limits,
+        policy: &Policy,
         n: u64,
         call: Option<&CallId>,
         deadline: Instant,
@@ -490,11 +492,25 @@ impl RedisStore {
             self.now_arg(),
             n.to_string(),
         ];
-        if let Some(call) = call {
-            args.push(call.session.state.clone());
-            args.push(call.seq.to_string());
-            args.push(call.session.record.clone());
+        match call {
+            Some(call) => args.extend([
+                call.session.state.clone(),
+                call.seq.to_string(),
+                call.session.record.clone(),
+            ]),
+            None => args.extend([String::new(), String::new(), String::new()]),
         }
+        // Policies: ARGV[13] cost, ARGV[14] the route's shadow, ARGV[15] the plans.
+        let route_shadow = match policy.route_shadow {
+            Some(true) => "1",
+            Some(false) => "0",
+            None => "",
+        };
+        args.extend([
+            policy.cost.to_string(),
+            route_shadow.to_owned(),
+            policy.plans.encoded().to_string(),
+        ]);
         let admission = Admission {
             keys: vec![
                 layout::client(client_id),
@@ -567,6 +583,7 @@ impl RedisStore {
                     key,
                     scope,
                     group.defaults,
+                    &group.policy,
                     n,
                     Some(&call),
                     deadline,
