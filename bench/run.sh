@@ -23,7 +23,8 @@
 # 4), TLS (1: the TLS rows, nginx and tollgate on one self-signed certificate:
 # full handshakes with `openssl s_time -new`, wrk with a new connection per
 # request, wrk with keep-alive; 0 leaves them out), STIME_PROCS (parallel
-# s_time processes, 8), OUT
+# s_time processes, 8), REDIS_BATCH_KEYS (store.batch_keys of the
+# tollgate-redis rows, 64; 1 sends one script call per admission), OUT
 # (results file), KEEP (1: keep the work directory).
 set -euo pipefail
 
@@ -40,6 +41,7 @@ NICE=${NICE:--10}
 PROFILE=${PROFILE:-0}
 STREAMING=${STREAMING:-1}
 REDIS_TLS=${REDIS_TLS:-1}
+REDIS_BATCH_KEYS=${REDIS_BATCH_KEYS:-64}
 GRPC=${GRPC:-1}
 GRPC_N=${GRPC_N:-$((DURATION * 15000))}
 GRPC_WARMUP_N=$((WARMUP * 15000))
@@ -289,7 +291,8 @@ MEM_IDLE_KB=$(status_kb "$MEM_PID" VmRSS)
 
 tollgate_conf "$WORK/redis.toml" "[store]
 backend = \"redis\"
-url = \"redis://127.0.0.1:$REDIS_PORT/0\""
+url = \"redis://127.0.0.1:$REDIS_PORT/0\"
+batch_keys = $REDIS_BATCH_KEYS"
 start_tollgate redis "$WORK/redis.toml" "${SUT[@]}"
 RED_PID=$TG_PID RED_PUBLIC=$TG_PUBLIC RED_ADMIN=$TG_ADMIN
 RED_IDLE_KB=$(status_kb "$RED_PID" VmRSS)

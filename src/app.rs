@@ -162,7 +162,12 @@ impl App {
                     bounds,
                     TimeSource::Store,
                 )
-                .map_err(|e| anyhow::anyhow!("store: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("store: {e}"))?
+                .with_batch_keys(
+                    boot.store
+                        .batch_keys
+                        .unwrap_or(crate::store::redis::DEFAULT_BATCH_KEYS),
+                ),
             ),
         };
         let metrics = Arc::new(Metrics::new());

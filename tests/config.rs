@@ -980,6 +980,14 @@ const REJECTED: &[(&str, &str)] = &[
         "line 4: store.max_in_flight: must be between 1 and 1000000, got 0",
     ),
     (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\nurl = \"redis://r\"\nbatch_keys = 0\n",
+        "line 6: store.batch_keys: must be between 1 and 1024, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis-cluster\"\nurls = [\"redis://r:1\"]\nbatch_keys = 8\n",
+        "line 6: store.batch_keys: is not read by store.backend = \"redis-cluster\"",
+    ),
+    (
         "[upstream]\nurl = \"http://a\"\n[store]\nbackend = \"redis\"\n",
         "line 4: store.url: required when store.backend is \"redis\"",
     ),

@@ -3,7 +3,8 @@
 //! (10 requests a second for 10 minutes, then the same traffic refused);
 //! then the admitted traffic again for a client on a plan (five plans in
 //! the table the script searches) on a route of cost 2; the figures quoted
-//! in docs/rate-limiting.md.
+//! in docs/rate-limiting.md. `TG_BATCH_KEYS=1` turns the cross-key batcher
+//! off (every call here is alone either way).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,13 +45,21 @@ async fn admit_with(store: &SharedStore, policy: Policy) -> Decision {
 pub async fn run() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0);
+    // TG_BATCH_KEYS: `store.batch_keys` (1: no cross-key batching), to
+    // compare a lone call's round trip with and without the batcher.
+    let batch_keys = std::env::var("TG_BATCH_KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(tollgate::store::redis::DEFAULT_BATCH_KEYS);
+    println!("store.batch_keys = {batch_keys}");
     let store: SharedStore = Arc::new(
         RedisStore::new(
             &server.url(),
             STORE_TIMEOUT,
             TimeSource::Clock(clock.clone()),
         )
-        .unwrap(),
+        .unwrap()
+        .with_batch_keys(batch_keys),
     );
     let mut c = client("acme");
     c.per_minute = Some(1_000_000);

@@ -9,6 +9,7 @@
 //! cargo bench --bench measure -- admit-script      # admit script cost, window memory
 //! cargo bench --bench measure -- admit-throughput  # redis-benchmark of admit.lua
 //! cargo bench --bench measure -- exactly-once-cost # admit.lua with/without a session
+//! cargo bench --bench measure -- many-keys         # 1,000 keys, batching off/on
 //! cargo test --bench measure -- admit-script       # the same, debug build
 //! ```
 //!
@@ -22,8 +23,9 @@ mod admit_script;
 mod admit_throughput;
 mod exactly_once_cost;
 mod flood;
+mod many_keys;
 
-const MEASUREMENTS: [(&str, &str); 4] = [
+const MEASUREMENTS: [(&str, &str); 5] = [
     (
         "flood",
         "wrong-secret flood with the throttle out of reach (docs/key-security.md)",
@@ -39,6 +41,10 @@ const MEASUREMENTS: [(&str, &str); 4] = [
     (
         "exactly-once-cost",
         "admit.lua with and without a session, A/B rounds (docs/rate-limiting.md)",
+    ),
+    (
+        "many-keys",
+        "Redis cost per admission, 1,000 keys, cross-key batching off/on (bench/results)",
     ),
 ];
 
@@ -65,6 +71,7 @@ fn main() {
             "admit-script" => runtime.block_on(admit_script::run()),
             "admit-throughput" => runtime.block_on(admit_throughput::run()),
             "exactly-once-cost" => runtime.block_on(exactly_once_cost::run()),
+            "many-keys" => runtime.block_on(many_keys::run()),
             other => {
                 eprintln!("no measurement {other:?}; run with no name for the list");
                 std::process::exit(2);

@@ -95,6 +95,11 @@ pub const STORE_REPLICAS: RangeInclusive<u64> = 1..=10_000;
 pub const DEFAULT_STORE_MAX_IN_FLIGHT: u64 = 1024;
 /// Accepted `store.max_in_flight`.
 pub const STORE_MAX_IN_FLIGHT: RangeInclusive<u64> = 1..=1_000_000;
+/// `store.batch_keys`: most admissions of different keys in one script call
+/// (one server, Sentinel's primary; docs/rate-limiting.md).
+pub const DEFAULT_STORE_BATCH_KEYS: u64 = crate::store::redis::DEFAULT_BATCH_KEYS as u64;
+/// Accepted `store.batch_keys`; 1 sends one call per admission.
+pub const STORE_BATCH_KEYS: RangeInclusive<u64> = 1..=1024;
 /// Accepted `store.timeout_ms`.
 pub const STORE_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
 /// Accepted `auth.bcrypt_cost` (bcrypt's own bounds).

@@ -225,6 +225,11 @@ pub struct StoreConfig {
     pub replicas: u64,
     /// Most store calls waiting at once; beyond, 503 at once.
     pub max_in_flight: usize,
+    /// Most admissions of different keys in one script call (one server,
+    /// Sentinel's primary); 1: one call per admission. `None` for the
+    /// backends that do not read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_keys: Option<usize>,
     /// TLS material and credentials from the environment (managed Redis).
     #[serde(flatten)]
     pub access: RedisAccess,

@@ -82,6 +82,7 @@ pub(super) struct RawStore {
     pub(super) failure_mode: Opt<String>,
     pub(super) replicas: Opt<i64>,
     pub(super) max_in_flight: Opt<i64>,
+    pub(super) batch_keys: Opt<i64>,
     pub(super) ca: Opt<String>,
     pub(super) client_cert: Opt<String>,
     pub(super) client_key: Opt<String>,

@@ -121,6 +121,14 @@ impl Checker<'_> {
                 raw.master_name.as_ref().map(Spanned::span),
                 matches!(backend, StoreBackend::RedisSentinel { .. }),
             ),
+            (
+                "store.batch_keys",
+                raw.batch_keys.as_ref().map(Spanned::span),
+                matches!(
+                    backend,
+                    StoreBackend::Redis { .. } | StoreBackend::RedisSentinel { .. }
+                ),
+            ),
         ];
         for (key, at, used) in unused {
             if let (Some(at), false) = (at, used) {
@@ -163,6 +171,18 @@ impl Checker<'_> {
             1,
             *STORE_MAX_IN_FLIGHT.end(),
         );
+        let batch_keys = self.int(
+            "store.batch_keys",
+            &raw.batch_keys,
+            DEFAULT_STORE_BATCH_KEYS,
+            *STORE_BATCH_KEYS.start(),
+            *STORE_BATCH_KEYS.end(),
+        );
+        let batch_keys = matches!(
+            backend,
+            StoreBackend::Redis { .. } | StoreBackend::RedisSentinel { .. }
+        )
+        .then(|| usize::try_from(batch_keys).unwrap_or(usize::MAX));
         let access = self.redis_access(&raw, &backend);
         StoreConfig {
             backend,
@@ -170,6 +190,7 @@ impl Checker<'_> {
             failure_mode,
             replicas,
             max_in_flight: usize::try_from(max_in_flight).unwrap_or(usize::MAX),
+            batch_keys,
             access,
         }
     }

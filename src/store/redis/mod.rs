@@ -23,6 +23,11 @@
 //! fresh one, so a hung (half-open or paused) server cannot wedge the store
 //! and a restarted one is picked up without rebuilding anything.
 //!
+//! On one server (and a Sentinel's primary), admission calls of different
+//! keys that meet go to Redis together, one script call carrying several
+//! admissions, each with its own id and reply ([`batch`]); a cluster sends
+//! one script call per admission.
+//!
 //! Admissions are exactly-once (docs/rate-limiting.md): every admission call
 //! carries a [`CallId`] (its session and a sequence number) under which
 //! `admit.lua` records its result, so the same call repeated (the cluster
@@ -61,6 +66,7 @@ use crate::limits::policy::{Policy, PolicyOutcome};
 use crate::limits::{month, Decision, LimitState, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 
+mod batch;
 mod conn;
 mod decode;
 pub mod layout;
@@ -68,6 +74,8 @@ mod ops;
 mod scripts;
 mod settle;
 
+pub use batch::DEFAULT_BATCH_KEYS;
+use batch::{Admission, Batcher};
 use conn::*;
 pub use conn::{Access, Bounds, Conn, Topology, DEFAULT_MAX_IN_FLIGHT};
 use decode::*;
@@ -93,6 +101,11 @@ struct Inner {
     /// Scrubbed from every error message, should a library ever echo it.
     password: Option<String>,
     admit: Script,
+    /// `admit.lua` run once per admission of a cross-key batch (`batch`).
+    admit_batch: Script,
+    /// Admission calls of any key queued while one is in flight, sent
+    /// together; `None` on a cluster (see `batch`).
+    batch: Option<Batcher>,
     settle: Script,
     /// Sessions whose last call's outcome is unknown (its requests got
     /// 503): that call's sequence number. Voided before the session sends
@@ -256,6 +269,12 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             // One attempt per call: the slot opens a new connection on the next call.
             .set_number_of_retries(0);
+        let batch = match topology {
+            Topology::Cluster { .. } => None,
+            Topology::Single { .. } | Topology::Sentinel { .. } => {
+                Some(Batcher::new(bounds.max_in_flight))
+            }
+        };
         let clock = match time {
             TimeSource::Store => None,
             TimeSource::Clock(c) => Some(c),
@@ -275,6 +294,8 @@ impl RedisStore {
                 addr,
                 password,
                 admit: Script::new(ADMIT_LUA),
+                admit_batch: batch::batch_script(ADMIT_LUA, ADMIT_BATCH_LUA),
+                batch,
                 settle: Script::new(SETTLE_LUA),
                 unsettled: Mutex::default(),
                 session_prefix: Session::new_prefix(),
@@ -287,6 +308,15 @@ impl RedisStore {
                 group: GroupCommit::new(WeakStore(weak.clone()), bounds.max_in_flight.max(1)),
             }),
         })
+    }
+
+    /// Sets the most admissions of different keys sent in one script call
+    /// (`store.batch_keys`; 1: one call per admission). No effect on a cluster.
+    pub fn with_batch_keys(self, n: usize) -> RedisStore {
+        if let Some(b) = &self.inner.batch {
+            b.set_per_call(n);
+        }
+        self
     }
 
     /// Runs one exchange with Redis, bounded by the timeout, mapping errors.
@@ -375,6 +405,21 @@ impl RedisStore {
         }
     }
 
+    /// The error an admission raised inside a batch call (`admit_batch.lua`
+    /// returns its message), mapped as [`RedisStore::map_err`] maps a
+    /// script's own error.
+    fn script_error(&self, msg: &str) -> StoreError {
+        let (code, detail) = msg.split_once(' ').unwrap_or((msg, ""));
+        match code {
+            CORRUPT_CODE => StoreError::Corrupt(format!(
+                "unreadable {}",
+                self.scrub(detail.split(" script:").next().unwrap_or("").trim())
+            )),
+            "WRONGTYPE" => StoreError::Corrupt("a tollgate key holds the wrong type".into()),
+            _ => StoreError::Unavailable(format!("redis: {}", self.scrub(msg))),
+        }
+    }
+
     fn unavailable(&self, e: &RedisError) -> StoreError {
         let text = e.to_string();
         StoreError::Unavailable(format!("redis: {}{}", self.scrub(&text), hint(e, &text)))
@@ -436,41 +481,64 @@ impl RedisStore {
         deadline: Instant,
     ) -> Result<Batch, CallError> {
         let (key_id, gen) = key.unwrap_or(("", 0));
-        let mut inv = self.inner.admit.prepare_invoke();
-        inv.key(layout::client(client_id))
-            .key(layout::key(client_id, key_id))
-            .key(layout::window(client_id));
-        inv.arg(mode)
-            .arg(client_id)
-            .arg(key_id)
-            .arg(gen.to_string())
-            .arg(scope.map(|s| format!("+{s}")).unwrap_or_default())
-            .arg(defaults.per_minute.to_string())
-            .arg(defaults.monthly.to_string())
-            .arg(self.now_arg())
-            .arg(n.to_string());
+        let mut args = vec![
+            mode.to_owned(),
+            client_id.to_owned(),
+            key_id.to_owned(),
+            gen.to_string(),
+            scope.map(|s| format!("+{s}")).unwrap_or_default(),
+            defaults.per_minute.to_string(),
+            defaults.monthly.to_string(),
+            self.now_arg(),
+            n.to_string(),
+        ];
         match call {
-            Some(call) => inv
-                .arg(&call.session.state)
-                .arg(call.seq.to_string())
-                .arg(&call.session.record),
-            None => inv.arg("").arg("").arg(""),
-        };
+            Some(call) => args.extend([
+                call.session.state.clone(),
+                call.seq.to_string(),
+                call.session.record.clone(),
+            ]),
+            None => args.extend([String::new(), String::new(), String::new()]),
+        }
         // Policies: ARGV[13] cost, ARGV[14] the route's shadow, ARGV[15] the plans.
         let route_shadow = match policy.route_shadow {
             Some(true) => "1",
             Some(false) => "0",
             None => "",
         };
-        inv.arg(policy.cost.to_string())
-            .arg(route_shadow)
-            .arg(policy.plans.encoded());
-        let reply: Vec<i64> = self
-            .call_until(
-                deadline,
-                |mut c| async move { inv.invoke_async(&mut c).await },
-            )
-            .await?;
+        args.extend([
+            policy.cost.to_string(),
+            route_shadow.to_owned(),
+            policy.plans.encoded().to_string(),
+        ]);
+        let admission = Admission {
+            keys: vec![
+                layout::client(client_id),
+                layout::key(client_id, key_id),
+                layout::window(client_id),
+            ],
+            args,
+        };
+        let reply: Vec<i64> = match (&self.inner.batch, call) {
+            // Admissions (with an id) go with other keys' when a call is in flight.
+            (Some(batcher), Some(_)) if batcher.enabled() => {
+                batcher.submit(self, admission, deadline).await?
+            }
+            _ => {
+                let mut inv = self.inner.admit.prepare_invoke();
+                for k in &admission.keys {
+                    inv.key(k);
+                }
+                for a in &admission.args {
+                    inv.arg(a);
+                }
+                self.call_until(
+                    deadline,
+                    |mut c| async move { inv.invoke_async(&mut c).await },
+                )
+                .await?
+            }
+        };
         if reply.first() == Some(&SETTLED) {
             // Only a repeat of a call tollgate has given up on gets this.
             return Err(CallError::unsent(StoreError::Unavailable(

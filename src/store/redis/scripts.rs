@@ -3,6 +3,10 @@
 /// Check and count (or only read) one request. See the header of that file.
 pub(super) const ADMIT_LUA: &str = include_str!("../admit.lua");
 
+/// The driver that runs `admit.lua` once per admission of a batch call
+/// (`batch.rs` prepends `admit.lua` as a function). See the header of that file.
+pub(super) const ADMIT_BATCH_LUA: &str = include_str!("../admit_batch.lua");
+
 /// Was an admission call whose reply was lost applied? See the header of that file.
 pub(super) const SETTLE_LUA: &str = include_str!("../settle.lua");
 

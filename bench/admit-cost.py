@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Where Redis spends its time per admission (issue 15): admit.lua's fixed
+cost (EVALSHA dispatch, KEYS/ARGV tables, reply) against its body, and the
+batched call (src/store/admit_batch.lua wrapping admit.lua) at several batch
+sizes. Not part of CI; quoted in bench/results/.
+
+A fresh redis-server (persistence off) on a free port, CLIENTS clients with
+one key each, every admission admitted (limits never reached), each with its
+own session and an increasing sequence number as tollgate sends them. The
+calls are sent with `redis-cli --pipe` (deep pipelining, so syscalls are
+spread thin: this isolates the script's own CPU). Reported per admission:
+`INFO commandstats` µs (EVALSHA's usec, inner commands included) and
+redis-server's CPU (utime+stime from /proc) over the run.
+
+    python3 bench/admit-cost.py            # CLIENTS=1000 CALLS=100000
+    VARIANT_LUA=/tmp/x.lua python3 bench/admit-cost.py   # also a variant of admit.lua
+"""
+import os, socket, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIENTS = int(os.environ.get("CLIENTS", "1000"))
+CALLS = int(os.environ.get("CALLS", "100000"))
+BATCHES = [int(b) for b in os.environ.get("BATCHES", "1 4 16 32").split()]
+ADMIT = open(os.path.join(ROOT, "src/store/admit.lua")).read()
+DRIVER = open(os.environ.get("DRIVER_LUA", os.path.join(ROOT, "src/store/admit_batch.lua"))).read()
+# Fixed cost only: the same KEYS/ARGV, no redis.call, a reply of admit.lua's shape.
+STRIPPED = "return {0, 1, 2, 3, 4, 5, 6, -1, 1}"
+
+
+def batch_script(admit):
+    return "local function admit_one(KEYS, ARGV)\n" + admit + "\nend\n" + DRIVER
+
+
+def resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SEQ = [0]
+
+
+def admission(i):
+    """KEYS and ARGV of one admission of client i (with its session)."""
+    cid = f"c{i}"
+    SEQ[0] += 1
+    sess = f"{7:016x}{i:016x}"
+    keys = [f"tg:{{c:{cid}}}:client", f"tg:{{c:{cid}}}:key:k1", f"tg:{{c:{cid}}}:win"]
+    argv = ["admit", cid, "k1", "1", "+read", "1000000000", "1000000000000", "", "1",
+            f"s:{sess}", str(SEQ[0]), f"r:{sess}"]
+    return keys, argv
+
+
+def run(port, pid, name, sha, per_call):
+    cli(port, "CONFIG", "RESETSTAT")
+    buf = bytearray()
+    calls = CALLS // per_call
+    i = 0
+    for _ in range(calls):
+        keys, argv, header = [], [], [str(per_call)]
+        for _ in range(per_call):
+            k, a = admission(i % CLIENTS)
+            i += 1
+            if per_call == 0:
+                pass
+            keys += k
+            argv += a
+            header += [str(len(k)), str(len(a))]
+        if sha[1]:
+            buf += resp("EVALSHA", sha[0], len(keys), *keys, *header, *argv)
+        else:
+            buf += resp("EVALSHA", sha[0], len(keys), *keys, *argv)
+    path = tempfile.mktemp(suffix=".resp")
+    open(path, "wb").write(buf)
+    perf = None
+    if os.environ.get("PERF_OUT") and name.endswith("alone"):
+        perf = subprocess.Popen(["perf", "record", "-q", "-g", "-p", str(pid), "-o",
+                                 os.environ["PERF_OUT"]], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    before = cpu(pid)
+    t = time.time()
+    out = subprocess.run(f"redis-cli -p {port} --pipe < {path}", shell=True,
+                         capture_output=True, text=True).stdout
+    wall = time.time() - t
+    used = cpu(pid) - before
+    if perf:
+        perf.send_signal(2)
+        perf.wait()
+    os.unlink(path)
+    stats = cli(port, "INFO", "commandstats")
+    line = next(l for l in stats.splitlines() if l.startswith("cmdstat_evalsha"))
+    usec = float(line.split("usec=")[1].split(",")[0])
+    if os.environ.get("ALLSTATS"):
+        print(stats)
+    errors = out.split("errors: ")[1].split(",")[0] if "errors: " in out else "?"
+    n = calls * per_call
+    print(f"| {name} | {per_call} | {n} | {usec / n:.2f} | {used * 1e6 / n:.2f} | "
+          f"{n / wall:.0f} | {errors} |", flush=True)
+
+
+def main():
+    port = free_port()
+    d = tempfile.mkdtemp()
+    srv = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", d],
+                           stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                if cli(port, "PING") == "PONG":
+                    break
+            except subprocess.CalledProcessError:
+                pass
+            time.sleep(0.05)
+        seed = bytearray()
+        for i in range(CLIENTS):
+            seed += resp("HSET", f"tg:{{c:c{i}}}:client", "status", "active", "created_at", "0")
+            seed += resp("HSET", f"tg:{{c:c{i}}}:key:k1", "client_id", f"c{i}", "gen", "1",
+                         "scopes", "read")
+        subprocess.run(f"redis-cli -p {port} --pipe", shell=True, input=seed,
+                       capture_output=True, check=True)
+        print(f"redis {cli(port, 'INFO', 'server').split('redis_version:')[1].split()[0]}, "
+              f"{CLIENTS} clients, {CALLS} admissions per row, load {open('/proc/loadavg').read().split()[:3]}")
+        print("| script | admissions per call | admissions | commandstats µs per admission "
+              "| redis CPU µs per admission | admissions/s | errors |")
+        print("|---|---|---|---|---|---|---|")
+        scripts = [("admit.lua", ADMIT)]
+        if os.environ.get("VARIANT_LUA"):
+            scripts.append((os.path.basename(os.environ["VARIANT_LUA"]),
+                            open(os.environ["VARIANT_LUA"]).read()))
+        for name, src in scripts:
+            sha = cli(port, "SCRIPT", "LOAD", src)
+            stripped = cli(port, "SCRIPT", "LOAD", STRIPPED)
+            bsha = cli(port, "SCRIPT", "LOAD", batch_script(src))
+            sbsha = cli(port, "SCRIPT", "LOAD", batch_script(STRIPPED))
+            run(port, srv.pid, f"{name}, alone", (sha, False), 1)
+            if name == "admit.lua":
+                run(port, srv.pid, "stripped (fixed cost only)", (stripped, False), 1)
+            for b in BATCHES:
+                run(port, srv.pid, f"admit_batch.lua over {name}", (bsha, True), b)
+            if name == "admit.lua":
+                for b in [1, 16]:
+                    run(port, srv.pid, "admit_batch.lua over stripped", (sbsha, True), b)
+        used = cli(port, "HGET", "tg:{c:c0}:client", "used")
+        print(f"client c0 used = {used}")
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
+main()

@@ -1,0 +1,43 @@
+-- tollgate: several admissions in one script call (src/store/redis/batch.rs).
+--
+-- Not a script by itself: the store prepends
+--   local function admit_one(KEYS, ARGV) <admit.lua, verbatim> end
+-- so each admission runs exactly admit.lua, with its own KEYS and ARGV
+-- (its own session and sequence number), and its own reply.
+--
+-- ARGV[1]  n, the number of admissions
+-- ARGV[2i], ARGV[2i+1]  (i = 1..n) how many KEYS and how many ARGV admission i has
+-- ARGV[2n+2 ..]  the admissions' arguments, one after the other; KEYS likewise
+--
+-- Returns one reply per admission, in order: admit.lua's reply, or
+-- {"E", message} for an admission that raised an error (its data corrupt, a
+-- bad argument); the others are not affected.
+
+local n = tonumber(ARGV[1])
+if n == nil or n < 1 or #ARGV < 2 * n + 1 then
+  return redis.error_reply('ERR tollgate admit_batch.lua: bad header')
+end
+local replies = {}
+local k, a = 0, 2 * n + 1
+for i = 1, n do
+  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local keys, argv = {}, {}
+  for j = 1, nk do
+    keys[j] = KEYS[k + j]
+  end
+  for j = 1, na do
+    argv[j] = ARGV[a + j]
+  end
+  k, a = k + nk, a + na
+  local ok, reply = pcall(admit_one, keys, argv)
+  if ok then
+    replies[i] = reply
+  elseif type(reply) == 'table' then
+    -- A redis.call error, or admit.lua's error({ err = ... }).
+    replies[i] = { 'E', tostring(reply.err) }
+  else
+    -- Redis 7 hands pcall the message of error({ err = ... }) as a string.
+    replies[i] = { 'E', tostring(reply) }
+  end
+end
+return replies
