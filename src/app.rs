@@ -117,16 +117,22 @@ impl App {
             }),
         };
         let store: SharedStore = match topology {
-            None => Arc::new(MemoryStore::new(TimeSource::Store)),
-            Some(topology) => Arc::new(
-                RedisStore::with_access(
+            None => {
+                let s = MemoryStore::new(TimeSource::Store);
+                s.set_history_days(boot.history_days);
+                Arc::new(s)
+            }
+            Some(topology) => {
+                let s = RedisStore::with_access(
                     &topology,
                     &store_access(&config.store.access),
                     bounds,
                     TimeSource::Store,
                 )
-                .map_err(|e| anyhow::anyhow!("store: {e}"))?,
-            ),
+                .map_err(|e| anyhow::anyhow!("store: {e}"))?;
+                s.set_history_days(boot.history_days);
+                Arc::new(s)
+            }
         };
         let metrics = Arc::new(Metrics::new());
         let admin_token = std::env::var(&boot.admin_token_env)

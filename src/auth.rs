@@ -627,6 +627,8 @@ mod tests {
                     per_minute: None,
                     monthly: None,
                     created_at: 0,
+                    quota_day: 1,
+                    quota_tz: "UTC".into(),
                 })
                 .await
                 .unwrap();

@@ -8,11 +8,14 @@
 //! a paused server, a killed and restarted one, one that is down at startup,
 //! corrupt data and secrets in errors.
 
+#[path = "store_conformance/billing.rs"]
+mod billing;
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use billing::*;
 use common::records::{self, client};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
@@ -182,6 +185,12 @@ conformance!(
     usage_counts_nothing_and_agrees_with_admit,
     concurrent_admits_admit_exactly_the_limit,
     concurrent_admits_stop_at_the_monthly_quota,
+    cycle_boundary_in_utc,
+    cycle_boundary_in_los_angeles_across_dst,
+    cycle_boundary_in_kolkata,
+    cycle_day_31_through_a_leap_february,
+    a_cycle_change_carries_used_to_the_new_period_end,
+    history_counts_each_local_day,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -277,6 +286,7 @@ async fn client_patch_and_patch_missing(fx: Fx) {
         status: Some(ClientStatus::Suspended),
         per_minute: Some(30),
         monthly: None,
+        ..Default::default()
     };
     let patched = fx
         .store

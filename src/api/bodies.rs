@@ -10,10 +10,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::fields::{
-    ClientId, ClientName, ExpiresInDays, GraceSeconds, KeyName, Monthly, PerMinute, Scopes,
+    ClientId, ClientName, ExpiresInDays, GraceSeconds, KeyName, Monthly, PerMinute, QuotaDay,
+    QuotaTz, Scopes,
 };
 use crate::clock::iso8601;
-use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+use crate::model::{
+    Client, ClientPatch, ClientStatus, KeyRecord, DEFAULT_QUOTA_DAY, DEFAULT_QUOTA_TZ,
+};
 
 /// `POST /admin/v1/clients`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +31,12 @@ pub struct CreateClient {
     pub per_minute: Option<PerMinute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly: Option<Monthly>,
+    /// Absent or null: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_day: Option<QuotaDay>,
+    /// Absent or null: "UTC".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_tz: Option<QuotaTz>,
 }
 
 impl CreateClient {
@@ -43,6 +52,10 @@ impl CreateClient {
             per_minute: self.per_minute.map(PerMinute::get),
             monthly: self.monthly.map(Monthly::get),
             created_at: now_s,
+            quota_day: self.quota_day.map_or(DEFAULT_QUOTA_DAY, QuotaDay::get),
+            quota_tz: self
+                .quota_tz
+                .map_or_else(|| DEFAULT_QUOTA_TZ.to_owned(), QuotaTz::into_string),
         }
     }
 }
@@ -59,6 +72,11 @@ pub struct PatchClient {
     pub per_minute: Option<PerMinute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly: Option<Monthly>,
+    /// A new cycle applies from the next request; see docs/billing.md for `used`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_day: Option<QuotaDay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_tz: Option<QuotaTz>,
 }
 
 impl From<PatchClient> for ClientPatch {
@@ -68,6 +86,8 @@ impl From<PatchClient> for ClientPatch {
             status: p.status,
             per_minute: p.per_minute.map(PerMinute::get),
             monthly: p.monthly.map(Monthly::get),
+            quota_day: p.quota_day.map(QuotaDay::get),
+            quota_tz: p.quota_tz.map(QuotaTz::into_string),
         }
     }
 }
@@ -104,6 +124,19 @@ pub struct ClientBody {
     pub per_minute: u64,
     pub monthly: u64,
     pub created_at: String,
+    /// (Absent from a server before billing cycles: the default.)
+    #[serde(default = "default_quota_day")]
+    pub quota_day: u8,
+    #[serde(default = "default_quota_tz")]
+    pub quota_tz: String,
+}
+
+fn default_quota_day() -> u8 {
+    DEFAULT_QUOTA_DAY
+}
+
+fn default_quota_tz() -> String {
+    DEFAULT_QUOTA_TZ.to_owned()
 }
 
 impl ClientBody {
@@ -115,6 +148,8 @@ impl ClientBody {
             per_minute: c.per_minute.unwrap_or(default_per_minute),
             monthly: c.monthly.unwrap_or(default_monthly),
             created_at: iso8601(c.created_at),
+            quota_day: c.quota_day,
+            quota_tz: c.quota_tz.clone(),
         }
     }
 }

@@ -27,8 +27,8 @@ use self::http::{encode_segment, ApiRequest, ApiResponse};
 
 use crate::api::{
     ClientBody, ClientId, ClientList, ClientName, CreateClient, CreateKey, CreatedKey,
-    ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, RotateKey,
-    RotatedKey, Scopes, UsageDoc,
+    ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, QuotaDay,
+    QuotaTz, RotateKey, RotatedKey, Scopes, UsageDoc,
 };
 use crate::keys::valid_key_id;
 use crate::model::ClientStatus;
@@ -96,9 +96,27 @@ pub enum ClientsCommand {
         /// Requests per minute (default: the config's [limits] per_minute).
         #[arg(long, value_name = "N")]
         per_minute: Option<u64>,
-        /// Requests per calendar month (default: the config's [limits] monthly).
+        /// Requests per quota period (default: the config's [limits] monthly).
         #[arg(long, value_name = "N")]
         monthly: Option<u64>,
+        #[command(flatten)]
+        cycle: CycleArgs,
+    },
+    /// Change a client's name, limits or billing cycle.
+    Update {
+        /// Client id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests per minute.
+        #[arg(long, value_name = "N")]
+        per_minute: Option<u64>,
+        /// Requests per quota period.
+        #[arg(long, value_name = "N")]
+        monthly: Option<u64>,
+        #[command(flatten)]
+        cycle: CycleArgs,
     },
     /// List clients.
     List,
@@ -117,6 +135,31 @@ pub enum ClientsCommand {
         /// Client id.
         id: String,
     },
+}
+
+/// A client's billing cycle (docs/billing.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CycleArgs {
+    /// Day of the month the quota resets, 1-31 (default 1; a shorter month resets on its last day).
+    #[arg(long, value_name = "N")]
+    pub quota_day: Option<u64>,
+    /// IANA time zone whose local midnight the quota resets at (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub quota_tz: Option<String>,
+}
+
+impl CycleArgs {
+    fn validated(self) -> Result<(Option<QuotaDay>, Option<QuotaTz>), CliError> {
+        let day = self
+            .quota_day
+            .map(|d| QuotaDay::try_from(d).map_err(|e| flag("--quota-day", e)))
+            .transpose()?;
+        let tz = self
+            .quota_tz
+            .map(|z| QuotaTz::try_from(z).map_err(|e| flag("--quota-tz", e)))
+            .transpose()?;
+        Ok((day, tz))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,7 +296,9 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             name,
             per_minute,
             monthly,
+            cycle,
         }) => {
+            let (quota_day, quota_tz) = cycle.validated()?;
             let body = CreateClient {
                 id: client_id(&id)?,
                 name: name
@@ -265,10 +310,44 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
                 monthly: monthly
                     .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
                     .transpose()?,
+                quota_day,
+                quota_tz,
             };
             Plan {
                 request: request(Method::POST, CLIENTS_PATH.into(), Some(to_json(&body)?)),
                 view: View::Client(ClientEvent::Created),
+            }
+        }
+        Command::Clients(ClientsCommand::Update {
+            id,
+            name,
+            per_minute,
+            monthly,
+            cycle,
+        }) => {
+            let (quota_day, quota_tz) = cycle.validated()?;
+            let body = PatchClient {
+                name: name
+                    .map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
+                    .transpose()?,
+                per_minute: per_minute
+                    .map(|n| PerMinute::try_from(n).map_err(|e| flag("--per-minute", e)))
+                    .transpose()?,
+                monthly: monthly
+                    .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
+                    .transpose()?,
+                quota_day,
+                quota_tz,
+                ..PatchClient::default()
+            };
+            if body == PatchClient::default() {
+                return Err(CliError::usage(
+                    "nothing to change: give --name, --per-minute, --monthly, --quota-day or --quota-tz",
+                ));
+            }
+            Plan {
+                request: request(Method::PATCH, client_path(&id, "")?, Some(to_json(&body)?)),
+                view: View::Client(ClientEvent::Updated),
             }
         }
         Command::Clients(ClientsCommand::List) => Plan {

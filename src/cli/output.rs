@@ -34,6 +34,7 @@ pub enum ClientEvent {
     Shown,
     Suspended,
     Activated,
+    Updated,
 }
 
 /// Makes text from the server safe for one table cell or summary line:
@@ -109,6 +110,7 @@ pub fn client_summary(event: ClientEvent, client: &ClientBody) -> String {
         ClientEvent::Shown => format!("Client {id}\n"),
         ClientEvent::Suspended => format!("Client {id} suspended: its keys are refused.\n"),
         ClientEvent::Activated => format!("Client {id} activated.\n"),
+        ClientEvent::Updated => format!("Client {id} updated.\n"),
     };
     let fields = [
         ("name", clean(&client.name)),
@@ -116,6 +118,14 @@ pub fn client_summary(event: ClientEvent, client: &ClientBody) -> String {
         ("per minute", client.per_minute.to_string()),
         ("monthly", client.monthly.to_string()),
         ("created", clean(&client.created_at)),
+        (
+            "resets",
+            format!(
+                "day {}, 00:00 {}",
+                client.quota_day,
+                clean(&client.quota_tz)
+            ),
+        ),
     ];
     push_fields(&mut out, &fields);
     out
@@ -241,6 +251,8 @@ mod tests {
             per_minute: 100,
             monthly: 10_000,
             created_at: "2026-02-10T10:00:00Z".into(),
+            quota_day: 1,
+            quota_tz: "UTC".into(),
         }
     }
 
@@ -358,7 +370,8 @@ mod tests {
              \x20 status:      suspended\n\
              \x20 per minute:  100\n\
              \x20 monthly:     10000\n\
-             \x20 created:     2026-02-10T10:00:00Z\n"
+             \x20 created:     2026-02-10T10:00:00Z\n\
+             \x20 resets:      day 1, 00:00 UTC\n"
         );
         assert!(client_summary(ClientEvent::Created, &c).starts_with("Client acme created.\n"));
         assert!(client_summary(ClientEvent::Activated, &c).starts_with("Client acme activated.\n"));

@@ -8,6 +8,9 @@
 --                                     prev_gen, prev_until_ms, ...
 -- KEYS[3]  tg:{c:<id>}:win           hash: t (total), o (oldest second), n (newest second),
 --                                     and one field per second holding that second's count
+-- KEYS[4]  tg:{c:<id>}:h:<YYYY-MM-DD> hash (billing, optional): the local day's history,
+--                                     f (forwarded), r (rate_limited), q (quota_exceeded),
+--                                     x (refunded, written by the refund)
 --
 -- The client hash also holds, per admission session (one group of one
 -- tollgate store, docs/rate-limiting.md "Exactly-once admission"), two
@@ -36,10 +39,21 @@
 --          the session has passed, or that was fenced, is refused ({SETTLED}); the same
 --          call again (a client library's retry) returns the recorded reply and counts
 --          nothing again.
+-- ARGV[13..16] the policies' (pass "" when passing anything after them).
+-- Billing (docs/billing.md; "" or absent: the UTC calendar month, no history):
+-- ARGV[17] the cycle tag the caller computed with, "<quota_day> <quota_tz>"
+-- ARGV[18], ARGV[19] that cycle's period [start, end) containing the caller's now, Unix ms
+-- ARGV[20], ARGV[21] the local day [start, end) containing it, Unix ms (KEYS[4]'s day)
+-- ARGV[22] [history] days: KEYS[4] expires that many days after the day ends
+--   When the client's cycle is not ARGV[17], or now (TIME) is outside either
+--   range, the script counts and writes nothing and answers
+--   {RECOMPUTE, now_ms, quota_day, quota_tz} (the fields as stored, "" when
+--   absent): the caller computes the ranges again for that instant and cycle.
 --
 -- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
---  admitted}: the state after the writes; `admitted` requests (the first ones
+--  admitted}: the state after the writes (monthly_used counts in the period of
+-- ARGV[18..19]); `admitted` requests (the first ones
 -- of the n) were counted, and `verdict` is the answer to the others (ADMITTED
 -- when all n were). Reply slots 10..19 are for further fields (a reply is an
 -- array: it ends at its first nil, so every slot before the last one used is
@@ -49,8 +63,10 @@
 --
 -- The window is the algorithm of src/limits/window.rs: at an instant in
 -- second s it counts the buckets of seconds s-60 ..= s; a bucket of second b
--- leaves at the start of second b+61. Only an admission writes; every
--- refusal and every usage read leaves the data exactly as it found it.
+-- leaves at the start of second b+61. Only an admission writes to the
+-- counters; a refusal by the limits writes only its day's history, and
+-- every other refusal and every usage read leaves the data exactly as it
+-- found it.
 
 -- Globals looked up once (each use of `math.floor` is two table lookups).
 local call, floor, min, max, format = redis.call, math.floor, math.min, math.max, string.format
@@ -63,13 +79,17 @@ local SETTLED = -1
 local SESSION_IDLE_SECS = 600
 -- Where a session record keeps the month its call counted in (settle.lua reads it).
 local RECORD_PERIOD = 20
+-- Billing: where it keeps the history key its call counted in (settle.lua reads it).
+local RECORD_DAY = 21
+-- Billing: not a verdict: the caller's period or day is not the store's; nothing done.
+local RECOMPUTE = -2
 
 local WINDOW_SECS = 60
 local BUCKET_LIFETIME_SECS = WINDOW_SECS + 1
 -- Lua numbers are doubles: limits are capped where they stay exact.
 local MAX_LIMIT = 9007199254740991
 
-local client_key, key_key, win_key = KEYS[1], KEYS[2], KEYS[3]
+local client_key, key_key, win_key, day_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, client_id, key_id, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scope = nil
 if ARGV[5] ~= '' then
@@ -149,10 +169,12 @@ end
 local now_s = floor(now_ms / 1000)
 
 -- The client hash (read first: a repeated call is answered from it).
+-- c[6..9]: billing fields (cycle, and the period `used` was counted in).
 local c
 if session then
-  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', session)
-  local last = c[6]
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used',
+    'quota_day', 'quota_tz', 'mend', 'mtag', session)
+  local last = c[10]
   if last then
     local applied = tonumber(last)
     if applied == nil then
@@ -165,11 +187,13 @@ if session then
     elseif applied == seq then
       local reply = cmsgpack.unpack(call('HGET', client_key, record))
       reply[RECORD_PERIOD] = nil
+      reply[RECORD_DAY] = nil
       return reply
     end
   end
 else
-  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used')
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used',
+    'quota_day', 'quota_tz', 'mend', 'mtag')
 end
 
 -- The key: exists, belongs to the client, not expired, and the caller's
@@ -209,8 +233,39 @@ local monthly = limit(c[3], ARGV[7], 'monthly')
 -- The month: `used` counts only while `mon` is the current month.
 local period = period_id(now_s)
 local used = 0
-if c[4] and int(c[4], 'client mon') == period then
+-- Billing: the client's quota period (and the day the history counts under).
+local cycle_tag, period_end, history_ttl = nil, nil, nil
+if ARGV[17] and ARGV[17] ~= '' then
+  cycle_tag = ARGV[17]
+  local p_start, p_end = tonumber(ARGV[18]), tonumber(ARGV[19])
+  local d_start, d_end = tonumber(ARGV[20]), tonumber(ARGV[21])
+  if (c[6] or '1') .. ' ' .. (c[7] or 'UTC') ~= cycle_tag
+      or now_ms < p_start or now_ms >= p_end or now_ms < d_start or now_ms >= d_end then
+    return { RECOMPUTE, now_ms, c[6] or '', c[7] or '' }
+  end
+  history_ttl = floor((d_end - now_ms) / 1000) + 86400 * int(ARGV[22], 'history days argument') + 1
+  if c[4] then
+    local mon = int(c[4], 'client mon')
+    if mon == p_start or (cycle_tag == '1 UTC' and mon == period_id(floor(p_start / 1000))) then
+      -- (YYYYMM: counted before billing cycles, in the same UTC month.)
+      used = int(c[5] or '0', 'client used')
+    elseif c[9] ~= cycle_tag and c[8] and now_ms < int(c[8], 'client mend') then
+      -- The cycle changed while the period `used` counts in had not ended:
+      -- `used` carries into the new cycle's period (docs/billing.md).
+      used = int(c[5] or '0', 'client used')
+    end
+  end
+  period, period_end = p_start, p_end
+elseif c[4] and int(c[4], 'client mon') == period then
   used = int(c[5] or '0', 'client used')
+end
+
+-- Billing: `n` more requests under field `f` of the day's history.
+local function history(f, n)
+  if history_ttl and n > 0 and call('HINCRBY', day_key, f, n) == n then
+    -- The field's first count of the day (at most four per day).
+    call('EXPIRE', day_key, history_ttl)
+  end
 end
 
 -- The window, read without writing: expired buckets are collected, and
@@ -313,9 +368,11 @@ if scope then
   end
 end
 if used >= monthly then
+  history('q', wanted)
   return state(QUOTA_EXHAUSTED, 0)
 end
 if total >= per_minute then
+  history('r', wanted)
   return state(RATE_LIMITED, 0)
 end
 
@@ -362,12 +419,28 @@ elseif used >= monthly then
 else
   reply = state(RATE_LIMITED, admitted)
 end
+-- Billing: the history, and the period `used` counts in (written when it changes).
+history('f', admitted)
+if admitted < wanted then
+  history(used >= monthly and 'q' or 'r', wanted - admitted)
+end
+local counter = { 'mon', str(period), 'used', str(used) }
+if cycle_tag and c[4] ~= counter[2] then
+  counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag', cycle_tag
+end
 if session then
   -- The session's record, in the same write as the monthly counter.
   reply[RECORD_PERIOD] = period
-  call('HSET', client_key, 'mon', str(period), 'used', str(used),
-    session, ARGV[11], record, cmsgpack.pack(reply))
+  if history_ttl then
+    reply[RECORD_DAY] = day_key
+  end
+  counter[#counter + 1] = session
+  counter[#counter + 1] = ARGV[11]
+  counter[#counter + 1] = record
+  counter[#counter + 1] = cmsgpack.pack(reply)
+  call('HSET', client_key, unpack(counter))
   reply[RECORD_PERIOD] = nil
+  reply[RECORD_DAY] = nil
   if new_bucket and now_s % 16 == 0 then
     -- About every 16 s of a busy client: forget sessions idle for long
     -- (stores that went away), so the client hash does not grow.
@@ -385,6 +458,6 @@ if session then
     end
   end
 else
-  call('HSET', client_key, 'mon', str(period), 'used', str(used))
+  call('HSET', client_key, unpack(counter))
 end
 return reply

@@ -5,12 +5,17 @@
 //! without awaiting, and releases it, so `admit` is as atomic here as the Lua
 //! script is in Redis. Nothing is persisted: a restart forgets everything.
 //!
-//! The window is [`crate::limits::window::Window`]; the month is a
-//! `(period_id, used)` pair that restarts from zero when
-//! [`crate::limits::month::period_id`] of the current time changes. A refusal
-//! changes no count (expiring old buckets is not a change of count).
+//! The window is [`crate::limits::window::Window`]; the quota is a count
+//! kept with the period it counts in (the client's billing cycle,
+//! [`crate::limits::cycle`]), restarting from zero when the period of the
+//! current time is another one; a cycle changed mid-period carries the
+//! count to the end of the period it was counted in (docs/billing.md, the
+//! same rule as `admit.lua`). A refusal changes no count (expiring old
+//! buckets is not a change of count); a refusal by the limits adds to its
+//! day's history ([`crate::history::DayBook`]), as admissions do.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +24,10 @@ use parking_lot::Mutex;
 
 use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::{Clock, SystemClock};
+use crate::history::{self, Counted as Day, DayBook, DayCounts, Range};
+use crate::limits::cycle::{Cycle, Period};
 use crate::limits::window::Window;
-use crate::limits::{month, Decision, LimitState, Limits, Verdict};
+use crate::limits::{Decision, LimitState, Limits, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 
 /// The in-process store. Clones share the same state.
@@ -28,6 +35,8 @@ use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret}
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
+    /// `[history] days`.
+    history_days: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -47,8 +56,10 @@ struct Inner {
 struct ClientEntry {
     client: Client,
     window: Window,
-    /// `(period_id, used)` of the last admitted request's month.
-    month: (u32, u64),
+    /// The quota count and the period it counts in.
+    month: Counted,
+    /// The daily usage history.
+    history: DayBook,
     /// `(created_at, key_id)`: the listing order.
     keys: BTreeSet<(i64, String)>,
     /// Key name → key id, for per-client name uniqueness.
@@ -63,31 +74,44 @@ impl ClientEntry {
         }
     }
 
-    /// Requests counted in the month `period`, without rolling anything over.
-    fn month_used(&self, period: u32) -> u64 {
-        let (counted, used) = self.month;
-        if counted == period {
-            used
+    /// Requests counted in `period` of the client's cycle (tag `tag`) at
+    /// `now_ms`, without rolling anything over.
+    fn month_used(&self, period: &Period, tag: &str, now_ms: i64) -> u64 {
+        let m = &self.month;
+        if m.start_ms == period.start_ms || (m.tag != tag && now_ms < m.end_ms) {
+            m.used
         } else {
             0
         }
     }
 
-    /// The limit state at `now_ms`, in the month `period` (the
-    /// [`month::period_id`] of `now_ms`); counts nothing.
-    fn state(&mut self, now_ms: i64, period: u32, limits: Limits) -> LimitState {
+    /// The limit state at `now_ms`, in the period of the client's cycle
+    /// containing it; counts nothing.
+    fn state(&mut self, now_ms: i64, cycle: &Cycle, limits: Limits) -> LimitState {
         self.window.expire(now_ms);
         let w = self.window.state(now_ms, limits.per_minute);
+        let period = cycle.period_at(now_ms);
         LimitState {
             now_ms,
             per_minute: limits.per_minute,
             remaining: w.remaining,
             reset_at: w.reset_at,
             monthly: limits.monthly,
-            monthly_used: self.month_used(period),
+            monthly_used: self.month_used(&period, &cycle.tag(), now_ms),
             window_retry_at_ms: w.retry_at_ms,
+            period,
         }
     }
+}
+
+/// A quota count and the period it counts in.
+#[derive(Debug, Default)]
+struct Counted {
+    start_ms: i64,
+    end_ms: i64,
+    /// [`Cycle::tag`] of the cycle it was counted under.
+    tag: String,
+    used: u64,
 }
 
 /// Why a key does not admit a request, before any counter is looked at.
@@ -109,7 +133,13 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::new(Mutex::new(Inner::default())),
             clock,
+            history_days: Arc::new(AtomicU32::new(history::DEFAULT_DAYS)),
         }
+    }
+
+    /// Keeps `days` days of usage history (`[history] days`).
+    pub fn set_history_days(&self, days: u32) {
+        self.history_days.store(days, Ordering::Relaxed);
     }
 }
 
@@ -144,7 +174,8 @@ impl Store for MemoryStore {
             ClientEntry {
                 client: client.clone(),
                 window: Window::default(),
-                month: (0, 0),
+                month: Counted::default(),
+                history: DayBook::default(),
                 keys: BTreeSet::new(),
                 names: HashMap::new(),
             },
@@ -182,6 +213,12 @@ impl Store for MemoryStore {
         }
         if let Some(n) = patch.monthly {
             c.monthly = Some(n);
+        }
+        if let Some(d) = patch.quota_day {
+            c.quota_day = d;
+        }
+        if let Some(tz) = &patch.quota_tz {
+            c.quota_tz = tz.clone();
         }
         Ok(Some(c.clone()))
     }
@@ -266,7 +303,7 @@ impl Store for MemoryStore {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
         let now_ms = self.clock.now_ms();
         let now_s = now_ms.div_euclid(1000);
-        let period = month::period_id(now_s);
+        let keep = self.history_days.load(Ordering::Relaxed);
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
 
@@ -278,27 +315,38 @@ impl Store for MemoryStore {
             return Ok(refused(Verdict::ClientMissing, None));
         };
         let limits = entry.limits(req.defaults);
-        let state = entry.state(now_ms, period, limits);
+        let cycle = entry.client.cycle();
+        let state = entry.state(now_ms, &cycle, limits);
         if entry.client.status != ClientStatus::Active {
             return Ok(refused(Verdict::ClientSuspended, Some(state)));
         }
         if req.scope.is_some_and(|s| !key.has_scope(s)) {
             return Ok(refused(Verdict::ScopeDenied, Some(state)));
         }
+        let day = cycle.local_date(now_ms);
         if state.monthly_used >= limits.monthly {
+            entry.history.add(day, Day::QuotaExceeded, 1, keep);
             return Ok(refused(Verdict::QuotaExhausted, Some(state)));
         }
         if state.remaining == 0 {
+            entry.history.add(day, Day::RateLimited, 1, keep);
             return Ok(refused(Verdict::RateLimited, Some(state)));
         }
 
-        // Admitted: count it against both limits.
-        entry.window.add(now_ms, 1);
-        entry.month = (period, state.monthly_used + 1);
+        // Admitted: count it against both limits, and in the day's history.
+        let admitted = 1;
+        entry.window.add(now_ms, admitted);
+        entry.month = Counted {
+            start_ms: state.period.start_ms,
+            end_ms: state.period.end_ms,
+            tag: cycle.tag(),
+            used: state.monthly_used + admitted,
+        };
+        entry.history.add(day, Day::Forwarded, admitted, keep);
         key.last_used_at = Some(now_s);
         Ok(Decision {
             verdict: Verdict::Admitted,
-            state: Some(entry.state(now_ms, period, limits)),
+            state: Some(entry.state(now_ms, &cycle, limits)),
         })
     }
 
@@ -318,7 +366,7 @@ impl Store for MemoryStore {
             return Ok(refused(Verdict::ClientMissing, None));
         };
         let limits = entry.limits(req.defaults);
-        let state = entry.state(now_ms, month::period_id(now_ms.div_euclid(1000)), limits);
+        let state = entry.state(now_ms, &entry.client.cycle(), limits);
         if req.key.is_some() && entry.client.status != ClientStatus::Active {
             return Ok(refused(Verdict::ClientSuspended, Some(state)));
         }
@@ -326,5 +374,14 @@ impl Store for MemoryStore {
             verdict: Verdict::Admitted,
             state: Some(state),
         })
+    }
+
+    async fn history(&self, client_id: &str, range: Range) -> Result<Vec<DayCounts>, StoreError> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .clients
+            .get(client_id)
+            .map(|e| e.history.counts(range))
+            .unwrap_or_else(|| vec![DayCounts::default(); range.days().count()]))
     }
 }

@@ -64,6 +64,10 @@ local reply = cmsgpack.unpack(redis.call('HGET', client_key, record))
 -- admit.lua's RECORD_PERIOD: the month the call counted in.
 local period = reply[20]
 reply[20] = nil
+-- Billing: admit.lua's RECORD_DAY, the history key the call counted under
+-- (tg:{c:<id>}:h:<date>: the client's hash tag, so the same slot as KEYS[1]).
+local day_key = reply[21]
+reply[21] = nil
 if mode == 'check' then
   return reply
 end
@@ -80,6 +84,14 @@ if c[1] and tonumber(c[1]) == period then
   redis.call('HSET', client_key, 'used', str(used), session, 'V' .. ARGV[3])
 else
   redis.call('HSET', client_key, session, 'V' .. ARGV[3])
+end
+
+-- Billing: the day's forwarded count drops with `used` (never below zero).
+if day_key then
+  local f = tonumber(redis.call('HGET', day_key, 'f'))
+  if f then
+    redis.call('HSET', day_key, 'f', str(math.max(f - admitted, 0)))
+  end
 end
 
 local b = tonumber(redis.call('HGET', win_key, str(sec)))

@@ -12,6 +12,8 @@ pub fn client(id: &str) -> Client {
         per_minute: None,
         monthly: None,
         created_at: 1_770_000_000,
+        quota_day: 1,
+        quota_tz: "UTC".into(),
     }
 }
 

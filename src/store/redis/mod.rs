@@ -58,8 +58,12 @@ use super::once::{CallId, Session, VOID_WINDOW};
 use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
 use crate::limits::{Decision, LimitState, Verdict};
-use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
+use crate::model::{
+    Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret, DEFAULT_QUOTA_DAY,
+    DEFAULT_QUOTA_TZ,
+};
 
+mod billing;
 mod conn;
 mod decode;
 pub mod layout;
@@ -67,6 +71,7 @@ mod ops;
 mod scripts;
 mod settle;
 
+use billing::*;
 use conn::*;
 pub use conn::{Access, Bounds, Conn, Topology, DEFAULT_MAX_IN_FLIGHT};
 use decode::*;
@@ -106,6 +111,10 @@ struct Inner {
     create_key: Script,
     revoke_key: Script,
     rotate_key: Script,
+    /// Each client's billing cycle as last seen (`billing`).
+    cycles: Cycles,
+    /// `[history] days`.
+    history_days: std::sync::atomic::AtomicU32,
     /// Concurrent admissions of one key, sent together (`super::group`).
     /// Holds the store weakly: its calls must not keep the store alive.
     group: GroupCommit<WeakStore>,
@@ -283,9 +292,16 @@ impl RedisStore {
                 create_key: Script::new(CREATE_KEY_LUA),
                 revoke_key: Script::new(REVOKE_KEY_LUA),
                 rotate_key: Script::new(ROTATE_KEY_LUA),
+                cycles: Cycles::default(),
+                history_days: std::sync::atomic::AtomicU32::new(crate::history::DEFAULT_DAYS),
                 group: GroupCommit::new(WeakStore(weak.clone()), bounds.max_in_flight.max(1)),
             }),
         })
+    }
+
+    /// Keeps `days` days of usage history (`[history] days`).
+    pub fn set_history_days(&self, days: u32) {
+        self.inner.history_days.store(days, Ordering::Relaxed);
     }
 
     /// Runs one exchange with Redis, bounded by the timeout, mapping errors.
@@ -434,37 +450,58 @@ impl RedisStore {
         deadline: Instant,
     ) -> Result<Batch, CallError> {
         let (key_id, gen) = key.unwrap_or(("", 0));
-        let mut inv = self.inner.admit.prepare_invoke();
-        inv.key(layout::client(client_id))
-            .key(layout::key(client_id, key_id))
-            .key(layout::window(client_id));
-        inv.arg(mode)
-            .arg(client_id)
-            .arg(key_id)
-            .arg(gen.to_string())
-            .arg(scope.map(|s| format!("+{s}")).unwrap_or_default())
-            .arg(defaults.per_minute.to_string())
-            .arg(defaults.monthly.to_string())
-            .arg(self.now_arg())
-            .arg(n.to_string());
-        if let Some(call) = call {
-            inv.arg(&call.session.state)
-                .arg(call.seq.to_string())
-                .arg(&call.session.record);
+        let days = self.inner.history_days.load(Ordering::Relaxed);
+        // Billing: the period of the cycle this process believes the client
+        // has; the script answers RECOMPUTE (having done nothing) when the
+        // cycle or Redis TIME says otherwise, and the call goes again.
+        let mut guess = Guess::new(self.inner.cycles.get(client_id), self.guess_now_ms());
+        for _ in 0..PERIOD_ATTEMPTS {
+            let mut inv = self.inner.admit.prepare_invoke();
+            inv.key(layout::client(client_id))
+                .key(layout::key(client_id, key_id))
+                .key(layout::window(client_id));
+            inv.arg(mode)
+                .arg(client_id)
+                .arg(key_id)
+                .arg(gen.to_string())
+                .arg(scope.map(|s| format!("+{s}")).unwrap_or_default())
+                .arg(defaults.per_minute.to_string())
+                .arg(defaults.monthly.to_string())
+                .arg(self.now_arg())
+                .arg(n.to_string());
+            match call {
+                Some(call) => inv
+                    .arg(&call.session.state)
+                    .arg(call.seq.to_string())
+                    .arg(&call.session.record),
+                None => inv.arg("").arg("").arg(""),
+            };
+            guess.add_to(&mut inv, client_id, days);
+            let reply: redis::Value = self
+                .call_until(
+                    deadline,
+                    |mut c| async move { inv.invoke_async(&mut c).await },
+                )
+                .await?;
+            if let Some(store_says) = recompute(&reply) {
+                let (now_ms, cycle) = store_says.map_err(CallError::unsent)?;
+                self.inner.cycles.learn(client_id, cycle.clone());
+                guess = Guess::new(cycle, now_ms);
+                continue;
+            }
+            let reply: Vec<i64> = redis::from_redis_value(reply)
+                .map_err(|_| CallError::unsent(corrupt("admit reply")))?;
+            if reply.first() == Some(&SETTLED) {
+                // Only a repeat of a call tollgate has given up on gets this.
+                return Err(CallError::unsent(StoreError::Unavailable(
+                    "admission call was settled before it ran".into(),
+                )));
+            }
+            return decode_batch(&reply, &guess.cycle).map_err(CallError::unsent);
         }
-        let reply: Vec<i64> = self
-            .call_until(
-                deadline,
-                |mut c| async move { inv.invoke_async(&mut c).await },
-            )
-            .await?;
-        if reply.first() == Some(&SETTLED) {
-            // Only a repeat of a call tollgate has given up on gets this.
-            return Err(CallError::unsent(StoreError::Unavailable(
-                "admission call was settled before it ran".into(),
-            )));
-        }
-        decode_batch(&reply).map_err(CallError::unsent)
+        Err(CallError::unsent(StoreError::Unavailable(
+            "the quota period kept moving under the admission call".into(),
+        )))
     }
 
     /// Admits a batch exactly once: counted if and only if its requests get
@@ -586,7 +623,7 @@ impl RedisStore {
         match reply.as_slice() {
             [] => Ok(Settled::NotApplied),
             [SETTLED] => Ok(Settled::Voided),
-            reply => decode_batch(reply).map(Settled::Applied),
+            reply => decode_batch(reply, &self.inner.cycles.get(client_id)).map(Settled::Applied),
         }
     }
 

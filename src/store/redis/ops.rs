@@ -1,6 +1,7 @@
 //! The [`Store`] operations over Redis.
 
 use super::*;
+use crate::history::{DayCounts, Range};
 
 #[async_trait]
 impl Store for RedisStore {
@@ -296,5 +297,9 @@ impl Store for RedisStore {
             .await
             .map_err(|e| e.error)?;
         Ok(batch.last)
+    }
+
+    async fn history(&self, client_id: &str, range: Range) -> Result<Vec<DayCounts>, StoreError> {
+        self.read_history(client_id, range).await
     }
 }
