@@ -147,7 +147,7 @@ impl Range {
 }
 
 /// `YYYY-MM-DD` exactly (jiff alone also reads other forms).
-fn parse_date(s: &str) -> Option<Date> {
+pub fn parse_date(s: &str) -> Option<Date> {
     let b = s.as_bytes();
     let shape = b.len() == 10
         && b[4] == b'-'

@@ -30,6 +30,7 @@ use crate::api::{
     ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, QuotaDay,
     QuotaTz, RotateKey, RotatedKey, Scopes, UsageDoc,
 };
+use crate::history::HistoryDoc;
 use crate::keys::valid_key_id;
 use crate::model::ClientStatus;
 use output::ClientEvent;
@@ -76,11 +77,23 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Show a client's rate-limit and quota usage.
+    /// Show a client's rate-limit and quota usage, or its daily history.
     Usage {
         /// Client id.
         #[arg(long, value_name = "ID")]
         client: String,
+        /// The daily history (local days of the client's quota_tz) instead.
+        #[arg(long)]
+        history: bool,
+        /// First day, YYYY-MM-DD (default: the current period's first day).
+        #[arg(long, value_name = "D", requires = "history")]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: the current period's last day).
+        #[arg(long, value_name = "D", requires = "history")]
+        to: Option<String>,
+        /// Print the history as CSV (with a header line).
+        #[arg(long, requires = "history")]
+        csv: bool,
     },
 }
 
@@ -272,6 +285,7 @@ pub enum View {
     Revoked { key_id: String },
     Rotated,
     Usage,
+    History { csv: bool },
 }
 
 const CLIENTS_PATH: &str = "/admin/v1/clients";
@@ -425,10 +439,41 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
                 view: View::Revoked { key_id },
             }
         }
-        Command::Usage { client } => Plan {
+        Command::Usage {
+            client,
+            history: false,
+            ..
+        } => Plan {
             request: request(Method::GET, client_path(&client, "/usage")?, None),
             view: View::Usage,
         },
+        Command::Usage {
+            client,
+            history: true,
+            from,
+            to,
+            csv,
+        } => {
+            let mut query = Vec::new();
+            for (name, value) in [("from", from), ("to", to)] {
+                if let Some(v) = value {
+                    if crate::history::parse_date(&v).is_none() {
+                        return Err(CliError::usage(format!(
+                            "--{name} must be a date YYYY-MM-DD, got {v:?}"
+                        )));
+                    }
+                    query.push(format!("{name}={v}"));
+                }
+            }
+            let mut path = client_path(&client, "/usage/history")?;
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            Plan {
+                request: request(Method::GET, path, None),
+                view: View::History { csv },
+            }
+        }
     };
     Ok(plan)
 }
@@ -566,6 +611,7 @@ pub fn answer(
         View::Revoked { key_id } => output::revoked_summary(key_id),
         View::Rotated => output::rotated_key_summary(&decode::<RotatedKey>(response)?),
         View::Usage => output::usage_summary(&decode::<UsageDoc>(response)?),
+        View::History { csv } => output::history_table(&decode::<HistoryDoc>(response)?, *csv),
     };
     Ok(text.into_bytes())
 }
