@@ -27,16 +27,26 @@ pub const DAYS_RANGE: std::ops::RangeInclusive<u32> = 1..=3660;
 pub const MAX_QUERY_DAYS: i32 = 400;
 
 /// The Lua a refund runs (in its own atomic script, with the client's keys):
-/// adds ARGV[1] units to `refunded` of the day key KEYS[1]
-/// (`tg:{c:<id>}:h:<YYYY-MM-DD>` of the day the request was counted in; the
-/// refund knows it from the admission's reply) and lowers `forwarded` by as
-/// much, never below zero, so the sum of `forwarded` still equals `used`.
+/// KEYS[1] the client hash, KEYS[2] the day key (`tg:{c:<id>}:h:<YYYY-MM-DD>`
+/// of the day the request was counted in: admit.lua records it at index 21
+/// of the session record), ARGV[1] the units, ARGV[2] the key's TTL in
+/// seconds should it be new. Adds the units to `refunded` (`x` of the day
+/// key) and takes them from `forwarded`, never below zero, so the sum of
+/// `forwarded` still equals `used`: from `hf` of the client hash while that
+/// day is its current day (`hday`), else from `f` of the day key.
 pub const REFUND_LUA: &str = "\
 local n = tonumber(ARGV[1])
-if n and n > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'x', n)
-  local f = tonumber(redis.call('HGET', KEYS[1], 'f') or '0')
-  redis.call('HSET', KEYS[1], 'f', string.format('%d', math.max(f - n, 0)))
+if n and n > 0 then
+  if redis.call('HINCRBY', KEYS[2], 'x', n) == n then
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+  end
+  local h = redis.call('HMGET', KEYS[1], 'hday', 'hf')
+  local where, field = KEYS[2], 'f'
+  if h[1] == KEYS[2] then
+    where, field = KEYS[1], 'hf'
+  end
+  local f = tonumber(redis.call('HGET', where, field) or '0')
+  redis.call('HSET', where, field, string.format('%d', math.max(f - n, 0)))
 end
 ";
 

@@ -8,8 +8,15 @@
 #[macro_use]
 mod common;
 
+use std::time::Duration;
+
 use http::Method;
 use serde_json::json;
+use tollgate::clock::{Clock, ManualClock, SystemClock};
+use tollgate::limits::cycle::Cycle;
+use tollgate::limits::Limits;
+use tollgate::store::redis::RedisStore;
+use tollgate::store::{AdmitRequest, Store, TimeSource};
 
 use common::admin::call;
 use common::env::Env;
@@ -258,13 +265,14 @@ async fn history_endpoint_answers_and_refuses_bad_ranges(backend: Backend) {
 /// Two processes, one Redis, a burst of 400 concurrent requests against a
 /// quota of 150: exactly 150 forwarded, and the history's `forwarded`
 /// equals `used` and the upstream's count; the rest are `quota_exceeded`
-/// or `rate_limited`. Then the bytes one client-day takes in Redis.
+/// or `rate_limited`. Then the day rolls over (a store with a clock one day
+/// on): the day's counts land in its own key, whose bytes are measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_sums_to_used_across_two_processes() {
     let env = Env::new(Backend::Redis).await;
     let b = env.second_process();
     let (http, a) = (&env.http, &env.tg);
-    let (_, secret) = env
+    let (key_id, secret) = env
         .client(
             "acme",
             json!({"per_minute": 1000, "monthly": 150}),
@@ -299,37 +307,59 @@ async fn forwarded_sums_to_used_across_two_processes() {
     assert_eq!(sum("forwarded"), 150);
     assert_eq!(sum("quota_exceeded") + sum("rate_limited"), 250);
 
-    // Bytes per client-day: every history key of the client, measured.
+    // The next day, the first admission moves today's counts from the
+    // client hash to today's key: its contents, TTL and bytes.
     let redis = env.redis.as_ref().expect("redis");
+    let now = SystemClock.now_ms();
+    let today = Cycle::utc_month().day_at(now).0.to_string();
+    let tomorrow = ManualClock::new(now + 86_400_000);
+    let store = RedisStore::new(
+        &redis.url(),
+        Duration::from_secs(5),
+        TimeSource::Clock(tomorrow),
+    )
+    .expect("store");
+    let req = AdmitRequest {
+        client_id: "acme",
+        key_id: &key_id,
+        gen: 1,
+        scope: None,
+        defaults: Limits {
+            per_minute: 100,
+            monthly: 100,
+        },
+    };
+    store.admit(&req).await.expect("admit tomorrow");
     let client = ::redis::Client::open(redis.url()).expect("url");
     let mut c = client
         .get_multiplexed_async_connection()
         .await
         .expect("conn");
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("tg:{c:acme}:h:*")
+    let key = format!("tg:{{c:acme}}:h:{today}");
+    let (f, r, q): (Option<u64>, Option<u64>, Option<u64>) = ::redis::cmd("HMGET")
+        .arg(&key)
+        .arg(&["f", "r", "q"])
         .query_async(&mut c)
         .await
-        .expect("keys");
-    assert!(!keys.is_empty() && keys.len() <= 2, "{keys:?}");
-    for k in &keys {
-        let bytes: i64 = ::redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(k)
-            .query_async(&mut c)
-            .await
-            .expect("memory usage");
-        let ttl: i64 = ::redis::cmd("TTL")
-            .arg(k)
-            .query_async(&mut c)
-            .await
-            .expect("ttl");
-        eprintln!("history key {k}: {bytes} bytes, ttl {ttl} s");
-        assert!(bytes < 256, "{k}: {bytes} bytes");
-        // [history] days = 400 after the day's end: between 400 and 401 days.
-        assert!(
-            (400 * 86_400..=401 * 86_400 + 1).contains(&ttl),
-            "{k}: ttl {ttl}"
-        );
-    }
+        .expect("hmget");
+    assert_eq!(f, Some(150));
+    assert_eq!(r.unwrap_or(0) + q.unwrap_or(0), 250);
+    let bytes: i64 = ::redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("memory usage");
+    let ttl: i64 = ::redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("ttl");
+    eprintln!("history key {key}: {bytes} bytes, ttl {ttl} s");
+    assert!(bytes < 256, "{key}: {bytes} bytes");
+    // [history] days = 400 after the day's end, the day ended by now.
+    assert!(
+        (399 * 86_400..=400 * 86_400 + 1).contains(&ttl),
+        "{key}: ttl {ttl}"
+    );
 }

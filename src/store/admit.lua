@@ -10,7 +10,11 @@
 --                                     and one field per second holding that second's count
 -- KEYS[4]  tg:{c:<id>}:h:<YYYY-MM-DD> hash (billing, optional): the local day's history,
 --                                     f (forwarded), r (rate_limited), q (quota_exceeded),
---                                     x (refunded, written by the refund)
+--                                     x (refunded, written by the refund). The current day's
+--                                     f, r, q live in the client hash (hday = the day's key,
+--                                     hf, hr, hq), written with `used` at no extra command;
+--                                     the first write of a new day adds the previous day's to
+--                                     its key, which expires [history] days after that day.
 --
 -- The client hash also holds, per admission session (one group of one
 -- tollgate store, docs/rate-limiting.md "Exactly-once admission"), two
@@ -169,12 +173,12 @@ end
 local now_s = floor(now_ms / 1000)
 
 -- The client hash (read first: a repeated call is answered from it).
--- c[6..9]: billing fields (cycle, and the period `used` was counted in).
+-- c[6..11]: billing fields (the cycle, today's history).
 local c
 if session then
   c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used',
-    'quota_day', 'quota_tz', 'mend', 'mtag', session)
-  local last = c[10]
+    'quota_day', 'quota_tz', 'hday', 'hf', 'hr', 'hq', session)
+  local last = c[12]
   if last then
     local applied = tonumber(last)
     if applied == nil then
@@ -193,7 +197,7 @@ if session then
   end
 else
   c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used',
-    'quota_day', 'quota_tz', 'mend', 'mtag')
+    'quota_day', 'quota_tz', 'hday', 'hf', 'hr', 'hq')
 end
 
 -- The key: exists, belongs to the client, not expired, and the caller's
@@ -234,7 +238,7 @@ local monthly = limit(c[3], ARGV[7], 'monthly')
 local period = period_id(now_s)
 local used = 0
 -- Billing: the client's quota period (and the day the history counts under).
-local cycle_tag, period_end, history_ttl = nil, nil, nil
+local cycle_tag, period_end, history_ttl, old_day_ttl = nil, nil, nil, nil
 if ARGV[17] and ARGV[17] ~= '' then
   cycle_tag = ARGV[17]
   local p_start, p_end = tonumber(ARGV[18]), tonumber(ARGV[19])
@@ -243,16 +247,23 @@ if ARGV[17] and ARGV[17] ~= '' then
       or now_ms < p_start or now_ms >= p_end or now_ms < d_start or now_ms >= d_end then
     return { RECOMPUTE, now_ms, c[6] or '', c[7] or '' }
   end
-  history_ttl = floor((d_end - now_ms) / 1000) + 86400 * int(ARGV[22], 'history days argument') + 1
+  local keep = 86400 * int(ARGV[22], 'history days argument') + 1
+  history_ttl = floor((d_end - now_ms) / 1000) + keep
+  -- An earlier day ended by this day's start at the latest.
+  old_day_ttl = floor((d_start - now_ms) / 1000) + keep
   if c[4] then
     local mon = int(c[4], 'client mon')
     if mon == p_start or (cycle_tag == '1 UTC' and mon == period_id(floor(p_start / 1000))) then
       -- (YYYYMM: counted before billing cycles, in the same UTC month.)
       used = int(c[5] or '0', 'client used')
-    elseif c[9] ~= cycle_tag and c[8] and now_ms < int(c[8], 'client mend') then
-      -- The cycle changed while the period `used` counts in had not ended:
-      -- `used` carries into the new cycle's period (docs/billing.md).
-      used = int(c[5] or '0', 'client used')
+    else
+      -- Another period: did the cycle change while the period `used`
+      -- counts in had not ended? Then `used` carries into the new cycle's
+      -- period (docs/billing.md).
+      local m = call('HMGET', client_key, 'mend', 'mtag')
+      if m[2] ~= cycle_tag and m[1] and now_ms < int(m[1], 'client mend') then
+        used = int(c[5] or '0', 'client used')
+      end
     end
   end
   period, period_end = p_start, p_end
@@ -260,11 +271,55 @@ elseif c[4] and int(c[4], 'client mon') == period then
   used = int(c[5] or '0', 'client used')
 end
 
--- Billing: `n` more requests under field `f` of the day's history.
-local function history(f, n)
-  if history_ttl and n > 0 and call('HINCRBY', day_key, f, n) == n then
-    -- The field's first count of the day (at most four per day).
-    call('EXPIRE', day_key, history_ttl)
+-- Billing: today's history counts, and whether the client hash holds another day's.
+local h_today = history_ttl and c[8] == day_key
+local h_f, h_r, h_q = 0, 0, 0
+if h_today then
+  h_f, h_r, h_q = int(c[9] or '0', 'client hf'), int(c[10] or '0', 'client hr'),
+    int(c[11] or '0', 'client hq')
+end
+
+-- Billing: appends to `t` the client-hash fields that add df forwarded, dr
+-- rate-limited and dq quota-refused requests to today's history; a new day
+-- first adds the previous day's counts to that day's key.
+local function history(t, df, dr, dq)
+  if not history_ttl then
+    return
+  end
+  if not h_today then
+    local old = c[8]
+    if old then
+      local moved = false
+      for i, f in ipairs({ 'f', 'r', 'q' }) do
+        local n = int(c[8 + i] or '0', 'client h' .. f)
+        if n > 0 then
+          call('HINCRBY', old, f, n)
+          moved = true
+        end
+      end
+      if moved then
+        call('EXPIRE', old, max(old_day_ttl, 1))
+      end
+    end
+    t[#t + 1], t[#t + 2] = 'hday', day_key
+  end
+  if df > 0 or not h_today then
+    t[#t + 1], t[#t + 2] = 'hf', str(h_f + df)
+  end
+  if dr > 0 or not h_today then
+    t[#t + 1], t[#t + 2] = 'hr', str(h_r + dr)
+  end
+  if dq > 0 or not h_today then
+    t[#t + 1], t[#t + 2] = 'hq', str(h_q + dq)
+  end
+end
+
+-- Billing: a refusal by the limits, counted in today's history.
+local function refused(dr, dq)
+  local t = {}
+  history(t, 0, dr, dq)
+  if #t > 0 then
+    call('HSET', client_key, unpack(t))
   end
 end
 
@@ -368,11 +423,11 @@ if scope then
   end
 end
 if used >= monthly then
-  history('q', wanted)
+  refused(0, wanted)
   return state(QUOTA_EXHAUSTED, 0)
 end
 if total >= per_minute then
-  history('r', wanted)
+  refused(wanted, 0)
   return state(RATE_LIMITED, 0)
 end
 
@@ -419,14 +474,21 @@ elseif used >= monthly then
 else
   reply = state(RATE_LIMITED, admitted)
 end
--- Billing: the history, and the period `used` counts in (written when it changes).
-history('f', admitted)
-if admitted < wanted then
-  history(used >= monthly and 'q' or 'r', wanted - admitted)
+-- The count, and the period it counts in when that changed (billing: with
+-- the period's end and cycle); then today's history.
+local counter = { 'used', str(used) }
+local mon = str(period)
+if c[4] ~= mon then
+  counter[3], counter[4] = 'mon', mon
+  if cycle_tag then
+    counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag', cycle_tag
+  end
 end
-local counter = { 'mon', str(period), 'used', str(used) }
-if cycle_tag and c[4] ~= counter[2] then
-  counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag', cycle_tag
+local rest = wanted - admitted
+if used >= monthly then
+  history(counter, admitted, 0, rest)
+else
+  history(counter, admitted, rest, 0)
 end
 if session then
   -- The session's record, in the same write as the monthly counter.

@@ -86,11 +86,18 @@ else
   redis.call('HSET', client_key, session, 'V' .. ARGV[3])
 end
 
--- Billing: the day's forwarded count drops with `used` (never below zero).
+-- Billing: the day's forwarded count drops with `used` (never below zero):
+-- in the client hash while it is the current day there (hday, hf), else
+-- in the day's key.
 if day_key then
-  local f = tonumber(redis.call('HGET', day_key, 'f'))
+  local h = redis.call('HMGET', client_key, 'hday', 'hf')
+  local where, field = day_key, 'f'
+  if h[1] == day_key then
+    where, field = client_key, 'hf'
+  end
+  local f = tonumber(redis.call('HGET', where, field))
   if f then
-    redis.call('HSET', day_key, 'f', str(math.max(f - admitted, 0)))
+    redis.call('HSET', where, field, str(math.max(f - admitted, 0)))
   end
 end
 

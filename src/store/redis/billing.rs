@@ -118,6 +118,11 @@ pub(super) fn recompute(reply: &redis::Value) -> Option<Result<(i64, Cycle), Sto
     Some(parsed.ok_or_else(|| corrupt("client quota_day or quota_tz")))
 }
 
+/// One day key's `f`, `r`, `q`, `x`.
+type Row = Vec<Option<u64>>;
+/// The client hash's current day: its key's name, and `hf`, `hr`, `hq`.
+type Today = (Option<String>, [Option<u64>; 3]);
+
 impl RedisStore {
     /// The client's history for each day of `range`: one `HMGET` per day,
     /// pipelined (all keys in the client's slot).
@@ -126,25 +131,49 @@ impl RedisStore {
         client_id: &str,
         range: Range,
     ) -> Result<Vec<DayCounts>, StoreError> {
+        let keys: Vec<String> = range
+            .days()
+            .map(|d| layout::history_day(client_id, &d.to_string()))
+            .collect();
         let mut pipe = redis::pipe();
-        for day in range.days() {
-            pipe.cmd("HMGET")
-                .arg(layout::history_day(client_id, &day.to_string()))
-                .arg(&["f", "r", "q", "x"]);
+        for key in &keys {
+            pipe.cmd("HMGET").arg(key).arg(&["f", "r", "q", "x"]);
         }
-        let rows: Vec<Vec<Option<u64>>> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
+        // The current day's counts, kept in the client hash (admit.lua).
+        pipe.cmd("HMGET")
+            .arg(layout::client(client_id))
+            .arg(&[cf::HISTORY_DAY, "hf", "hr", "hq"]);
+        let (rows, today): (Vec<Row>, Today) = self
+            .call(|mut c| async move {
+                let mut all: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+                let today = all.pop().unwrap_or(redis::Value::Nil);
+                let (day, f, r, q): (Option<String>, Option<u64>, Option<u64>, Option<u64>) =
+                    redis::from_redis_value(today)?;
+                let rows = all
+                    .into_iter()
+                    .map(redis::from_redis_value)
+                    .collect::<Result<Vec<Row>, _>>()?;
+                Ok((rows, (day, [f, r, q])))
+            })
             .await?;
+        let (today_key, [tf, tr, tq]) = today;
         Ok(rows
             .into_iter()
-            .map(|r| {
+            .zip(&keys)
+            .map(|(r, key)| {
                 let at = |i: usize| r.get(i).copied().flatten().unwrap_or(0);
-                DayCounts {
+                let mut d = DayCounts {
                     forwarded: at(0),
                     rate_limited: at(1),
                     quota_exceeded: at(2),
                     refunded: at(3),
+                };
+                if today_key.as_deref() == Some(key.as_str()) {
+                    d.forwarded += tf.unwrap_or(0);
+                    d.rate_limited += tr.unwrap_or(0);
+                    d.quota_exceeded += tq.unwrap_or(0);
                 }
+                d
             })
             .collect())
     }

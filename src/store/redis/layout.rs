@@ -59,6 +59,9 @@ pub mod client_field {
     /// end of the period it was counted in, docs/billing.md).
     pub const PERIOD_END: &str = "mend";
     pub const PERIOD_TAG: &str = "mtag";
+    /// The current day of the usage history (its day key's name) and its
+    /// counts, `hf`, `hr`, `hq` (`admit.lua`; earlier days are in their keys).
+    pub const HISTORY_DAY: &str = "hday";
     /// Prefixes of an admission session's two fields (`s:<session>`,
     /// `r:<session>`, written by `admit.lua` and `settle.lua`; see
     /// `store::once`). The `r:` field is binary.
