@@ -10,7 +10,7 @@
 //! of A/B rounds (4 by default). Quoted in docs/rate-limiting.md.
 //!
 //! `TG_BILLING=1` compares two scripts instead, both with a session and
-//! both given the billing arguments (KEYS[4], ARGV[13..22]: the UTC month,
+//! both given the billing arguments (KEYS[4], ARGV[13..23]: the UTC month,
 //! today's history key) that a script before billing cycles ignores: A is
 //! `TG_BASELINE_LUA`, B the script; quoted in docs/billing.md.
 
@@ -112,7 +112,7 @@ pub async fn run() {
                                 }
                                 if billing {
                                     inv.key(format!("tg:{{c:{id}}}:h:{}", cycle.0));
-                                    inv.arg(&["", "", "", "", "1 UTC"]).arg(&cycle.1);
+                                    inv.arg(&["", "", "", "", "1", "UTC"]).arg(&cycle.1);
                                 }
                                 let reply: Vec<i64> =
                                     inv.invoke_async(&mut c).await.expect("admit");
@@ -152,7 +152,7 @@ pub async fn run() {
     }
 }
 
-/// Today's UTC date and ARGV[18..22] for the UTC month (the day ranges
+/// Today's UTC date and ARGV[19..23] for the UTC month (the day ranges
 /// made wide: the script checks Redis `TIME` against them).
 fn billing_args() -> (String, Vec<String>) {
     let now_ms = tollgate::clock::SystemClock.now_ms();

@@ -45,11 +45,11 @@
 --          nothing again.
 -- ARGV[13..16] the policies' (pass "" when passing anything after them).
 -- Billing (docs/billing.md; "" or absent: the UTC calendar month, no history):
--- ARGV[17] the cycle tag the caller computed with, "<quota_day> <quota_tz>"
--- ARGV[18], ARGV[19] that cycle's period [start, end) containing the caller's now, Unix ms
--- ARGV[20], ARGV[21] the local day [start, end) containing it, Unix ms (KEYS[4]'s day)
--- ARGV[22] [history] days: KEYS[4] expires that many days after the day ends
---   When the client's cycle is not ARGV[17], or now (TIME) is outside either
+-- ARGV[17], ARGV[18] the cycle the caller computed with: quota_day, quota_tz
+-- ARGV[19], ARGV[20] that cycle's period [start, end) containing the caller's now, Unix ms
+-- ARGV[21], ARGV[22] the local day [start, end) containing it, Unix ms (KEYS[4]'s day)
+-- ARGV[23] [history] days: KEYS[4] expires that many days after the day ends
+--   When the client's cycle is not ARGV[17..18], or now (TIME) is outside either
 --   range, the script counts and writes nothing and answers
 --   {RECOMPUTE, now_ms, quota_day, quota_tz} (the fields as stored, "" when
 --   absent): the caller computes the ranges again for that instant and cycle.
@@ -238,22 +238,23 @@ local monthly = limit(c[3], ARGV[7], 'monthly')
 local period = period_id(now_s)
 local used = 0
 -- Billing: the client's quota period (and the day the history counts under).
-local cycle_tag, period_end, history_ttl, old_day_ttl = nil, nil, nil, nil
+local billing, period_end, history_ttl, old_day_ttl = false, nil, nil, nil
 if ARGV[17] and ARGV[17] ~= '' then
-  cycle_tag = ARGV[17]
-  local p_start, p_end = tonumber(ARGV[18]), tonumber(ARGV[19])
-  local d_start, d_end = tonumber(ARGV[20]), tonumber(ARGV[21])
-  if (c[6] or '1') .. ' ' .. (c[7] or 'UTC') ~= cycle_tag
+  billing = true
+  local p_start, p_end = tonumber(ARGV[19]), tonumber(ARGV[20])
+  local d_start, d_end = tonumber(ARGV[21]), tonumber(ARGV[22])
+  if (c[6] or '1') ~= ARGV[17] or (c[7] or 'UTC') ~= ARGV[18]
       or now_ms < p_start or now_ms >= p_end or now_ms < d_start or now_ms >= d_end then
     return { RECOMPUTE, now_ms, c[6] or '', c[7] or '' }
   end
-  local keep = 86400 * int(ARGV[22], 'history days argument') + 1
+  local keep = 86400 * tonumber(ARGV[23]) + 1
   history_ttl = floor((d_end - now_ms) / 1000) + keep
   -- An earlier day ended by this day's start at the latest.
   old_day_ttl = floor((d_start - now_ms) / 1000) + keep
   if c[4] then
     local mon = int(c[4], 'client mon')
-    if mon == p_start or (cycle_tag == '1 UTC' and mon == period_id(floor(p_start / 1000))) then
+    if mon == p_start
+        or (ARGV[17] == '1' and ARGV[18] == 'UTC' and mon == period_id(floor(p_start / 1000))) then
       -- (YYYYMM: counted before billing cycles, in the same UTC month.)
       used = int(c[5] or '0', 'client used')
     else
@@ -261,7 +262,7 @@ if ARGV[17] and ARGV[17] ~= '' then
       -- counts in had not ended? Then `used` carries into the new cycle's
       -- period (docs/billing.md).
       local m = call('HMGET', client_key, 'mend', 'mtag')
-      if m[2] ~= cycle_tag and m[1] and now_ms < int(m[1], 'client mend') then
+      if m[2] ~= ARGV[17] .. ' ' .. ARGV[18] and m[1] and now_ms < int(m[1], 'client mend') then
         used = int(c[5] or '0', 'client used')
       end
     end
@@ -275,8 +276,7 @@ end
 local h_today = history_ttl and c[8] == day_key
 local h_f, h_r, h_q = 0, 0, 0
 if h_today then
-  h_f, h_r, h_q = int(c[9] or '0', 'client hf'), int(c[10] or '0', 'client hr'),
-    int(c[11] or '0', 'client hq')
+  h_f, h_r, h_q = tonumber(c[9]) or 0, tonumber(c[10]) or 0, tonumber(c[11]) or 0
 end
 
 -- Billing: appends to `t` the client-hash fields that add df forwarded, dr
@@ -291,7 +291,7 @@ local function history(t, df, dr, dq)
     if old then
       local moved = false
       for i, f in ipairs({ 'f', 'r', 'q' }) do
-        local n = int(c[8 + i] or '0', 'client h' .. f)
+        local n = tonumber(c[8 + i]) or 0
         if n > 0 then
           call('HINCRBY', old, f, n)
           moved = true
@@ -480,12 +480,16 @@ local counter = { 'used', str(used) }
 local mon = str(period)
 if c[4] ~= mon then
   counter[3], counter[4] = 'mon', mon
-  if cycle_tag then
-    counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag', cycle_tag
+  if billing then
+    counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag',
+      ARGV[17] .. ' ' .. ARGV[18]
   end
 end
 local rest = wanted - admitted
-if used >= monthly then
+if h_today and rest == 0 then
+  -- The common case: one more field in the counter's write.
+  counter[#counter + 1], counter[#counter + 2] = 'hf', str(h_f + admitted)
+elseif used >= monthly then
   history(counter, admitted, 0, rest)
 else
   history(counter, admitted, rest, 0)

@@ -1,6 +1,6 @@
 //! Billing cycles and usage history over Redis (docs/billing.md).
 //!
-//! Owns what the proxy sends `admit.lua` about the quota period (ARGV[17..22],
+//! Owns what the proxy sends `admit.lua` about the quota period (ARGV[17..23],
 //! KEYS[4]) and what it does with a `RECOMPUTE` answer, the per-process
 //! cache of each client's cycle that makes the first guess right, and the
 //! history read. Lua has no tz database, so the period maths is
@@ -74,13 +74,14 @@ impl Guess {
         }
     }
 
-    /// KEYS[4] and ARGV[13..22] (13..16, the policies', left empty).
+    /// KEYS[4] and ARGV[13..23] (13..16, the policies', left empty).
     pub(super) fn add_to(&self, inv: &mut redis::ScriptInvocation<'_>, client_id: &str, days: u32) {
         inv.key(layout::history_day(client_id, &self.day.to_string()));
         for _ in 13..=16 {
             inv.arg("");
         }
-        inv.arg(self.cycle.tag())
+        inv.arg(self.cycle.day())
+            .arg(self.cycle.zone_name())
             .arg(self.period.start_ms)
             .arg(self.period.end_ms)
             .arg(self.day_start_ms)
