@@ -42,6 +42,8 @@ pub struct Client {
     pub status: ClientStatus,
     pub per_minute: Option<u64>,
     pub monthly: Option<u64>,
+    /// The plan (`[plans.<name>]`) whose limits apply where the client sets none.
+    pub plan: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// The day of the month the monthly quota resets (1–31; SPEC.md
@@ -74,6 +76,8 @@ pub struct ClientPatch {
     pub monthly: Option<u64>,
     pub quota_day: Option<u8>,
     pub quota_tz: Option<String>,
+    /// `Some(Some(p))`: put the client on plan `p`; `Some(None)`: take it off its plan.
+    pub plan: Option<Option<String>>,
 }
 
 /// An API key as stored: only the bcrypt hash of its secret.

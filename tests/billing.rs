@@ -328,6 +328,7 @@ async fn forwarded_sums_to_used_across_two_processes() {
             per_minute: 100,
             monthly: 100,
         },
+        policy: Default::default(),
     };
     store.admit(&req).await.expect("admit tomorrow");
     let client = ::redis::Client::open(redis.url()).expect("url");

@@ -27,8 +27,8 @@ use self::http::{encode_segment, ApiRequest, ApiResponse};
 
 use crate::api::{
     ClientBody, ClientId, ClientList, ClientName, CreateClient, CreateKey, CreatedKey,
-    ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, QuotaDay,
-    QuotaTz, RotateKey, RotatedKey, Scopes, UsageDoc,
+    ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, PlanName,
+    QuotaDay, QuotaTz, RotateKey, RotatedKey, Scopes, UsageDoc,
 };
 use crate::history::HistoryDoc;
 use crate::keys::valid_key_id;
@@ -112,13 +112,22 @@ pub enum ClientsCommand {
         /// Requests per quota period (default: the config's [limits] monthly).
         #[arg(long, value_name = "N")]
         monthly: Option<u64>,
+        /// A plan of the config ([plans.<name>]) whose limits apply where the client sets none.
+        #[arg(long, value_name = "P")]
+        plan: Option<String>,
         #[command(flatten)]
         cycle: CycleArgs,
     },
-    /// Change a client's name, limits or billing cycle.
+    /// Change a client: its plan, name, limits or billing cycle.
     Update {
         /// Client id.
         id: String,
+        /// Put the client on plan P ([plans.<name>] of the server's config).
+        #[arg(long, value_name = "P", conflicts_with = "no_plan")]
+        plan: Option<String>,
+        /// Take the client off its plan ([limits] apply where it sets none).
+        #[arg(long)]
+        no_plan: bool,
         /// Display name.
         #[arg(long)]
         name: Option<String>,
@@ -311,9 +320,11 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             per_minute,
             monthly,
             cycle,
+            plan,
         }) => {
             let (quota_day, quota_tz) = cycle.validated()?;
             let body = CreateClient {
+                plan: plan.map(|p| plan_name(&p)).transpose()?,
                 id: client_id(&id)?,
                 name: name
                     .map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
@@ -334,11 +345,18 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
         }
         Command::Clients(ClientsCommand::Update {
             id,
+            plan,
+            no_plan,
             name,
             per_minute,
             monthly,
             cycle,
         }) => {
+            let plan = match (plan, no_plan) {
+                (Some(p), _) => Some(Some(plan_name(&p)?)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
             let (quota_day, quota_tz) = cycle.validated()?;
             let body = PatchClient {
                 name: name
@@ -350,13 +368,14 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
                 monthly: monthly
                     .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
                     .transpose()?,
+                plan,
                 quota_day,
                 quota_tz,
                 ..PatchClient::default()
             };
             if body == PatchClient::default() {
                 return Err(CliError::usage(
-                    "nothing to change: give --name, --per-minute, --monthly, --quota-day or --quota-tz",
+                    "nothing to change: give --plan P, --no-plan, --name, --per-minute, --monthly, --quota-day or --quota-tz",
                 ));
             }
             Plan {
@@ -509,6 +528,10 @@ fn to_json(body: &impl serde::Serialize) -> Result<serde_json::Value, CliError> 
 fn client_path(id: &str, rest: &str) -> Result<String, CliError> {
     client_id(id)?;
     Ok(format!("{CLIENTS_PATH}/{}{rest}", encode_segment(id)))
+}
+
+fn plan_name(p: &str) -> Result<PlanName, CliError> {
+    PlanName::try_from(p.to_owned()).map_err(|e| flag("--plan", e))
 }
 
 fn set_status(id: &str, status: ClientStatus, event: ClientEvent) -> Result<Plan, CliError> {

@@ -22,10 +22,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
+use super::{AdmitRequest, Refund, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::history::{self, Counted as Day, DayBook, DayCounts, Range};
 use crate::limits::cycle::{Cycle, Period};
+use crate::limits::policy::{self, Policy, PolicyOutcome, Resolved};
 use crate::limits::window::Window;
 use crate::limits::{Decision, LimitState, Limits, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
@@ -67,11 +68,15 @@ struct ClientEntry {
 }
 
 impl ClientEntry {
-    fn limits(&self, defaults: Limits) -> Limits {
-        Limits {
-            per_minute: self.client.per_minute.unwrap_or(defaults.per_minute),
-            monthly: self.client.monthly.unwrap_or(defaults.monthly),
-        }
+    /// The client's limits and shadow setting (own, plan, `[limits]`).
+    fn resolve(&self, defaults: Limits, policy: &Policy) -> Resolved {
+        let c = &self.client;
+        policy::resolve(
+            (c.per_minute, c.monthly),
+            c.plan.as_deref(),
+            defaults,
+            policy,
+        )
     }
 
     /// Requests counted in `period` of the client's cycle (tag `tag`) at
@@ -86,10 +91,10 @@ impl ClientEntry {
     }
 
     /// The limit state at `now_ms`, in the period of the client's cycle
-    /// containing it; counts nothing.
-    fn state(&mut self, now_ms: i64, cycle: &Cycle, limits: Limits) -> LimitState {
+    /// containing it, for requests of `cost` units; counts nothing.
+    fn state(&mut self, now_ms: i64, cycle: &Cycle, limits: Limits, cost: u64) -> LimitState {
         self.window.expire(now_ms);
-        let w = self.window.state(now_ms, limits.per_minute);
+        let w = self.window.state_for(now_ms, limits.per_minute, cost);
         let period = cycle.period_at(now_ms);
         LimitState {
             now_ms,
@@ -121,7 +126,7 @@ enum KeyCheck<'a> {
 }
 
 fn refused(verdict: Verdict, state: Option<LimitState>) -> Decision {
-    Decision { verdict, state }
+    Decision::new(verdict, state)
 }
 
 impl MemoryStore {
@@ -220,6 +225,9 @@ impl Store for MemoryStore {
         if let Some(tz) = &patch.quota_tz {
             c.quota_tz = tz.clone();
         }
+        if let Some(plan) = &patch.plan {
+            c.plan = plan.clone();
+        }
         Ok(Some(c.clone()))
     }
 
@@ -314,39 +322,61 @@ impl Store for MemoryStore {
         let Some(entry) = inner.clients.get_mut(req.client_id) else {
             return Ok(refused(Verdict::ClientMissing, None));
         };
-        let limits = entry.limits(req.defaults);
+        let cost = req.policy.cost.max(1);
+        let resolved = entry.resolve(req.defaults, &req.policy);
+        let limits = resolved.limits;
         let cycle = entry.client.cycle();
-        let state = entry.state(now_ms, &cycle, limits);
+        let state = entry.state(now_ms, &cycle, limits, cost);
+        let mut outcome = PolicyOutcome {
+            cost,
+            shadow: None,
+            plan_unknown: resolved.plan_unknown,
+        };
+        let decided = |verdict, state| Decision {
+            verdict,
+            state: Some(state),
+            policy: outcome,
+        };
+        // Never shadowed: suspension and scope.
         if entry.client.status != ClientStatus::Active {
-            return Ok(refused(Verdict::ClientSuspended, Some(state)));
+            return Ok(decided(Verdict::ClientSuspended, state));
         }
         if req.scope.is_some_and(|s| !key.has_scope(s)) {
-            return Ok(refused(Verdict::ScopeDenied, Some(state)));
+            return Ok(decided(Verdict::ScopeDenied, state));
         }
+        // Policies: the request fits if `cost` units remain in both limits;
+        // one that does not is refused, or counted anyway under shadow mode.
         let day = cycle.local_date(now_ms);
-        if state.monthly_used >= limits.monthly {
-            entry.history.add(day, Day::QuotaExceeded, 1, keep);
-            return Ok(refused(Verdict::QuotaExhausted, Some(state)));
-        }
-        if state.remaining == 0 {
-            entry.history.add(day, Day::RateLimited, 1, keep);
-            return Ok(refused(Verdict::RateLimited, Some(state)));
+        let month_room = limits.monthly.saturating_sub(state.monthly_used);
+        if policy::fitting(1, cost, state.remaining, month_room) == 0 {
+            let verdict = policy::refusal(cost, month_room);
+            if !resolved.shadow {
+                // Billing: the refused units in the day's history.
+                let what = if verdict == Verdict::QuotaExhausted {
+                    Day::QuotaExceeded
+                } else {
+                    Day::RateLimited
+                };
+                entry.history.add(day, what, cost, keep);
+                return Ok(decided(verdict, state));
+            }
+            outcome.shadow = Some(verdict);
         }
 
         // Admitted: count it against both limits, and in the day's history.
-        let admitted = 1;
-        entry.window.add(now_ms, admitted);
+        entry.window.add(now_ms, cost);
         entry.month = Counted {
             start_ms: state.period.start_ms,
             end_ms: state.period.end_ms,
             tag: cycle.tag(),
-            used: state.monthly_used + admitted,
+            used: state.monthly_used + cost,
         };
-        entry.history.add(day, Day::Forwarded, admitted, keep);
+        entry.history.add(day, Day::Forwarded, cost, keep);
         key.last_used_at = Some(now_s);
         Ok(Decision {
             verdict: Verdict::Admitted,
-            state: Some(entry.state(now_ms, &cycle, limits)),
+            state: Some(entry.state(now_ms, &cycle, limits, cost)),
+            policy: outcome,
         })
     }
 
@@ -365,14 +395,22 @@ impl Store for MemoryStore {
         let Some(entry) = inner.clients.get_mut(req.client_id) else {
             return Ok(refused(Verdict::ClientMissing, None));
         };
-        let limits = entry.limits(req.defaults);
-        let state = entry.state(now_ms, &entry.client.cycle(), limits);
-        if req.key.is_some() && entry.client.status != ClientStatus::Active {
-            return Ok(refused(Verdict::ClientSuspended, Some(state)));
-        }
+        let resolved = entry.resolve(req.defaults, &req.policy);
+        let cycle = entry.client.cycle();
+        let state = entry.state(now_ms, &cycle, resolved.limits, 1);
+        let policy = PolicyOutcome {
+            plan_unknown: resolved.plan_unknown,
+            ..PolicyOutcome::default()
+        };
+        let verdict = if req.key.is_some() && entry.client.status != ClientStatus::Active {
+            Verdict::ClientSuspended
+        } else {
+            Verdict::Admitted
+        };
         Ok(Decision {
-            verdict: Verdict::Admitted,
+            verdict,
             state: Some(state),
+            policy,
         })
     }
 
@@ -383,5 +421,24 @@ impl Store for MemoryStore {
             .get(client_id)
             .map(|e| e.history.counts(range))
             .unwrap_or_else(|| vec![DayCounts::default(); range.days().count()]))
+    }
+
+    async fn refund(&self, r: &Refund) -> Result<(), StoreError> {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.clients.get_mut(&r.client_id) else {
+            return Ok(());
+        };
+        // Policies: the arithmetic of settle.lua's "give back" — the second
+        // if it is still in the window, the month if it is still the one.
+        entry.window.expire(now_ms);
+        entry.window.give_back(r.at_ms.div_euclid(1000), r.units);
+        let cycle = entry.client.cycle();
+        if entry.month.start_ms == cycle.period_at(r.at_ms).start_ms {
+            entry.month.used = entry.month.used.saturating_sub(r.units);
+        }
+        // Billing: the units move from forwarded to refunded on their day.
+        entry.history.refund(cycle.local_date(r.at_ms), r.units);
+        Ok(())
     }
 }

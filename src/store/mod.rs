@@ -27,6 +27,7 @@ use async_trait::async_trait;
 
 use crate::clock::Clock;
 use crate::history::{DayCounts, Range};
+use crate::limits::policy::Policy;
 use crate::limits::{Decision, Limits};
 use crate::model::{Client, ClientPatch, KeyRecord};
 
@@ -61,6 +62,8 @@ pub struct AdmitRequest<'a> {
     pub scope: Option<&'a str>,
     /// The config defaults for a client that sets no limits.
     pub defaults: Limits,
+    /// The route's cost and shadow setting, and the plans in force.
+    pub policy: Policy,
 }
 
 /// A read of a client's limit state that counts nothing. With `key`, the key
@@ -71,6 +74,20 @@ pub struct UsageRequest<'a> {
     /// `(key_id, gen)`.
     pub key: Option<(&'a str, u64)>,
     pub defaults: Limits,
+    /// The plans in force (cost and route shadow are not used).
+    pub policy: Policy,
+}
+
+/// An admitted request given back (`[limits] refund_on`): `units` leave both
+/// counters in the window second and the month of `at_ms`, the store time of
+/// its admission ([`crate::limits::LimitState::now_ms`]). A second that has
+/// left the window, or a month that has ended, gives nothing back; no
+/// counter goes below zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub client_id: String,
+    pub units: u64,
+    pub at_ms: i64,
 }
 
 /// Where the store's time comes from.
@@ -134,6 +151,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// its `quota_tz`), zeros for days without any (or past `[history]
     /// days`, or no such client).
     async fn history(&self, client_id: &str, range: Range) -> Result<Vec<DayCounts>, StoreError>;
+
+    /// Gives back an admitted request's units (see [`Refund`]); one atomic operation.
+    async fn refund(&self, refund: &Refund) -> Result<(), StoreError>;
 }
 
 /// A store shared by the whole process.

@@ -74,12 +74,11 @@ impl Guess {
         }
     }
 
-    /// KEYS[4] and ARGV[13..23] (13..16, the policies', left empty).
+    /// KEYS[4] and ARGV[16..23] (after the policies' 13..15; 16, their
+    /// spare, left empty).
     pub(super) fn add_to(&self, inv: &mut redis::ScriptInvocation<'_>, client_id: &str, days: u32) {
         inv.key(layout::history_day(client_id, &self.day.to_string()));
-        for _ in 13..=16 {
-            inv.arg("");
-        }
+        inv.arg("");
         inv.arg(self.cycle.day())
             .arg(self.cycle.zone_name())
             .arg(self.period.start_ms)

@@ -45,6 +45,8 @@ pub mod client_field {
     pub const STATUS: &str = "status";
     pub const PER_MINUTE: &str = "per_minute";
     pub const MONTHLY: &str = "monthly";
+    /// The client's plan name; absent or empty: none.
+    pub const PLAN: &str = "plan";
     pub const CREATED_AT: &str = "created_at";
     /// The billing cycle (SPEC.md "Billing cycles"); absent: 1 and "UTC".
     pub const QUOTA_DAY: &str = "quota_day";

@@ -55,8 +55,9 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::group::{AdmitMany, Batch, GroupCommit, GroupKey};
 use super::once::{CallId, Session, VOID_WINDOW};
-use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
+use super::{AdmitRequest, Refund, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
+use crate::limits::policy::{Policy, PolicyOutcome};
 use crate::limits::{Decision, LimitState, Verdict};
 use crate::model::{
     Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret, DEFAULT_QUOTA_DAY,
@@ -445,6 +446,7 @@ impl RedisStore {
         key: Option<(&str, u64)>,
         scope: Option<&str>,
         defaults: crate::limits::Limits,
+        policy: &Policy,
         n: u64,
         call: Option<&CallId>,
         deadline: Instant,
@@ -476,6 +478,15 @@ impl RedisStore {
                     .arg(&call.session.record),
                 None => inv.arg("").arg("").arg(""),
             };
+            // Policies: ARGV[13] cost, ARGV[14] the route's shadow, ARGV[15] the plans.
+            let route_shadow = match policy.route_shadow {
+                Some(true) => "1",
+                Some(false) => "0",
+                None => "",
+            };
+            inv.arg(policy.cost.to_string())
+                .arg(route_shadow)
+                .arg(policy.plans.encoded());
             guess.add_to(&mut inv, client_id, days);
             let reply: redis::Value = self
                 .call_until(
@@ -539,6 +550,7 @@ impl RedisStore {
                     key,
                     scope,
                     group.defaults,
+                    &group.policy,
                     n,
                     Some(&call),
                     deadline,

@@ -273,10 +273,7 @@ impl Store for RedisStore {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
         if req.key_id.is_empty() {
             // The script reads an empty key id as "no key check" (usage only).
-            return Ok(Decision {
-                verdict: Verdict::KeyInvalid,
-                state: None,
-            });
+            return Ok(Decision::new(Verdict::KeyInvalid, None));
         }
         self.inner.group.admit(req).await
     }
@@ -290,6 +287,7 @@ impl Store for RedisStore {
                 req.key,
                 None,
                 req.defaults,
+                &req.policy,
                 1,
                 None,
                 deadline,
@@ -301,5 +299,31 @@ impl Store for RedisStore {
 
     async fn history(&self, client_id: &str, range: Range) -> Result<Vec<DayCounts>, StoreError> {
         self.read_history(client_id, range).await
+    }
+
+    /// Policies: `settle.lua` in mode "refund", in the client's slot.
+    async fn refund(&self, r: &Refund) -> Result<(), StoreError> {
+        let sec = r.at_ms.div_euclid(1000);
+        // Billing: the period id and history day of the client's cycle at
+        // the admission (the cycle as this process last saw it).
+        let cycle = self.inner.cycles.get(&r.client_id);
+        let period = cycle.period_at(r.at_ms).start_ms;
+        let (day, _, day_end_ms) = cycle.day_at(r.at_ms);
+        let days = i64::from(self.inner.history_days.load(Ordering::Relaxed));
+        let ttl = (day_end_ms - r.at_ms).div_euclid(1000) + days * 86_400 + 1;
+        let mut inv = self.inner.settle.prepare_invoke();
+        inv.key(layout::client(&r.client_id))
+            .key(layout::window(&r.client_id))
+            .arg("refund")
+            .arg(r.units.to_string())
+            .arg(sec.to_string())
+            .arg(period.to_string())
+            .arg("")
+            .arg(layout::history_day(&r.client_id, &day.to_string()))
+            .arg(ttl.max(1).to_string());
+        let _: Vec<i64> = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
     }
 }
