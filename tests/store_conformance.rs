@@ -195,6 +195,7 @@ conformance!(
     cycle_day_31_through_a_leap_february,
     a_cycle_change_carries_used_to_the_new_period_end,
     history_counts_each_local_day,
+    history_counts_units_and_refunds,
     plans_resolve_per_limit_and_changes_apply_everywhere,
     plan_numbers_from_the_config_in_force,
     cost_admits_exactly_at_the_boundary,

@@ -276,3 +276,34 @@ pub(super) async fn history_counts_each_local_day(fx: Fx) {
     let none = fx.store.history("nobody", range).await.unwrap();
     assert_eq!(none, vec![DayCounts::default(); 4]);
 }
+
+/// With route cost the history counts units, so `forwarded` still sums to
+/// `used`; a refund moves its units from `forwarded` to `refunded` on the
+/// local day they were counted in (Kolkata: 2026-03-03 from 18:30Z), and
+/// gives them back to the period of the client's cycle.
+pub(super) async fn history_counts_units_and_refunds(fx: Fx) {
+    cycled(&fx, 100, 10, "Asia/Kolkata").await;
+    let plans = plans(false);
+    fx.clock.set_ms(at("2026-03-02T18:40:00Z"));
+    let first = admit_with(&fx.store, &policy(4, None, &plans)).await;
+    assert_eq!(first.verdict, Verdict::Admitted);
+    let second = admit_with(&fx.other, &policy(3, None, &plans)).await;
+    assert_eq!(state(&second).monthly_used, 7);
+    fx.store.refund(&refund_of(&first)).await.unwrap();
+    let range = Range {
+        from: date("2026-03-03"),
+        to: date("2026-03-03"),
+    };
+    let days = fx.store.history("acme", range).await.unwrap();
+    assert_eq!(
+        days,
+        [DayCounts {
+            forwarded: 3,
+            rate_limited: 0,
+            quota_exceeded: 0,
+            refunded: 4,
+        }]
+    );
+    assert_eq!(usage(&fx).await.monthly_used, 3);
+    assert_eq!(days[0].forwarded, usage(&fx).await.monthly_used);
+}
