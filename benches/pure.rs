@@ -131,6 +131,7 @@ fn headers(c: &mut Criterion) {
         monthly: 1_000_000_000,
         monthly_used: 123_456,
         window_retry_at_ms: None,
+        period: tollgate::limits::cycle::Cycle::utc_month().period_at(T0 + 500),
     };
     let mut g = c.benchmark_group("headers");
     for ietf in [false, true] {

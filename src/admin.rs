@@ -15,6 +15,7 @@ use crate::api::{
 use crate::app::App;
 use crate::body::{empty, full, ProxyBody};
 use crate::error::{json_response, ApiError};
+use crate::history::{HistoryDoc, Range};
 use crate::model::{valid_client_id, Client};
 use crate::store::UsageRequest;
 use crate::usage::UsageDoc;
@@ -204,6 +205,19 @@ async fn admin_api(
             let state = decision.state.ok_or_else(no_client)?;
             Ok(json_response(StatusCode::OK, &UsageDoc::from(&state)))
         }
+        ["clients", id, "usage", "history"] => {
+            allowed(method, GET)?;
+            let c = existing_client(app, id).await?;
+            let cycle = c.cycle();
+            let (from, to) = history_query(parts.uri.query())?;
+            let range = Range::parse(from, to, &cycle, app.clock.now_ms())
+                .map_err(|e| ApiError::BadRequest(format!("{e}.")))?;
+            let counts = app.store.history(id, range).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &HistoryDoc::new(id, &cycle, range, &counts),
+            ))
+        }
         ["keys", key_id] => {
             allowed(method, "DELETE")?;
             app.keys.revoke(key_id, None).await?;
@@ -242,6 +256,30 @@ fn openapi_json() -> Result<Response<ProxyBody>, ApiError> {
             "The embedded OpenAPI document does not parse: {e}."
         ))),
     }
+}
+
+/// `from` and `to` of a history query; any other parameter, or one given
+/// twice, is refused.
+fn history_query(query: Option<&str>) -> Result<(Option<&str>, Option<&str>), ApiError> {
+    let (mut from, mut to) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot =
+            match name {
+                "from" => &mut from,
+                "to" => &mut to,
+                _ => return Err(ApiError::BadRequest(
+                    "Unknown query parameter: only \"from\" and \"to\" (YYYY-MM-DD) are accepted."
+                        .into(),
+                )),
+            };
+        if slot.replace(value).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "\"{name}\" is given more than once."
+            )));
+        }
+    }
+    Ok((from, to))
 }
 
 /// Policies: a plan a client is put on must be one the config defines.

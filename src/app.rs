@@ -154,9 +154,13 @@ impl App {
             }),
         };
         let store: SharedStore = match topology {
-            None => Arc::new(MemoryStore::new(TimeSource::Store)),
-            Some(topology) => Arc::new(
-                RedisStore::with_access(
+            None => {
+                let s = MemoryStore::new(TimeSource::Store);
+                s.set_history_days(boot.history_days);
+                Arc::new(s)
+            }
+            Some(topology) => {
+                let s = RedisStore::with_access(
                     &topology,
                     &store_access(&config.store.access),
                     bounds,
@@ -167,8 +171,10 @@ impl App {
                     boot.store
                         .batch_keys
                         .unwrap_or(crate::store::redis::DEFAULT_BATCH_KEYS),
-                ),
-            ),
+                );
+                s.set_history_days(boot.history_days);
+                Arc::new(s)
+            }
         };
         let metrics = Arc::new(Metrics::new());
         let admin_token = std::env::var(&boot.admin_token_env)

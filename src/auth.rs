@@ -628,6 +628,8 @@ mod tests {
                     monthly: None,
                     plan: None,
                     created_at: 0,
+                    quota_day: 1,
+                    quota_tz: "UTC".into(),
                 })
                 .await
                 .unwrap();

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::auth::Principal;
+use crate::limits::cycle::{Cycle, Period};
 use crate::limits::window::Window;
-use crate::limits::{month, Decision, LimitState, Limits, Verdict};
+use crate::limits::{Decision, LimitState, Limits, Verdict};
 use crate::metrics::Metrics;
 
 /// The degraded-mode state of one process.
@@ -44,9 +45,9 @@ struct Local {
     /// From the store's last decision: limits, monthly use and its month.
     known: Option<Known>,
     window: Window,
-    /// Requests admitted locally in `month_period`.
+    /// Requests admitted locally in the period starting at `month_period` (Unix ms).
     month_count: u64,
-    month_period: u32,
+    month_period: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +55,7 @@ struct Known {
     per_minute: u64,
     monthly: u64,
     monthly_used: u64,
-    period: u32,
+    period: Period,
     suspended: bool,
 }
 
@@ -93,7 +94,7 @@ impl Degraded {
             per_minute: st.per_minute,
             monthly: st.monthly,
             monthly_used: st.monthly_used,
-            period: month::period_id(st.now_ms.div_euclid(1000)),
+            period: st.period,
             suspended: d.verdict == Verdict::ClientSuspended,
         };
         self.clients
@@ -123,21 +124,29 @@ impl Degraded {
                  unknown keys are refused"
             );
         }
-        let period = month::period_id(now_ms.div_euclid(1000));
         let mut clients = self.clients.lock();
         let local = clients.entry(p.client_id.clone()).or_default();
+        // The client's period as the store last described it; once that
+        // has ended (or for a client never seen), the UTC month: the
+        // cycle itself is the store's to know.
+        let fallback = Cycle::utc_month().period_at(now_ms);
         let known = local.known.unwrap_or(Known {
             per_minute: defaults.per_minute,
             monthly: defaults.monthly,
             monthly_used: 0,
-            period,
+            period: fallback,
             suspended: false,
         });
-        if local.month_period != period {
-            local.month_period = period;
+        let period = if known.period.start_ms <= now_ms && now_ms < known.period.end_ms {
+            known.period
+        } else {
+            fallback
+        };
+        if local.month_period != period.start_ms {
+            local.month_period = period.start_ms;
             local.month_count = 0;
         }
-        let used_before = if known.period == period {
+        let used_before = if known.period.start_ms == period.start_ms {
             known.monthly_used
         } else {
             0
@@ -180,6 +189,7 @@ impl Degraded {
                 window_retry_at_ms: (verdict == Verdict::RateLimited)
                     .then_some(before.retry_at_ms)
                     .flatten(),
+                period,
             }),
         }
     }
@@ -215,6 +225,7 @@ mod tests {
                 monthly: 1000,
                 monthly_used: 400,
                 window_retry_at_ms: None,
+                period: Cycle::utc_month().period_at(T0),
             }),
         };
         d.observe(&Arc::from("acme"), &known, &m);
@@ -309,6 +320,7 @@ mod tests {
                 monthly: 3,
                 monthly_used: 0,
                 window_retry_at_ms: None,
+                period: Cycle::utc_month().period_at(T0),
             }),
         };
         d.observe(&Arc::from("acme"), &suspended, &m);

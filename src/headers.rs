@@ -165,13 +165,13 @@ pub fn decorate(headers: &mut HeaderMap, state: &LimitState, ietf: bool) {
     }
     if ietf {
         let now_s = state.now_ms.div_euclid(1000);
-        let month_reset = crate::limits::month::next_month_start(now_s);
+        let month_reset = state.period.end_ms.div_euclid(1000);
         let policy = format!(
             "\"minute\";q={};w={}, \"month\";q={};w={}",
             sf_int(state.per_minute),
             crate::limits::window::WINDOW_SECS,
             sf_int(state.monthly),
-            month_reset - crate::limits::month::month_start(now_s)
+            month_reset - state.period.start_ms.div_euclid(1000)
         );
         let current = format!(
             "\"minute\";r={};t={}, \"month\";r={};t={}",
@@ -290,6 +290,7 @@ mod tests {
             monthly: 100,
             monthly_used: 3,
             window_retry_at_ms: None,
+            period: crate::limits::cycle::Cycle::utc_month().period_at(1_770_717_600_500),
         }
     }
 
@@ -342,6 +343,7 @@ mod tests {
             monthly: u64::MAX,
             monthly_used: 0,
             window_retry_at_ms: None,
+            period: crate::limits::cycle::Cycle::utc_month().period_at(1_770_717_600_500),
         };
         let mut h = HeaderMap::new();
         decorate(&mut h, &st, true);

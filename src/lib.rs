@@ -21,6 +21,7 @@ pub mod error;
 pub mod first_bytes;
 pub mod grpc;
 pub mod headers;
+pub mod history;
 pub mod keymgmt;
 pub mod keys;
 pub mod limits;

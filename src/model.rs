@@ -46,6 +46,25 @@ pub struct Client {
     pub plan: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// The day of the month the monthly quota resets (1–31; SPEC.md
+    /// "Billing cycles"). [`crate::limits::cycle::Cycle`] is the maths.
+    pub quota_day: u8,
+    /// The IANA time zone whose local midnight the quota resets at.
+    pub quota_tz: String,
+}
+
+/// The default billing cycle: the calendar month in UTC.
+pub const DEFAULT_QUOTA_DAY: u8 = 1;
+pub const DEFAULT_QUOTA_TZ: &str = "UTC";
+
+impl Client {
+    /// The client's billing cycle; the default one should the stored
+    /// fields not name a cycle (they are validated at the API, so only a
+    /// hand-edited store gets here).
+    pub fn cycle(&self) -> crate::limits::cycle::Cycle {
+        crate::limits::cycle::Cycle::new(self.quota_day, &self.quota_tz)
+            .unwrap_or_else(|_| crate::limits::cycle::Cycle::utc_month())
+    }
 }
 
 /// A change to a client; `None` leaves a field as it is.
@@ -55,6 +74,8 @@ pub struct ClientPatch {
     pub status: Option<ClientStatus>,
     pub per_minute: Option<u64>,
     pub monthly: Option<u64>,
+    pub quota_day: Option<u8>,
+    pub quota_tz: Option<String>,
     /// `Some(Some(p))`: put the client on plan `p`; `Some(None)`: take it off its plan.
     pub plan: Option<Option<String>>,
 }

@@ -63,6 +63,8 @@ pub struct Boot {
     pub max_failures_per_minute: u32,
     /// `log.format`.
     pub log_format: LogFormat,
+    /// `history.days` (the store keeps it).
+    pub history_days: u32,
 }
 
 impl Boot {
@@ -81,6 +83,7 @@ impl Boot {
             cache_capacity: c.auth.cache_capacity,
             max_failures_per_minute: c.auth.max_failures_per_minute,
             log_format: c.log.format,
+            history_days: c.history.days,
         }
     }
 }
@@ -261,6 +264,11 @@ pub const SETTINGS: &[Setting] = &[
         |a, b| a.log_format == b.log_format,
         |b| b.log_format.as_str().to_owned(),
     ),
+    restart(
+        "history.days",
+        |a, b| a.history_days == b.history_days,
+        |b| b.history_days.to_string(),
+    ),
     // Live: read from the snapshot a request starts with.
     reload("limits", |a, b| a.limits == b.limits),
     reload("plans", |a, b| a.plans == b.plans),
@@ -360,8 +368,9 @@ mod tests {
             cache_capacity: _,
             max_failures_per_minute: _,
             log_format: _,
+            history_days: _,
         } = b;
-        12
+        13
     }
 
     #[test]
@@ -403,6 +412,7 @@ mod tests {
                 "[auth]\nmax_failures_per_minute = 3\n",
             ),
             ("log.format", "[log]\nformat = \"json\"\n"),
+            ("history.days", "[history]\ndays = 30\n"),
         ];
         // `[server.tls]` names certificate files that a config load checks,
         // so its change is made on the Boot value instead of in the file.

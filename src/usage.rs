@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::iso8601;
-use crate::limits::{month, LimitState};
+use crate::limits::LimitState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UsageDoc {
@@ -31,7 +31,8 @@ pub struct QuotaUsage {
 
 impl From<&LimitState> for UsageDoc {
     fn from(s: &LimitState) -> Self {
-        let (period_start, period_end) = month::period_dates(s.now_ms.div_euclid(1000));
+        let period_start = s.period.first_day.to_string();
+        let period_end = s.period.last_day.to_string();
         UsageDoc {
             rate_limit: RateLimitUsage {
                 limit: s.per_minute,
@@ -65,6 +66,7 @@ mod tests {
             monthly: 10_000,
             monthly_used: 3456,
             window_retry_at_ms: None,
+            period: crate::limits::cycle::Cycle::utc_month().period_at(1_770_717_630_000),
         };
         let v = serde_json::to_value(UsageDoc::from(&s)).unwrap();
         assert_eq!(

@@ -1200,6 +1200,14 @@ const REJECTED: &[(&str, &str)] = &[
         "[upstream]\nurl = \"http://a\"\n[reload]\ninterval_ms = 50\n",
         "line 4: reload.interval_ms: must be between 100 and 3600000, got 50",
     ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[history]\ndays = 0\n",
+        "line 4: history.days: must be between 1 and 3660, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[history]\nkeep = 3\n",
+        "line 4: history.keep: unknown key `keep`, expected `days`",
+    ),
 ];
 
 #[test]

@@ -607,6 +607,11 @@ async fn every_restart_only_change_is_reported_and_the_running_value_kept() {
             SIGNAL_ONLY.into(),
             format!("{SIGNAL_ONLY}\n[log]\nformat = \"json\"\n"),
         ),
+        (
+            "history.days",
+            SIGNAL_ONLY.into(),
+            format!("{SIGNAL_ONLY}\n[history]\ndays = 30\n"),
+        ),
     ];
     let names: Vec<&str> = edits.iter().map(|(n, _, _)| *n).collect();
     assert_eq!(

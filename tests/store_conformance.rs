@@ -8,12 +8,15 @@
 //! a paused server, a killed and restarted one, one that is down at startup,
 //! corrupt data and secrets in errors.
 
+#[path = "store_conformance/billing.rs"]
+mod billing;
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use billing::*;
 use common::records::{self, client};
 use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
@@ -186,6 +189,13 @@ conformance!(
     usage_counts_nothing_and_agrees_with_admit,
     concurrent_admits_admit_exactly_the_limit,
     concurrent_admits_stop_at_the_monthly_quota,
+    cycle_boundary_in_utc,
+    cycle_boundary_in_los_angeles_across_dst,
+    cycle_boundary_in_kolkata,
+    cycle_day_31_through_a_leap_february,
+    a_cycle_change_carries_used_to_the_new_period_end,
+    history_counts_each_local_day,
+    history_counts_units_and_refunds,
     plans_resolve_per_limit_and_changes_apply_everywhere,
     plan_numbers_from_the_config_in_force,
     cost_admits_exactly_at_the_boundary,
@@ -296,6 +306,7 @@ async fn client_patch_and_patch_missing(fx: Fx) {
         per_minute: Some(30),
         monthly: None,
         plan: None,
+        ..Default::default()
     };
     let patched = fx
         .store

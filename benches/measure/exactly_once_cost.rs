@@ -8,8 +8,15 @@
 //! `TG_ADMIT_LUA=file` measures a variant of the script, `TG_BASELINE_LUA=file`
 //! sets the script of the runs without a session, `TG_ROUNDS=n` the number
 //! of A/B rounds (4 by default). Quoted in docs/rate-limiting.md.
+//!
+//! `TG_BILLING=1` compares two scripts instead, both with a session and
+//! both given the billing arguments (KEYS[4], ARGV[13..23]: the UTC month,
+//! today's history key) that a script before billing cycles ignores: A is
+//! `TG_BASELINE_LUA`, B the script; quoted in docs/billing.md.
 
 use std::time::{Duration, Instant};
+
+use tollgate::clock::Clock as _;
 
 use super::common::redis_server::RedisServer;
 
@@ -66,9 +73,11 @@ pub async fn run() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(4);
+    let billing = std::env::var("TG_BILLING").is_ok_and(|v| v == "1");
     let mut seq = 0u64;
     for round in 1..=rounds {
         for with_session in [false, true] {
+            let use_session = with_session || billing;
             let _: () = redis::cmd("CONFIG")
                 .arg("RESETSTAT")
                 .query_async(&mut c)
@@ -81,6 +90,7 @@ pub async fn run() {
                     let script = if with_session { &script } else { &baseline };
                     let (mut c, script) = (c.clone(), script.clone());
                     let first = seq;
+                    let cycle = billing_args();
                     tokio::spawn(async move {
                         for n in 0..calls {
                             for i in (caller..clients).step_by(callers as usize) {
@@ -94,11 +104,15 @@ pub async fn run() {
                                     .arg("1000000000000")
                                     .arg("")
                                     .arg(1);
-                                if with_session {
+                                if use_session {
                                     let session = format!("{:016x}{i:016x}", 7);
                                     inv.arg(format!("s:{session}"))
                                         .arg(first + n + 1)
                                         .arg(format!("r:{session}"));
+                                }
+                                if billing {
+                                    inv.key(format!("tg:{{c:{id}}}:h:{}", cycle.0));
+                                    inv.arg(&["", "", "", "", "1", "UTC"]).arg(&cycle.1);
                                 }
                                 let reply: Vec<i64> =
                                     inv.invoke_async(&mut c).await.expect("admit");
@@ -125,16 +139,28 @@ pub async fn run() {
                 .to_owned();
             println!(
                 "round {round} {}: {line} cpu_per_call={:.2} ({:?})",
-                if with_session {
-                    "with session"
-                } else {
-                    "plain"
+                match (billing, with_session) {
+                    (true, false) => "A (baseline)",
+                    (true, true) => "B (script)",
+                    (false, true) => "with session",
+                    (false, false) => "plain",
                 },
                 cpu * 1e6 / (clients * calls) as f64,
                 started.elapsed()
             );
         }
     }
+}
+
+/// Today's UTC date and ARGV[19..23] for the UTC month (the day ranges
+/// made wide: the script checks Redis `TIME` against them).
+fn billing_args() -> (String, Vec<String>) {
+    let now_ms = tollgate::clock::SystemClock.now_ms();
+    let cycle = tollgate::limits::cycle::Cycle::utc_month();
+    let p = cycle.period_at(now_ms);
+    let (day, start, end) = cycle.day_at(now_ms);
+    let args = [p.start_ms, p.end_ms, start, end, 400].map(|n| n.to_string());
+    (day.to_string(), args.to_vec())
 }
 
 /// Seconds of CPU the Redis main thread has used (`INFO cpu`).

@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::fields::{
     ClientId, ClientName, ExpiresInDays, GraceSeconds, KeyName, Monthly, PerMinute, PlanName,
-    Scopes,
+    QuotaDay, QuotaTz, Scopes,
 };
 use crate::clock::iso8601;
 use crate::limits::policy::{self, Plans, Policy, Source};
 use crate::limits::Limits;
-use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
+use crate::model::{
+    Client, ClientPatch, ClientStatus, KeyRecord, DEFAULT_QUOTA_DAY, DEFAULT_QUOTA_TZ,
+};
 
 /// `POST /admin/v1/clients`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,12 @@ pub struct CreateClient {
     /// Absent or null: no plan. The server refuses a plan its config does not define.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanName>,
+    /// Absent or null: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_day: Option<QuotaDay>,
+    /// Absent or null: "UTC".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_tz: Option<QuotaTz>,
 }
 
 impl CreateClient {
@@ -50,6 +58,10 @@ impl CreateClient {
             monthly: self.monthly.map(Monthly::get),
             plan: self.plan.map(PlanName::into_string),
             created_at: now_s,
+            quota_day: self.quota_day.map_or(DEFAULT_QUOTA_DAY, QuotaDay::get),
+            quota_tz: self
+                .quota_tz
+                .map_or_else(|| DEFAULT_QUOTA_TZ.to_owned(), QuotaTz::into_string),
         }
     }
 }
@@ -66,6 +78,11 @@ pub struct PatchClient {
     pub per_minute: Option<PerMinute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly: Option<Monthly>,
+    /// A new cycle applies from the next request; see docs/billing.md for `used`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_day: Option<QuotaDay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_tz: Option<QuotaTz>,
     /// Absent: unchanged; `null`: no plan; a name: that plan (the server
     /// refuses one its config does not define).
     #[serde(
@@ -109,6 +126,8 @@ impl From<PatchClient> for ClientPatch {
             status: p.status,
             per_minute: p.per_minute.map(PerMinute::get),
             monthly: p.monthly.map(Monthly::get),
+            quota_day: p.quota_day.map(QuotaDay::get),
+            quota_tz: p.quota_tz.map(QuotaTz::into_string),
             plan: p.plan.map(|p| p.map(PlanName::into_string)),
         }
     }
@@ -153,6 +172,19 @@ pub struct ClientBody {
     #[serde(default = "LimitSources::defaults")]
     pub limit_sources: LimitSources,
     pub created_at: String,
+    /// (Absent from a server before billing cycles: the default.)
+    #[serde(default = "default_quota_day")]
+    pub quota_day: u8,
+    #[serde(default = "default_quota_tz")]
+    pub quota_tz: String,
+}
+
+fn default_quota_day() -> u8 {
+    DEFAULT_QUOTA_DAY
+}
+
+fn default_quota_tz() -> String {
+    DEFAULT_QUOTA_TZ.to_owned()
 }
 
 /// Where each effective limit came from: `client`, `plan` or `limits`.
@@ -196,6 +228,8 @@ impl ClientBody {
                 monthly: r.monthly_source,
             },
             created_at: iso8601(c.created_at),
+            quota_day: c.quota_day,
+            quota_tz: c.quota_tz.clone(),
         }
     }
 }

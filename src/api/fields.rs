@@ -262,6 +262,58 @@ impl GraceSeconds {
     }
 }
 
+/// The day of the month a client's quota resets: 1 to 31 (a month without
+/// that day resets on its last day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Integer", into = "u8")]
+pub struct QuotaDay(u8);
+
+impl TryFrom<Integer> for QuotaDay {
+    type Error = Invalid;
+    fn try_from(d: Integer) -> Result<Self, Invalid> {
+        let r = crate::limits::cycle::QUOTA_DAY_RANGE;
+        let d = within(d.0, (*r.start()).into(), (*r.end()).into())?;
+        Ok(QuotaDay(d as u8))
+    }
+}
+
+impl TryFrom<u64> for QuotaDay {
+    type Error = Invalid;
+    fn try_from(d: u64) -> Result<Self, Invalid> {
+        Self::try_from(Integer(d.into()))
+    }
+}
+
+impl QuotaDay {
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl From<QuotaDay> for u8 {
+    fn from(d: QuotaDay) -> u8 {
+        d.0
+    }
+}
+
+/// An IANA time zone name the bundled tz database knows ("Europe/Berlin").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct QuotaTz(String);
+
+impl TryFrom<String> for QuotaTz {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
+        if s.len() > 64 || crate::limits::cycle::Cycle::new(1, &s).is_err() {
+            return Err(invalid(format!(
+                "unknown time zone {:?} (an IANA name such as \"Europe/Berlin\")",
+                s.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok(QuotaTz(s))
+    }
+}
+
 macro_rules! limit {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -332,7 +384,7 @@ macro_rules! text_into {
     )*};
 }
 
-text_into!(ClientId, ClientName, KeyName, PlanName);
+text_into!(ClientId, ClientName, KeyName, PlanName, QuotaTz);
 
 impl From<Scopes> for Vec<String> {
     fn from(s: Scopes) -> Vec<String> {

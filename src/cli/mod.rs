@@ -28,8 +28,9 @@ use self::http::{encode_segment, ApiRequest, ApiResponse};
 use crate::api::{
     ClientBody, ClientId, ClientList, ClientName, CreateClient, CreateKey, CreatedKey,
     ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, PlanName,
-    RotateKey, RotatedKey, Scopes, UsageDoc,
+    QuotaDay, QuotaTz, RotateKey, RotatedKey, Scopes, UsageDoc,
 };
+use crate::history::HistoryDoc;
 use crate::keys::valid_key_id;
 use crate::model::ClientStatus;
 use output::ClientEvent;
@@ -76,11 +77,23 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Show a client's rate-limit and quota usage.
+    /// Show a client's rate-limit and quota usage, or its daily history.
     Usage {
         /// Client id.
         #[arg(long, value_name = "ID")]
         client: String,
+        /// The daily history (local days of the client's quota_tz) instead.
+        #[arg(long)]
+        history: bool,
+        /// First day, YYYY-MM-DD (default: the current period's first day).
+        #[arg(long, value_name = "D", requires = "history")]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: the current period's last day).
+        #[arg(long, value_name = "D", requires = "history")]
+        to: Option<String>,
+        /// Print the history as CSV (with a header line).
+        #[arg(long, requires = "history")]
+        csv: bool,
     },
 }
 
@@ -96,14 +109,16 @@ pub enum ClientsCommand {
         /// Requests per minute (default: the config's [limits] per_minute).
         #[arg(long, value_name = "N")]
         per_minute: Option<u64>,
-        /// Requests per calendar month (default: the config's [limits] monthly).
+        /// Requests per quota period (default: the config's [limits] monthly).
         #[arg(long, value_name = "N")]
         monthly: Option<u64>,
         /// A plan of the config ([plans.<name>]) whose limits apply where the client sets none.
         #[arg(long, value_name = "P")]
         plan: Option<String>,
+        #[command(flatten)]
+        cycle: CycleArgs,
     },
-    /// Change a client: its plan.
+    /// Change a client: its plan, name, limits or billing cycle.
     Update {
         /// Client id.
         id: String,
@@ -113,6 +128,17 @@ pub enum ClientsCommand {
         /// Take the client off its plan ([limits] apply where it sets none).
         #[arg(long)]
         no_plan: bool,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests per minute.
+        #[arg(long, value_name = "N")]
+        per_minute: Option<u64>,
+        /// Requests per quota period.
+        #[arg(long, value_name = "N")]
+        monthly: Option<u64>,
+        #[command(flatten)]
+        cycle: CycleArgs,
     },
     /// List clients.
     List,
@@ -131,6 +157,31 @@ pub enum ClientsCommand {
         /// Client id.
         id: String,
     },
+}
+
+/// A client's billing cycle (docs/billing.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CycleArgs {
+    /// Day of the month the quota resets, 1-31 (default 1; a shorter month resets on its last day).
+    #[arg(long, value_name = "N")]
+    pub quota_day: Option<u64>,
+    /// IANA time zone whose local midnight the quota resets at (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub quota_tz: Option<String>,
+}
+
+impl CycleArgs {
+    fn validated(self) -> Result<(Option<QuotaDay>, Option<QuotaTz>), CliError> {
+        let day = self
+            .quota_day
+            .map(|d| QuotaDay::try_from(d).map_err(|e| flag("--quota-day", e)))
+            .transpose()?;
+        let tz = self
+            .quota_tz
+            .map(|z| QuotaTz::try_from(z).map_err(|e| flag("--quota-tz", e)))
+            .transpose()?;
+        Ok((day, tz))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +294,7 @@ pub enum View {
     Revoked { key_id: String },
     Rotated,
     Usage,
+    History { csv: bool },
 }
 
 const CLIENTS_PATH: &str = "/admin/v1/clients";
@@ -267,8 +319,10 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             name,
             per_minute,
             monthly,
+            cycle,
             plan,
         }) => {
+            let (quota_day, quota_tz) = cycle.validated()?;
             let body = CreateClient {
                 plan: plan.map(|p| plan_name(&p)).transpose()?,
                 id: client_id(&id)?,
@@ -281,31 +335,51 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
                 monthly: monthly
                     .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
                     .transpose()?,
+                quota_day,
+                quota_tz,
             };
             Plan {
                 request: request(Method::POST, CLIENTS_PATH.into(), Some(to_json(&body)?)),
                 view: View::Client(ClientEvent::Created),
             }
         }
-        Command::Clients(ClientsCommand::Update { id, plan, no_plan }) => {
+        Command::Clients(ClientsCommand::Update {
+            id,
+            plan,
+            no_plan,
+            name,
+            per_minute,
+            monthly,
+            cycle,
+        }) => {
             let plan = match (plan, no_plan) {
                 (Some(p), _) => Some(Some(plan_name(&p)?)),
                 (None, true) => Some(None),
-                (None, false) => {
-                    return Err(CliError::usage(
-                        "nothing to change: give --plan P or --no-plan",
-                    ))
-                }
+                (None, false) => None,
             };
+            let (quota_day, quota_tz) = cycle.validated()?;
+            let body = PatchClient {
+                name: name
+                    .map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
+                    .transpose()?,
+                per_minute: per_minute
+                    .map(|n| PerMinute::try_from(n).map_err(|e| flag("--per-minute", e)))
+                    .transpose()?,
+                monthly: monthly
+                    .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
+                    .transpose()?,
+                plan,
+                quota_day,
+                quota_tz,
+                ..PatchClient::default()
+            };
+            if body == PatchClient::default() {
+                return Err(CliError::usage(
+                    "nothing to change: give --plan P, --no-plan, --name, --per-minute, --monthly, --quota-day or --quota-tz",
+                ));
+            }
             Plan {
-                request: request(
-                    Method::PATCH,
-                    client_path(&id, "")?,
-                    Some(to_json(&PatchClient {
-                        plan,
-                        ..PatchClient::default()
-                    })?),
-                ),
+                request: request(Method::PATCH, client_path(&id, "")?, Some(to_json(&body)?)),
                 view: View::Client(ClientEvent::Updated),
             }
         }
@@ -384,10 +458,41 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
                 view: View::Revoked { key_id },
             }
         }
-        Command::Usage { client } => Plan {
+        Command::Usage {
+            client,
+            history: false,
+            ..
+        } => Plan {
             request: request(Method::GET, client_path(&client, "/usage")?, None),
             view: View::Usage,
         },
+        Command::Usage {
+            client,
+            history: true,
+            from,
+            to,
+            csv,
+        } => {
+            let mut query = Vec::new();
+            for (name, value) in [("from", from), ("to", to)] {
+                if let Some(v) = value {
+                    if crate::history::parse_date(&v).is_none() {
+                        return Err(CliError::usage(format!(
+                            "--{name} must be a date YYYY-MM-DD, got {v:?}"
+                        )));
+                    }
+                    query.push(format!("{name}={v}"));
+                }
+            }
+            let mut path = client_path(&client, "/usage/history")?;
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            Plan {
+                request: request(Method::GET, path, None),
+                view: View::History { csv },
+            }
+        }
     };
     Ok(plan)
 }
@@ -529,6 +634,7 @@ pub fn answer(
         View::Revoked { key_id } => output::revoked_summary(key_id),
         View::Rotated => output::rotated_key_summary(&decode::<RotatedKey>(response)?),
         View::Usage => output::usage_summary(&decode::<UsageDoc>(response)?),
+        View::History { csv } => output::history_table(&decode::<HistoryDoc>(response)?, *csv),
     };
     Ok(text.into_bytes())
 }

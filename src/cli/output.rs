@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use crate::api::UsageDoc;
 use crate::api::{ClientBody, CreatedKey, KeyBody, RotatedKey};
+use crate::history::HistoryDoc;
 
 /// What a cell shows for a JSON `null`.
 const NULL_CELL: &str = "-";
@@ -130,6 +131,14 @@ pub fn client_summary(event: ClientEvent, client: &ClientBody) -> String {
             format!("{} (from {})", client.monthly, sources.monthly.as_str()),
         ),
         ("created", clean(&client.created_at)),
+        (
+            "resets",
+            format!(
+                "day {}, 00:00 {}",
+                client.quota_day,
+                clean(&client.quota_tz)
+            ),
+        ),
     ];
     push_fields(&mut out, &fields);
     out
@@ -229,6 +238,59 @@ pub fn usage_summary(usage: &UsageDoc) -> String {
     )
 }
 
+/// A client's daily history: an aligned table, or CSV with a header line.
+pub fn history_table(doc: &HistoryDoc, csv: bool) -> String {
+    let head = [
+        "date",
+        "forwarded",
+        "rate_limited",
+        "quota_exceeded",
+        "refunded",
+    ];
+    let rows: Vec<[String; 5]> = doc
+        .days
+        .iter()
+        .map(|d| {
+            let c = &d.counts;
+            [
+                clean(&d.date),
+                c.forwarded.to_string(),
+                c.rate_limited.to_string(),
+                c.quota_exceeded.to_string(),
+                c.refunded.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    if csv {
+        let _ = writeln!(out, "{}", head.join(","));
+        for r in &rows {
+            let _ = writeln!(out, "{}", r.join(","));
+        }
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Client {} ({}), {} day(s):",
+        clean(&doc.client_id),
+        clean(&doc.time_zone),
+        rows.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<10}  {:>10}  {:>12}  {:>14}  {:>8}",
+        head[0], head[1], head[2], head[3], head[4]
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "{:<10}  {:>10}  {:>12}  {:>14}  {:>8}",
+            r[0], r[1], r[2], r[3], r[4]
+        );
+    }
+    out
+}
+
 /// Indented `label: value` lines, values aligned.
 fn push_fields(out: &mut String, fields: &[(&str, String)]) {
     let width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
@@ -260,6 +322,8 @@ mod tests {
                 monthly: crate::limits::policy::Source::Limits,
             },
             created_at: "2026-02-10T10:00:00Z".into(),
+            quota_day: 1,
+            quota_tz: "UTC".into(),
         }
     }
 
@@ -378,7 +442,8 @@ mod tests {
              \x20 plan:        -\n\
              \x20 per minute:  100 (from limits)\n\
              \x20 monthly:     10000 (from limits)\n\
-             \x20 created:     2026-02-10T10:00:00Z\n"
+             \x20 created:     2026-02-10T10:00:00Z\n\
+             \x20 resets:      day 1, 00:00 UTC\n"
         );
         assert!(client_summary(ClientEvent::Created, &c).starts_with("Client acme created.\n"));
         assert!(client_summary(ClientEvent::Activated, &c).starts_with("Client acme activated.\n"));
@@ -418,6 +483,29 @@ mod tests {
             usage_summary(&usage),
             "rate limit: 87/100 remaining this minute, resets at 2026-02-10T10:01:00Z; \
              monthly quota: 3456/10000 used (6544 remaining), 2026-02-01 \u{2013} 2026-02-28\n"
+        );
+    }
+
+    #[test]
+    fn history_as_table_and_csv() {
+        let doc: HistoryDoc = serde_json::from_str(
+            r#"{"client_id": "acme", "time_zone": "Europe/Berlin", "days": [
+                {"date": "2026-01-15", "forwarded": 120, "rate_limited": 3, "quota_exceeded": 0, "refunded": 1},
+                {"date": "2026-01-16", "forwarded": 0, "rate_limited": 0, "quota_exceeded": 7, "refunded": 0}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            history_table(&doc, true),
+            "date,forwarded,rate_limited,quota_exceeded,refunded\n\
+             2026-01-15,120,3,0,1\n\
+             2026-01-16,0,0,7,0\n"
+        );
+        assert_eq!(
+            history_table(&doc, false),
+            "Client acme (Europe/Berlin), 2 day(s):\n\
+             date         forwarded  rate_limited  quota_exceeded  refunded\n\
+             2026-01-15         120             3               0         1\n\
+             2026-01-16           0             0               7         0\n"
         );
     }
 

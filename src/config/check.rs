@@ -133,6 +133,7 @@ impl Checker<'_> {
         let log = self.log(raw.log);
         let metrics = self.metrics(raw.metrics);
         let reload = self.reload(raw.reload);
+        let history = self.history(raw.history);
         Config {
             path: path.to_owned(),
             server,
@@ -147,6 +148,7 @@ impl Checker<'_> {
             log,
             metrics,
             reload,
+            history,
             warnings: Vec::new(),
         }
     }
@@ -681,6 +683,20 @@ impl Checker<'_> {
                 .per_client
                 .map_or(DEFAULT_METRICS_PER_CLIENT, Spanned::into_inner),
             per_client_max: usize::try_from(max).unwrap_or(DEFAULT_METRICS_PER_CLIENT_MAX),
+        }
+    }
+
+    pub(super) fn history(&mut self, raw: Opt<RawHistory>) -> HistoryConfig {
+        let (_, raw) = section(raw);
+        let days = self.int(
+            "history.days",
+            &raw.days,
+            crate::history::DEFAULT_DAYS.into(),
+            (*crate::history::DAYS_RANGE.start()).into(),
+            (*crate::history::DAYS_RANGE.end()).into(),
+        );
+        HistoryConfig {
+            days: u32::try_from(days).unwrap_or(crate::history::DEFAULT_DAYS),
         }
     }
 

@@ -71,6 +71,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub reload: ReloadConfig,
+    pub history: HistoryConfig,
     /// Settings accepted but without effect, formatted like problems
     /// (`line 18: store.url: ...`); `describe` shows them as comments.
     #[serde(skip)]
@@ -319,6 +320,13 @@ pub struct Route {
     /// Shadow mode for this route; `None`: the plan's, else `[limits]`'.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<bool>,
+}
+
+/// `[history]`: the daily usage history (docs/billing.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HistoryConfig {
+    /// Days a client-day of history is kept after it ends.
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     pub(super) log: Opt<RawLog>,
     pub(super) metrics: Opt<RawMetrics>,
     pub(super) reload: Opt<RawReload>,
+    pub(super) history: Opt<RawHistory>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +146,12 @@ pub(super) struct RawLog {
 pub(super) struct RawMetrics {
     pub(super) per_client: Opt<bool>,
     pub(super) per_client_max: Opt<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    pub(super) days: Opt<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

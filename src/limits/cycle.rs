@@ -90,6 +90,20 @@ impl Cycle {
         self.day
     }
 
+    /// `"<day> <zone>"`: names the cycle in the store (admit.lua compares
+    /// it with the client's fields).
+    pub fn tag(&self) -> String {
+        format!("{} {}", self.day, self.zone_name)
+    }
+
+    /// The local day containing `now_ms`: its date and `[start, end)` in
+    /// Unix milliseconds (a day is 23 or 25 hours long across DST).
+    pub fn day_at(&self, now_ms: i64) -> (Date, i64, i64) {
+        let date = self.local_date(now_ms);
+        let next = date.tomorrow().unwrap_or(date);
+        (date, self.midnight_ms(date), self.midnight_ms(next))
+    }
+
     /// The IANA name the cycle was built from.
     pub fn zone_name(&self) -> &str {
         &self.zone_name

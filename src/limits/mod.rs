@@ -1,7 +1,8 @@
 //! Rate-limit decisions and the pure maths behind them.
 //!
-//! [`window`] is the per-minute sliding window, [`month`] the calendar-month
-//! quota; both take `now` as an argument and do no I/O. A [`Decision`] carries
+//! [`window`] is the per-minute sliding window, [`cycle`] the quota period
+//! (a client's billing cycle; [`month`] is its default, the UTC calendar
+//! month); all take `now` as an argument and do no I/O. A [`Decision`] carries
 //! everything a response needs (headers, 429 body, usage document), so those
 //! are computed by one piece of code from one value.
 
@@ -51,6 +52,10 @@ pub struct LimitState {
     pub monthly_used: u64,
     /// For `RateLimited`: Unix milliseconds at which one more request is admitted.
     pub window_retry_at_ms: Option<i64>,
+    /// The quota period `monthly_used` counts in (the client's billing
+    /// cycle at `now_ms`): the usage document's dates and the quota 429's
+    /// reset instant.
+    pub period: cycle::Period,
 }
 
 impl LimitState {
@@ -59,7 +64,7 @@ impl LimitState {
     pub fn retry_after_secs(&self, verdict: Verdict) -> Option<u64> {
         let at_ms = match verdict {
             Verdict::RateLimited => self.window_retry_at_ms?,
-            Verdict::QuotaExhausted => month::next_month_start(self.now_ms.div_euclid(1000)) * 1000,
+            Verdict::QuotaExhausted => self.period.end_ms,
             _ => return None,
         };
         let wait_ms = (at_ms - self.now_ms).max(0) as u64;
@@ -105,6 +110,7 @@ mod tests {
             monthly: 10,
             monthly_used: 10,
             window_retry_at_ms: retry_at,
+            period: cycle::Cycle::utc_month().period_at(now_ms),
         }
     }
 
@@ -115,6 +121,18 @@ mod tests {
         let s = state(1_000_000, Some(1_000_000));
         assert_eq!(s.retry_after_secs(Verdict::RateLimited), Some(1));
         assert_eq!(s.retry_after_secs(Verdict::ScopeDenied), None);
+    }
+
+    #[test]
+    fn quota_retry_counts_down_to_the_period_end() {
+        // Berlin, day 15: the period ends at 2026-02-14T23:00:00Z; one
+        // second and a half before is 2 s.
+        let c = cycle::Cycle::new(15, "Europe/Berlin").unwrap();
+        let end = 1_771_110_000_000;
+        let mut s = state(end - 1_500, None);
+        s.period = c.period_at(s.now_ms);
+        assert_eq!(s.period.end_ms, end);
+        assert_eq!(s.retry_after_secs(Verdict::QuotaExhausted), Some(2));
     }
 
     #[test]

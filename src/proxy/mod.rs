@@ -22,7 +22,7 @@ use crate::config::RefundReason;
 use crate::error::{json_response, ApiError, WireForm};
 use crate::headers::decorate;
 use crate::limits::policy::{Policy, PolicyOutcome};
-use crate::limits::{month, LimitState, Verdict};
+use crate::limits::{LimitState, Verdict};
 use crate::metrics::{AuthRejection, Outcome};
 use crate::routes::{normalize, Requirement};
 use crate::store::{AdmitRequest, Refund, StoreError, UsageRequest};
@@ -39,7 +39,8 @@ pub const ORG_KEYS_PATH: &str = "/api/v1/org/api-keys";
 #[derive(Debug)]
 pub struct Refusal {
     pub error: ApiError,
-    pub state: Option<LimitState>,
+    /// Boxed: a refusal travels in `Err`, which stays small.
+    pub state: Option<Box<LimitState>>,
     pub outcome: Outcome,
     /// Close the connection after answering: the request's framing is suspect
     /// or its body was left unread.
@@ -62,7 +63,7 @@ impl Refusal {
     }
 
     fn with_state(mut self, state: Option<LimitState>) -> Self {
-        self.state = state;
+        self.state = state.map(Box::new);
         self
     }
 
@@ -465,8 +466,7 @@ fn verdict_to_result(
             )
         }
         (Verdict::QuotaExhausted, st) => {
-            let now_s = st.map_or(0, |s| s.now_ms.div_euclid(1000));
-            let reset = iso8601(month::next_month_start(now_s));
+            let reset = iso8601(st.map_or(0, |s| s.period.end_ms.div_euclid(1000)));
             let retry_after = st.and_then(|s| s.retry_after_secs(verdict)).unwrap_or(1);
             let mut message = String::from("Monthly quota exhausted.");
             if let (Some(s), true) = (st, cost > 1) {

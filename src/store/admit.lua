@@ -8,6 +8,13 @@
 --                                     prev_gen, prev_until_ms, ...
 -- KEYS[3]  tg:{c:<id>}:win           hash: t (total), o (oldest second), n (newest second),
 --                                     and one field per second holding that second's count
+-- KEYS[4]  tg:{c:<id>}:h:<YYYY-MM-DD> hash (billing, optional): the local day's history,
+--                                     f (forwarded), r (rate_limited), q (quota_exceeded),
+--                                     x (refunded, written by the refund). The current day's
+--                                     f, r, q live in the client hash (hday = the day's key,
+--                                     hf, hr, hq), written with `used` at no extra command;
+--                                     the first write of a new day adds the previous day's to
+--                                     its key, which expires [history] days after that day.
 --
 -- The client hash also holds, per admission session (one group of one
 -- tollgate store, docs/rate-limiting.md "Exactly-once admission"), two
@@ -43,6 +50,15 @@
 --          "<0|1>;<name>=<per_minute>,<monthly>,<shadow 0|1>;..." (empty fields: not
 --          set; "" for no plans and no shadow). Searched only when the client names a plan.
 -- ARGV[16] Policies: spare
+-- Billing (docs/billing.md; "" or absent: the UTC calendar month, no history):
+-- ARGV[17], ARGV[18] the cycle the caller computed with: quota_day, quota_tz
+-- ARGV[19], ARGV[20] that cycle's period [start, end) containing the caller's now, Unix ms
+-- ARGV[21], ARGV[22] the local day [start, end) containing it, Unix ms (KEYS[4]'s day)
+-- ARGV[23] [history] days: KEYS[4] expires that many days after the day ends
+--   When the client's cycle is not ARGV[17..18], or now (TIME) is outside either
+--   range, the script counts and writes nothing and answers
+--   {RECOMPUTE, now_ms, quota_day, quota_tz} (the fields as stored, "" when
+--   absent): the caller computes the ranges again for that instant and cycle.
 --
 -- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
@@ -61,8 +77,10 @@
 --
 -- The window is the algorithm of src/limits/window.rs: at an instant in
 -- second s it counts the buckets of seconds s-60 ..= s; a bucket of second b
--- leaves at the start of second b+61. Only an admission writes; every
--- refusal and every usage read leaves the data exactly as it found it.
+-- leaves at the start of second b+61. Only an admission writes to the
+-- counters; a refusal by the limits writes only its day's history, and
+-- every other refusal and every usage read leaves the data exactly as it
+-- found it.
 
 -- Globals looked up once (each use of `math.floor` is two table lookups).
 local call, floor, min, max, format = redis.call, math.floor, math.min, math.max, string.format
@@ -75,13 +93,17 @@ local SETTLED = -1
 local SESSION_IDLE_SECS = 600
 -- Where a session record keeps the month its call counted in (settle.lua reads it).
 local RECORD_PERIOD = 20
+-- Billing: where it keeps the history key its call counted in (settle.lua reads it).
+local RECORD_DAY = 21
+-- Billing: not a verdict: the caller's period or day is not the store's; nothing done.
+local RECOMPUTE = -2
 
 local WINDOW_SECS = 60
 local BUCKET_LIFETIME_SECS = WINDOW_SECS + 1
 -- Lua numbers are doubles: limits are capped where they stay exact.
 local MAX_LIMIT = 9007199254740991
 
-local client_key, key_key, win_key = KEYS[1], KEYS[2], KEYS[3]
+local client_key, key_key, win_key, day_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, client_id, key_id, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scope = nil
 if ARGV[5] ~= '' then
@@ -173,10 +195,12 @@ end
 local now_s = floor(now_ms / 1000)
 
 -- The client hash (read first: a repeated call is answered from it).
+-- c[7..12]: billing fields (the cycle, today's history).
 local c
 if session then
-  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan', session)
-  local last = c[7]
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan',
+    'quota_day', 'quota_tz', 'hday', 'hf', 'hr', 'hq', session)
+  local last = c[13]
   if last then
     local applied = tonumber(last)
     if applied == nil then
@@ -189,11 +213,13 @@ if session then
     elseif applied == seq then
       local reply = cmsgpack.unpack(call('HGET', client_key, record))
       reply[RECORD_PERIOD] = nil
+      reply[RECORD_DAY] = nil
       return reply
     end
   end
 else
-  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan')
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan',
+    'quota_day', 'quota_tz', 'hday', 'hf', 'hr', 'hq')
 end
 
 -- The key: exists, belongs to the client, not expired, and the caller's
@@ -257,8 +283,90 @@ local monthly = limit(c[3], plan_mo ~= '' and plan_mo or ARGV[7], 'monthly')
 -- The month: `used` counts only while `mon` is the current month.
 local period = period_id(now_s)
 local used = 0
-if c[4] and int(c[4], 'client mon') == period then
+-- Billing: the client's quota period (and the day the history counts under).
+local billing, period_end, history_ttl, old_day_ttl = false, nil, nil, nil
+if ARGV[17] and ARGV[17] ~= '' then
+  billing = true
+  local p_start, p_end = tonumber(ARGV[19]), tonumber(ARGV[20])
+  local d_start, d_end = tonumber(ARGV[21]), tonumber(ARGV[22])
+  if (c[7] or '1') ~= ARGV[17] or (c[8] or 'UTC') ~= ARGV[18]
+      or now_ms < p_start or now_ms >= p_end or now_ms < d_start or now_ms >= d_end then
+    return { RECOMPUTE, now_ms, c[7] or '', c[8] or '' }
+  end
+  local keep = 86400 * tonumber(ARGV[23]) + 1
+  history_ttl = floor((d_end - now_ms) / 1000) + keep
+  -- An earlier day ended by this day's start at the latest.
+  old_day_ttl = floor((d_start - now_ms) / 1000) + keep
+  if c[4] then
+    local mon = int(c[4], 'client mon')
+    if mon == p_start
+        or (ARGV[17] == '1' and ARGV[18] == 'UTC' and mon == period_id(floor(p_start / 1000))) then
+      -- (YYYYMM: counted before billing cycles, in the same UTC month.)
+      used = int(c[5] or '0', 'client used')
+    else
+      -- Another period: did the cycle change while the period `used`
+      -- counts in had not ended? Then `used` carries into the new cycle's
+      -- period (docs/billing.md).
+      local m = call('HMGET', client_key, 'mend', 'mtag')
+      if m[2] ~= ARGV[17] .. ' ' .. ARGV[18] and m[1] and now_ms < int(m[1], 'client mend') then
+        used = int(c[5] or '0', 'client used')
+      end
+    end
+  end
+  period, period_end = p_start, p_end
+elseif c[4] and int(c[4], 'client mon') == period then
   used = int(c[5] or '0', 'client used')
+end
+
+-- Billing: today's history counts, and whether the client hash holds another day's.
+local h_today = history_ttl and c[9] == day_key
+local h_f, h_r, h_q = 0, 0, 0
+if h_today then
+  h_f, h_r, h_q = tonumber(c[10]) or 0, tonumber(c[11]) or 0, tonumber(c[12]) or 0
+end
+
+-- Billing: appends to `t` the client-hash fields that add df forwarded, dr
+-- rate-limited and dq quota-refused requests to today's history; a new day
+-- first adds the previous day's counts to that day's key.
+local function history(t, df, dr, dq)
+  if not history_ttl then
+    return
+  end
+  if not h_today then
+    local old = c[9]
+    if old then
+      local moved = false
+      for i, f in ipairs({ 'f', 'r', 'q' }) do
+        local n = tonumber(c[9 + i]) or 0
+        if n > 0 then
+          call('HINCRBY', old, f, n)
+          moved = true
+        end
+      end
+      if moved then
+        call('EXPIRE', old, max(old_day_ttl, 1))
+      end
+    end
+    t[#t + 1], t[#t + 2] = 'hday', day_key
+  end
+  if df > 0 or not h_today then
+    t[#t + 1], t[#t + 2] = 'hf', str(h_f + df)
+  end
+  if dr > 0 or not h_today then
+    t[#t + 1], t[#t + 2] = 'hr', str(h_r + dr)
+  end
+  if dq > 0 or not h_today then
+    t[#t + 1], t[#t + 2] = 'hq', str(h_q + dq)
+  end
+end
+
+-- Billing: a refusal by the limits, counted in today's history.
+local function refused(dr, dq)
+  local t = {}
+  history(t, 0, dr, dq)
+  if #t > 0 then
+    call('HSET', client_key, unpack(t))
+  end
 end
 
 -- The window, read without writing: expired buckets are collected, and
@@ -372,6 +480,12 @@ if fits < wanted then
   if shadow then
     shadow_verdict, admitted = refusal, wanted
   elseif fits == 0 then
+    -- Billing: the refused units, in today's history.
+    if refusal == QUOTA_EXHAUSTED then
+      refused(0, wanted * cost)
+    else
+      refused(wanted * cost, 0)
+    end
     return state(refusal, 0)
   end
 end
@@ -418,12 +532,40 @@ if admitted == wanted then
 else
   reply = state(refusal, admitted)
 end
+-- The count, and the period it counts in when that changed (billing: with
+-- the period's end and cycle); then today's history.
+local counter = { 'used', str(used) }
+local mon = str(period)
+if c[4] ~= mon then
+  counter[3], counter[4] = 'mon', mon
+  if billing then
+    counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag',
+      ARGV[17] .. ' ' .. ARGV[18]
+  end
+end
+-- (Units: `forwarded` sums to `used`.)
+local rest = (wanted - admitted) * cost
+if h_today and rest == 0 then
+  -- The common case: one more field in the counter's write.
+  counter[#counter + 1], counter[#counter + 2] = 'hf', str(h_f + units)
+elseif refusal == QUOTA_EXHAUSTED then
+  history(counter, units, 0, rest)
+else
+  history(counter, units, rest, 0)
+end
 if session then
   -- The session's record, in the same write as the monthly counter.
   reply[RECORD_PERIOD] = period
-  call('HSET', client_key, 'mon', str(period), 'used', str(used),
-    session, ARGV[11], record, cmsgpack.pack(reply))
+  if history_ttl then
+    reply[RECORD_DAY] = day_key
+  end
+  counter[#counter + 1] = session
+  counter[#counter + 1] = ARGV[11]
+  counter[#counter + 1] = record
+  counter[#counter + 1] = cmsgpack.pack(reply)
+  call('HSET', client_key, unpack(counter))
   reply[RECORD_PERIOD] = nil
+  reply[RECORD_DAY] = nil
   if new_bucket and now_s % 16 == 0 then
     -- About every 16 s of a busy client: forget sessions idle for long
     -- (stores that went away), so the client hash does not grow.
@@ -441,6 +583,6 @@ if session then
     end
   end
 else
-  call('HSET', client_key, 'mon', str(period), 'used', str(used))
+  call('HSET', client_key, unpack(counter))
 end
 return reply

@@ -319,6 +319,7 @@ mod tests {
                     monthly: 100,
                     monthly_used: used,
                     window_retry_at_ms: (remaining == 0).then_some(61_000),
+                    period: crate::limits::cycle::Cycle::utc_month().period_at(1_000),
                 }),
             },
         }

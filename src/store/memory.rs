@@ -5,12 +5,17 @@
 //! without awaiting, and releases it, so `admit` is as atomic here as the Lua
 //! script is in Redis. Nothing is persisted: a restart forgets everything.
 //!
-//! The window is [`crate::limits::window::Window`]; the month is a
-//! `(period_id, used)` pair that restarts from zero when
-//! [`crate::limits::month::period_id`] of the current time changes. A refusal
-//! changes no count (expiring old buckets is not a change of count).
+//! The window is [`crate::limits::window::Window`]; the quota is a count
+//! kept with the period it counts in (the client's billing cycle,
+//! [`crate::limits::cycle`]), restarting from zero when the period of the
+//! current time is another one; a cycle changed mid-period carries the
+//! count to the end of the period it was counted in (docs/billing.md, the
+//! same rule as `admit.lua`). A refusal changes no count (expiring old
+//! buckets is not a change of count); a refusal by the limits adds to its
+//! day's history ([`crate::history::DayBook`]), as admissions do.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +24,11 @@ use parking_lot::Mutex;
 
 use super::{AdmitRequest, Refund, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::{Clock, SystemClock};
+use crate::history::{self, Counted as Day, DayBook, DayCounts, Range};
+use crate::limits::cycle::{Cycle, Period};
 use crate::limits::policy::{self, Policy, PolicyOutcome, Resolved};
 use crate::limits::window::Window;
-use crate::limits::{month, Decision, LimitState, Limits, Verdict};
+use crate::limits::{Decision, LimitState, Limits, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 
 /// The in-process store. Clones share the same state.
@@ -29,6 +36,8 @@ use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret}
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
+    /// `[history] days`.
+    history_days: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -48,8 +57,10 @@ struct Inner {
 struct ClientEntry {
     client: Client,
     window: Window,
-    /// `(period_id, used)` of the last admitted request's month.
-    month: (u32, u64),
+    /// The quota count and the period it counts in.
+    month: Counted,
+    /// The daily usage history.
+    history: DayBook,
     /// `(created_at, key_id)`: the listing order.
     keys: BTreeSet<(i64, String)>,
     /// Key name → key id, for per-client name uniqueness.
@@ -68,32 +79,44 @@ impl ClientEntry {
         )
     }
 
-    /// Requests counted in the month `period`, without rolling anything over.
-    fn month_used(&self, period: u32) -> u64 {
-        let (counted, used) = self.month;
-        if counted == period {
-            used
+    /// Requests counted in `period` of the client's cycle (tag `tag`) at
+    /// `now_ms`, without rolling anything over.
+    fn month_used(&self, period: &Period, tag: &str, now_ms: i64) -> u64 {
+        let m = &self.month;
+        if m.start_ms == period.start_ms || (m.tag != tag && now_ms < m.end_ms) {
+            m.used
         } else {
             0
         }
     }
 
-    /// The limit state at `now_ms`, in the month `period` (the
-    /// [`month::period_id`] of `now_ms`), for requests of `cost` units;
-    /// counts nothing.
-    fn state(&mut self, now_ms: i64, period: u32, limits: Limits, cost: u64) -> LimitState {
+    /// The limit state at `now_ms`, in the period of the client's cycle
+    /// containing it, for requests of `cost` units; counts nothing.
+    fn state(&mut self, now_ms: i64, cycle: &Cycle, limits: Limits, cost: u64) -> LimitState {
         self.window.expire(now_ms);
         let w = self.window.state_for(now_ms, limits.per_minute, cost);
+        let period = cycle.period_at(now_ms);
         LimitState {
             now_ms,
             per_minute: limits.per_minute,
             remaining: w.remaining,
             reset_at: w.reset_at,
             monthly: limits.monthly,
-            monthly_used: self.month_used(period),
+            monthly_used: self.month_used(&period, &cycle.tag(), now_ms),
             window_retry_at_ms: w.retry_at_ms,
+            period,
         }
     }
+}
+
+/// A quota count and the period it counts in.
+#[derive(Debug, Default)]
+struct Counted {
+    start_ms: i64,
+    end_ms: i64,
+    /// [`Cycle::tag`] of the cycle it was counted under.
+    tag: String,
+    used: u64,
 }
 
 /// Why a key does not admit a request, before any counter is looked at.
@@ -115,7 +138,13 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::new(Mutex::new(Inner::default())),
             clock,
+            history_days: Arc::new(AtomicU32::new(history::DEFAULT_DAYS)),
         }
+    }
+
+    /// Keeps `days` days of usage history (`[history] days`).
+    pub fn set_history_days(&self, days: u32) {
+        self.history_days.store(days, Ordering::Relaxed);
     }
 }
 
@@ -150,7 +179,8 @@ impl Store for MemoryStore {
             ClientEntry {
                 client: client.clone(),
                 window: Window::default(),
-                month: (0, 0),
+                month: Counted::default(),
+                history: DayBook::default(),
                 keys: BTreeSet::new(),
                 names: HashMap::new(),
             },
@@ -188,6 +218,12 @@ impl Store for MemoryStore {
         }
         if let Some(n) = patch.monthly {
             c.monthly = Some(n);
+        }
+        if let Some(d) = patch.quota_day {
+            c.quota_day = d;
+        }
+        if let Some(tz) = &patch.quota_tz {
+            c.quota_tz = tz.clone();
         }
         if let Some(plan) = &patch.plan {
             c.plan = plan.clone();
@@ -275,7 +311,7 @@ impl Store for MemoryStore {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
         let now_ms = self.clock.now_ms();
         let now_s = now_ms.div_euclid(1000);
-        let period = month::period_id(now_s);
+        let keep = self.history_days.load(Ordering::Relaxed);
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
 
@@ -289,7 +325,8 @@ impl Store for MemoryStore {
         let cost = req.policy.cost.max(1);
         let resolved = entry.resolve(req.defaults, &req.policy);
         let limits = resolved.limits;
-        let state = entry.state(now_ms, period, limits, cost);
+        let cycle = entry.client.cycle();
+        let state = entry.state(now_ms, &cycle, limits, cost);
         let mut outcome = PolicyOutcome {
             cost,
             shadow: None,
@@ -309,22 +346,36 @@ impl Store for MemoryStore {
         }
         // Policies: the request fits if `cost` units remain in both limits;
         // one that does not is refused, or counted anyway under shadow mode.
+        let day = cycle.local_date(now_ms);
         let month_room = limits.monthly.saturating_sub(state.monthly_used);
         if policy::fitting(1, cost, state.remaining, month_room) == 0 {
             let verdict = policy::refusal(cost, month_room);
             if !resolved.shadow {
+                // Billing: the refused units in the day's history.
+                let what = if verdict == Verdict::QuotaExhausted {
+                    Day::QuotaExceeded
+                } else {
+                    Day::RateLimited
+                };
+                entry.history.add(day, what, cost, keep);
                 return Ok(decided(verdict, state));
             }
             outcome.shadow = Some(verdict);
         }
 
-        // Admitted: count it against both limits.
+        // Admitted: count it against both limits, and in the day's history.
         entry.window.add(now_ms, cost);
-        entry.month = (period, state.monthly_used + cost);
+        entry.month = Counted {
+            start_ms: state.period.start_ms,
+            end_ms: state.period.end_ms,
+            tag: cycle.tag(),
+            used: state.monthly_used + cost,
+        };
+        entry.history.add(day, Day::Forwarded, cost, keep);
         key.last_used_at = Some(now_s);
         Ok(Decision {
             verdict: Verdict::Admitted,
-            state: Some(entry.state(now_ms, period, limits, cost)),
+            state: Some(entry.state(now_ms, &cycle, limits, cost)),
             policy: outcome,
         })
     }
@@ -345,8 +396,8 @@ impl Store for MemoryStore {
             return Ok(refused(Verdict::ClientMissing, None));
         };
         let resolved = entry.resolve(req.defaults, &req.policy);
-        let period = month::period_id(now_ms.div_euclid(1000));
-        let state = entry.state(now_ms, period, resolved.limits, 1);
+        let cycle = entry.client.cycle();
+        let state = entry.state(now_ms, &cycle, resolved.limits, 1);
         let policy = PolicyOutcome {
             plan_unknown: resolved.plan_unknown,
             ..PolicyOutcome::default()
@@ -363,6 +414,15 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn history(&self, client_id: &str, range: Range) -> Result<Vec<DayCounts>, StoreError> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .clients
+            .get(client_id)
+            .map(|e| e.history.counts(range))
+            .unwrap_or_else(|| vec![DayCounts::default(); range.days().count()]))
+    }
+
     async fn refund(&self, r: &Refund) -> Result<(), StoreError> {
         let now_ms = self.clock.now_ms();
         let mut inner = self.inner.lock();
@@ -373,11 +433,12 @@ impl Store for MemoryStore {
         // if it is still in the window, the month if it is still the one.
         entry.window.expire(now_ms);
         entry.window.give_back(r.at_ms.div_euclid(1000), r.units);
-        let (counted, used) = entry.month;
-        if counted == month::period_id(r.at_ms.div_euclid(1000)) {
-            entry.month = (counted, used.saturating_sub(r.units));
+        let cycle = entry.client.cycle();
+        if entry.month.start_ms == cycle.period_at(r.at_ms).start_ms {
+            entry.month.used = entry.month.used.saturating_sub(r.units);
         }
-        // billing: history refunded +units here
+        // Billing: the units move from forwarded to refunded on their day.
+        entry.history.refund(cycle.local_date(r.at_ms), r.units);
         Ok(())
     }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::clock::Clock;
+use crate::history::{DayCounts, Range};
 use crate::limits::policy::Policy;
 use crate::limits::{Decision, Limits};
 use crate::model::{Client, ClientPatch, KeyRecord};
@@ -145,6 +146,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError>;
     /// The client's limit state; counts nothing. Verdict `Admitted` means "ok".
     async fn usage(&self, req: &UsageRequest<'_>) -> Result<Decision, StoreError>;
+
+    /// The client's usage history for each day of `range` (local days of
+    /// its `quota_tz`), zeros for days without any (or past `[history]
+    /// days`, or no such client).
+    async fn history(&self, client_id: &str, range: Range) -> Result<Vec<DayCounts>, StoreError>;
+
     /// Gives back an admitted request's units (see [`Refund`]); one atomic operation.
     async fn refund(&self, refund: &Refund) -> Result<(), StoreError>;
 }

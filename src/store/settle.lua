@@ -87,7 +87,22 @@ if mode == 'refund' then
     error({ err = 'ERR tollgate settle.lua: bad refund arguments' })
   end
   give_back(units, sec, period)
-  -- billing: history refunded +units here
+  -- Billing: ARGV[6] the history key of the day the units were counted in
+  -- ("" none), ARGV[7] its TTL should it be new: `refunded` (x) up, and
+  -- `forwarded` down where it is kept (history.rs REFUND_LUA, the same).
+  local day_key = ARGV[6]
+  if day_key and day_key ~= '' and units > 0 then
+    if redis.call('HINCRBY', day_key, 'x', units) == units then
+      redis.call('EXPIRE', day_key, tonumber(ARGV[7]) or 1)
+    end
+    local h = redis.call('HMGET', client_key, 'hday', 'hf')
+    local where, field = day_key, 'f'
+    if h[1] == day_key then
+      where, field = client_key, 'hf'
+    end
+    local f = tonumber(redis.call('HGET', where, field) or '0')
+    redis.call('HSET', where, field, str(math.max(f - units, 0)))
+  end
   return {}
 end
 
@@ -126,6 +141,10 @@ local reply = cmsgpack.unpack(redis.call('HGET', client_key, record))
 -- admit.lua's RECORD_PERIOD: the month the call counted in.
 local period = reply[20]
 reply[20] = nil
+-- Billing: admit.lua's RECORD_DAY, the history key the call counted under
+-- (tg:{c:<id>}:h:<date>: the client's hash tag, so the same slot as KEYS[1]).
+local day_key = reply[21]
+reply[21] = nil
 if mode == 'check' then
   return reply
 end
@@ -134,4 +153,20 @@ end
 -- counted in.
 redis.call('HSET', client_key, session, 'V' .. ARGV[3])
 give_back(reply[9] * (reply[11] or 1), math.floor(reply[2] / 1000), period)
+
+-- Billing: the day's forwarded units drop with `used` (never below zero):
+-- in the client hash while it is the current day there (hday, hf), else
+-- in the day's key (admit.lua's RECORD_DAY, the client's hash tag).
+if day_key then
+  local units = reply[9] * (reply[11] or 1)
+  local h = redis.call('HMGET', client_key, 'hday', 'hf')
+  local where, field = day_key, 'f'
+  if h[1] == day_key then
+    where, field = client_key, 'hf'
+  end
+  local f = tonumber(redis.call('HGET', where, field))
+  if f then
+    redis.call('HSET', where, field, str(math.max(f - units, 0)))
+  end
+end
 return reply

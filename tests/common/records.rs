@@ -13,6 +13,8 @@ pub fn client(id: &str) -> Client {
         monthly: None,
         plan: None,
         created_at: 1_770_000_000,
+        quota_day: 1,
+        quota_tz: "UTC".into(),
     }
 }
 

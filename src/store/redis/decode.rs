@@ -3,6 +3,7 @@
 //! echoing a stored value in an error.
 
 use super::*;
+use crate::limits::cycle::Cycle;
 
 /// Verdict codes of `admit.lua`.
 pub(super) const VERDICTS: [Verdict; 7] = [
@@ -18,7 +19,9 @@ pub(super) const VERDICTS: [Verdict; 7] = [
 /// The error code `admit.lua` raises for data it cannot read.
 pub(super) const CORRUPT_CODE: &str = "TGCORRUPT";
 
-pub(super) fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
+/// An `admit.lua` reply; `cycle` is the client's, which the script
+/// confirmed, so the period is the one containing the reply's instant.
+pub(super) fn decode_batch(reply: &[i64], cycle: &Cycle) -> Result<Batch, StoreError> {
     let bad = || StoreError::Corrupt("unexpected admit reply".into());
     let code = *reply.first().ok_or_else(bad)?;
     let verdict = *usize::try_from(code)
@@ -54,6 +57,7 @@ pub(super) fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
                     monthly: u(monthly)?,
                     monthly_used: u(monthly_used)?,
                     window_retry_at_ms: (retry_at_ms >= 0).then_some(retry_at_ms),
+                    period: cycle.period_at(now_ms),
                 }),
             },
         }),
@@ -148,6 +152,11 @@ pub(super) fn client_from_hash(
         monthly: optional_num(h, cf::MONTHLY, WHAT)?,
         plan: h.get(cf::PLAN).filter(|p| !p.is_empty()).cloned(),
         created_at: parse_num(required(h, cf::CREATED_AT, WHAT)?, cf::CREATED_AT, WHAT)?,
+        quota_day: optional_num(h, cf::QUOTA_DAY, WHAT)?.unwrap_or(DEFAULT_QUOTA_DAY),
+        quota_tz: h
+            .get(cf::QUOTA_TZ)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_QUOTA_TZ.to_owned()),
     })
 }
 
@@ -156,6 +165,8 @@ pub(super) fn client_fields(c: &Client) -> Vec<(&'static str, String)> {
         (cf::NAME, c.name.clone()),
         (cf::STATUS, c.status.as_str().to_owned()),
         (cf::CREATED_AT, c.created_at.to_string()),
+        (cf::QUOTA_DAY, c.quota_day.to_string()),
+        (cf::QUOTA_TZ, c.quota_tz.clone()),
     ];
     if let Some(n) = c.per_minute {
         f.push((cf::PER_MINUTE, n.to_string()));
@@ -182,6 +193,12 @@ pub(super) fn patch_fields(p: &ClientPatch) -> Vec<(&'static str, String)> {
     }
     if let Some(n) = p.monthly {
         f.push((cf::MONTHLY, n.to_string()));
+    }
+    if let Some(d) = p.quota_day {
+        f.push((cf::QUOTA_DAY, d.to_string()));
+    }
+    if let Some(tz) = &p.quota_tz {
+        f.push((cf::QUOTA_TZ, tz.clone()));
     }
     if let Some(plan) = &p.plan {
         // An empty plan field is "no plan" (update_client.lua only sets fields).

@@ -28,6 +28,12 @@ pub fn names(client_id: &str) -> String {
 pub fn window(client_id: &str) -> String {
     format!("tg:{{c:{client_id}}}:win")
 }
+/// Hash: one local day of the client's usage history (`history.rs`):
+/// fields `f`, `r`, `q`, `x` (forwarded, rate_limited, quota_exceeded,
+/// refunded); expires `[history] days` after the day ends.
+pub fn history_day(client_id: &str, date: &str) -> String {
+    format!("tg:{{c:{client_id}}}:h:{date}")
+}
 /// String: key id → client id, to find a key from its id alone.
 pub fn key_index(key_id: &str) -> String {
     format!("tg:keyidx:{key_id}")
@@ -42,9 +48,22 @@ pub mod client_field {
     /// The client's plan name; absent or empty: none.
     pub const PLAN: &str = "plan";
     pub const CREATED_AT: &str = "created_at";
-    /// `YYYYMM` of the month `USED` counts (written by `admit.lua`).
+    /// The billing cycle (SPEC.md "Billing cycles"); absent: 1 and "UTC".
+    pub const QUOTA_DAY: &str = "quota_day";
+    pub const QUOTA_TZ: &str = "quota_tz";
+    /// The id of the quota period `USED` counts, its start in Unix
+    /// milliseconds (`YYYYMM` of the UTC month before billing cycles, still
+    /// read for the default cycle); written by `admit.lua`.
     pub const MONTH: &str = "mon";
     pub const USED: &str = "used";
+    /// The end (Unix ms) of the period `USED` counts and the cycle tag it
+    /// was counted under (`admit.lua`: a cycle change carries `used` to the
+    /// end of the period it was counted in, docs/billing.md).
+    pub const PERIOD_END: &str = "mend";
+    pub const PERIOD_TAG: &str = "mtag";
+    /// The current day of the usage history (its day key's name) and its
+    /// counts, `hf`, `hr`, `hq` (`admit.lua`; earlier days are in their keys).
+    pub const HISTORY_DAY: &str = "hday";
     /// Prefixes of an admission session's two fields (`s:<session>`,
     /// `r:<session>`, written by `admit.lua` and `settle.lua`; see
     /// `store::once`). The `r:` field is binary.

@@ -63,10 +63,14 @@ use super::once::{CallId, Session, VOID_WINDOW};
 use super::{AdmitRequest, Refund, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
 use crate::limits::policy::{Policy, PolicyOutcome};
-use crate::limits::{month, Decision, LimitState, Verdict};
-use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
+use crate::limits::{Decision, LimitState, Verdict};
+use crate::model::{
+    Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret, DEFAULT_QUOTA_DAY,
+    DEFAULT_QUOTA_TZ,
+};
 
 mod batch;
+mod billing;
 mod conn;
 mod decode;
 pub mod layout;
@@ -76,6 +80,7 @@ mod settle;
 
 pub use batch::DEFAULT_BATCH_KEYS;
 use batch::{Admission, Batcher};
+use billing::*;
 use conn::*;
 pub use conn::{Access, Bounds, Conn, Topology, DEFAULT_MAX_IN_FLIGHT};
 use decode::*;
@@ -120,6 +125,10 @@ struct Inner {
     create_key: Script,
     revoke_key: Script,
     rotate_key: Script,
+    /// Each client's billing cycle as last seen (`billing`).
+    cycles: Cycles,
+    /// `[history] days`.
+    history_days: std::sync::atomic::AtomicU32,
     /// Concurrent admissions of one key, sent together (`super::group`).
     /// Holds the store weakly: its calls must not keep the store alive.
     group: GroupCommit<WeakStore>,
@@ -305,6 +314,8 @@ impl RedisStore {
                 create_key: Script::new(CREATE_KEY_LUA),
                 revoke_key: Script::new(REVOKE_KEY_LUA),
                 rotate_key: Script::new(ROTATE_KEY_LUA),
+                cycles: Cycles::default(),
+                history_days: std::sync::atomic::AtomicU32::new(crate::history::DEFAULT_DAYS),
                 group: GroupCommit::new(WeakStore(weak.clone()), bounds.max_in_flight.max(1)),
             }),
         })
@@ -317,6 +328,11 @@ impl RedisStore {
             b.set_per_call(n);
         }
         self
+    }
+
+    /// Keeps `days` days of usage history (`[history] days`).
+    pub fn set_history_days(&self, days: u32) {
+        self.inner.history_days.store(days, Ordering::Relaxed);
     }
 
     /// Runs one exchange with Redis, bounded by the timeout, mapping errors.
@@ -481,71 +497,88 @@ impl RedisStore {
         deadline: Instant,
     ) -> Result<Batch, CallError> {
         let (key_id, gen) = key.unwrap_or(("", 0));
-        let mut args = vec![
-            mode.to_owned(),
-            client_id.to_owned(),
-            key_id.to_owned(),
-            gen.to_string(),
-            scope.map(|s| format!("+{s}")).unwrap_or_default(),
-            defaults.per_minute.to_string(),
-            defaults.monthly.to_string(),
-            self.now_arg(),
-            n.to_string(),
-        ];
-        match call {
-            Some(call) => args.extend([
-                call.session.state.clone(),
-                call.seq.to_string(),
-                call.session.record.clone(),
-            ]),
-            None => args.extend([String::new(), String::new(), String::new()]),
-        }
-        // Policies: ARGV[13] cost, ARGV[14] the route's shadow, ARGV[15] the plans.
+        let days = self.inner.history_days.load(Ordering::Relaxed);
         let route_shadow = match policy.route_shadow {
             Some(true) => "1",
             Some(false) => "0",
             None => "",
         };
-        args.extend([
-            policy.cost.to_string(),
-            route_shadow.to_owned(),
-            policy.plans.encoded().to_string(),
-        ]);
-        let admission = Admission {
-            keys: vec![
+        // Billing: the period of the cycle this process believes the client
+        // has; the script answers RECOMPUTE (having done nothing) when the
+        // cycle or Redis TIME says otherwise, and the call goes again.
+        let mut guess = Guess::new(self.inner.cycles.get(client_id), self.guess_now_ms());
+        for _ in 0..PERIOD_ATTEMPTS {
+            let mut args = vec![
+                mode.to_owned(),
+                client_id.to_owned(),
+                key_id.to_owned(),
+                gen.to_string(),
+                scope.map(|s| format!("+{s}")).unwrap_or_default(),
+                defaults.per_minute.to_string(),
+                defaults.monthly.to_string(),
+                self.now_arg(),
+                n.to_string(),
+            ];
+            match call {
+                Some(call) => args.extend([
+                    call.session.state.clone(),
+                    call.seq.to_string(),
+                    call.session.record.clone(),
+                ]),
+                None => args.extend([String::new(), String::new(), String::new()]),
+            }
+            // Policies: ARGV[13] cost, ARGV[14] the route's shadow, ARGV[15] the plans.
+            args.extend([
+                policy.cost.to_string(),
+                route_shadow.to_owned(),
+                policy.plans.encoded().to_string(),
+            ]);
+            let mut keys = vec![
                 layout::client(client_id),
                 layout::key(client_id, key_id),
                 layout::window(client_id),
-            ],
-            args,
-        };
-        let reply: Vec<i64> = match (&self.inner.batch, call) {
-            // Admissions (with an id) go with other keys' when a call is in flight.
-            (Some(batcher), Some(_)) if batcher.enabled() => {
-                batcher.submit(self, admission, deadline).await?
-            }
-            _ => {
-                let mut inv = self.inner.admit.prepare_invoke();
-                for k in &admission.keys {
-                    inv.key(k);
+            ];
+            guess.add_to(&mut keys, &mut args, client_id, days);
+            let admission = Admission { keys, args };
+            let reply: redis::Value = match (&self.inner.batch, call) {
+                // Admissions (with an id) go with other keys' when a call is in flight.
+                (Some(batcher), Some(_)) if batcher.enabled() => {
+                    batcher.submit(self, admission, deadline).await?
                 }
-                for a in &admission.args {
-                    inv.arg(a);
+                _ => {
+                    let mut inv = self.inner.admit.prepare_invoke();
+                    for k in &admission.keys {
+                        inv.key(k);
+                    }
+                    for a in &admission.args {
+                        inv.arg(a);
+                    }
+                    self.call_until(
+                        deadline,
+                        |mut c| async move { inv.invoke_async(&mut c).await },
+                    )
+                    .await?
                 }
-                self.call_until(
-                    deadline,
-                    |mut c| async move { inv.invoke_async(&mut c).await },
-                )
-                .await?
+            };
+            if let Some(store_says) = recompute(&reply) {
+                let (now_ms, cycle) = store_says.map_err(CallError::unsent)?;
+                self.inner.cycles.learn(client_id, cycle.clone());
+                guess = Guess::new(cycle, now_ms);
+                continue;
             }
-        };
-        if reply.first() == Some(&SETTLED) {
-            // Only a repeat of a call tollgate has given up on gets this.
-            return Err(CallError::unsent(StoreError::Unavailable(
-                "admission call was settled before it ran".into(),
-            )));
+            let reply: Vec<i64> = redis::from_redis_value(reply)
+                .map_err(|_| CallError::unsent(corrupt("admit reply")))?;
+            if reply.first() == Some(&SETTLED) {
+                // Only a repeat of a call tollgate has given up on gets this.
+                return Err(CallError::unsent(StoreError::Unavailable(
+                    "admission call was settled before it ran".into(),
+                )));
+            }
+            return decode_batch(&reply, &guess.cycle).map_err(CallError::unsent);
         }
-        decode_batch(&reply).map_err(CallError::unsent)
+        Err(CallError::unsent(StoreError::Unavailable(
+            "the quota period kept moving under the admission call".into(),
+        )))
     }
 
     /// Admits a batch exactly once: counted if and only if its requests get
@@ -668,7 +701,7 @@ impl RedisStore {
         match reply.as_slice() {
             [] => Ok(Settled::NotApplied),
             [SETTLED] => Ok(Settled::Voided),
-            reply => decode_batch(reply).map(Settled::Applied),
+            reply => decode_batch(reply, &self.inner.cycles.get(client_id)).map(Settled::Applied),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The [`Store`] operations over Redis.
 
 use super::*;
+use crate::history::{DayCounts, Range};
 
 #[async_trait]
 impl Store for RedisStore {
@@ -296,17 +297,30 @@ impl Store for RedisStore {
         Ok(batch.last)
     }
 
+    async fn history(&self, client_id: &str, range: Range) -> Result<Vec<DayCounts>, StoreError> {
+        self.read_history(client_id, range).await
+    }
+
     /// Policies: `settle.lua` in mode "refund", in the client's slot.
     async fn refund(&self, r: &Refund) -> Result<(), StoreError> {
         let sec = r.at_ms.div_euclid(1000);
+        // Billing: the period id and history day of the client's cycle at
+        // the admission (the cycle as this process last saw it).
+        let cycle = self.inner.cycles.get(&r.client_id);
+        let period = cycle.period_at(r.at_ms).start_ms;
+        let (day, _, day_end_ms) = cycle.day_at(r.at_ms);
+        let days = i64::from(self.inner.history_days.load(Ordering::Relaxed));
+        let ttl = (day_end_ms - r.at_ms).div_euclid(1000) + days * 86_400 + 1;
         let mut inv = self.inner.settle.prepare_invoke();
         inv.key(layout::client(&r.client_id))
             .key(layout::window(&r.client_id))
             .arg("refund")
             .arg(r.units.to_string())
             .arg(sec.to_string())
-            .arg(month::period_id(sec).to_string())
-            .arg("");
+            .arg(period.to_string())
+            .arg("")
+            .arg(layout::history_day(&r.client_id, &day.to_string()))
+            .arg(ttl.max(1).to_string());
         let _: Vec<i64> = self
             .call(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
