@@ -294,9 +294,6 @@ impl Upstream {
         let sent = async {
             match h2 {
                 true => self.http2.send(req).await.map(|r| (r, None)),
-                false if websocket.is_some() => {
-                    self.http1.send_upgrade(req).await.map(|r| (r, None))
-                }
                 false => self.http1.send(req).await.map(|(r, c)| (r, Some(c))),
             }
         };

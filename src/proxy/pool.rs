@@ -3,13 +3,9 @@
 //!
 //! HTTP/1.1: a request takes the most recently used idle connection (or
 //! opens one) and puts it back when the response body has been read to its
-//! end ([`Checkin`]). A connection has no task of its own: the task of the
-//! request using it drives it, while sending and then, through the response
-//! body ([`Returning`]), while the body is read, so a request never hands
-//! work to another task (hyper-util's pooled client ran each connection as
-//! a task, reached through a channel, and spawned one more task per request
-//! to wait for the connection to become idle). A WebSocket upgrade gets a
-//! connection of its own, run as a task, never pooled. Connections idle longer
+//! end ([`Checkin`]); nothing is spawned per request (hyper-util's pooled
+//! client spawned a task per request to wait for the connection to become
+//! idle, and went through a keyed pool with waiters). Connections idle longer
 //! than `upstream.pool_idle_timeout_ms` are closed; at most
 //! `upstream.pool_max_idle_per_host` are kept. A request hyper never wrote
 //! (the connection closed under it) is sent once more on a new connection.
@@ -20,16 +16,13 @@
 //! replayed from [`Replay`]'s buffer (docs/protocols.md).
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -43,7 +36,6 @@ use crate::proxy::replay::{unprocessed, Replay, ReplayBody};
 pub type Connector = HttpsConnector<HttpConnector>;
 type H1Sender = http1::SendRequest<LimitedBody<Incoming>>;
 type H2Sender = http2::SendRequest<ReplayBody>;
-type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
 
 /// Why a request got no response from the upstream.
 #[derive(Debug)]
@@ -113,80 +105,21 @@ struct H1Inner {
 
 #[derive(Debug)]
 struct Idle {
-    conn: H1Conn,
-    since: Instant,
-}
-
-/// One HTTP/1.1 connection: its sender, and the connection itself, which
-/// the task of the request using it drives (no task of its own).
-struct H1Conn {
     tx: H1Sender,
-    io: Pin<Box<http1::Connection<Io, LimitedBody<Incoming>>>>,
-    /// The connection future finished (closed or failed).
-    ended: bool,
-}
-
-impl std::fmt::Debug for H1Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H1Conn")
-            .field("ended", &self.ended)
-            .finish()
-    }
-}
-
-impl H1Conn {
-    /// Lets the connection read and write what it can.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if !self.ended && self.io.as_mut().poll(cx).is_ready() {
-            self.ended = true;
-        }
-    }
-
-    /// Drives the connection until it can take a request; `false` if it
-    /// closed instead.
-    async fn ready(&mut self) -> bool {
-        std::future::poll_fn(|cx| {
-            self.drive(cx);
-            if self.ended {
-                return Poll::Ready(false);
-            }
-            match self.tx.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    }
-
-    /// Sends `req` and drives the connection until its response head.
-    async fn send(
-        &mut self,
-        req: Request<LimitedBody<Incoming>>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<LimitedBody<Incoming>>>> {
-        let sent = self.tx.try_send_request(req);
-        let mut sent = std::pin::pin!(sent);
-        let (io, ended) = (&mut self.io, &mut self.ended);
-        std::future::poll_fn(|cx| {
-            if !*ended && io.as_mut().poll(cx).is_ready() {
-                *ended = true;
-            }
-            sent.as_mut().poll(cx)
-        })
-        .await
-    }
+    since: Instant,
 }
 
 /// A connection lent to one request, given back once its response is read.
 #[derive(Debug)]
 pub struct Checkin {
-    conn: H1Conn,
+    tx: H1Sender,
     pool: Arc<H1Inner>,
 }
 
 impl Checkin {
     /// The response was read to its end: the connection may serve another.
-    fn done(self) {
-        self.pool.checkin(self.conn);
+    pub fn done(self) {
+        self.pool.checkin(self.tx);
     }
 }
 
@@ -205,36 +138,54 @@ impl Http1Pool {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on an idle or a new
-    /// connection; the [`Checkin`] (to be driven by the response body)
-    /// gives the connection back.
+    /// connection; the [`Checkin`] gives the connection back.
     pub async fn send(
         &self,
         req: Request<LimitedBody<Incoming>>,
     ) -> Result<(Response<Incoming>, Checkin), UpstreamError> {
-        let mut conn = self.checkout().await?;
-        let req = match conn.send(req).await {
-            Ok(resp) => return Ok((resp, self.lend(conn))),
+        let mut tx = self.checkout().await?;
+        let req = match tx.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, self.lend(tx))),
             Err(mut e) => match e.take_message() {
                 // Never written: the connection closed before it could be.
                 Some(req) => req,
                 None => return Err(UpstreamError::Send(e.into_error())),
             },
         };
-        let mut conn = self.open().await?;
-        match conn.send(req).await {
-            Ok(resp) => Ok((resp, self.lend(conn))),
+        let mut tx = self.open().await?;
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok((resp, self.lend(tx))),
             Err(e) => Err(UpstreamError::Send(e.into_error())),
         }
     }
 
-    /// Sends an upgrade request on a connection of its own, driven by a task
-    /// until the upgrade (or the response) completes; never pooled.
-    pub async fn send_upgrade(
-        &self,
-        req: Request<LimitedBody<Incoming>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    fn lend(&self, tx: H1Sender) -> Checkin {
+        Checkin {
+            tx,
+            pool: self.inner.clone(),
+        }
+    }
+
+    /// The most recently used live idle connection, or a new one.
+    async fn checkout(&self) -> Result<H1Sender, UpstreamError> {
+        loop {
+            let idle = self.inner.idle.lock().pop_back();
+            let Some(Idle { mut tx, since }) = idle else {
+                return self.open().await;
+            };
+            if tx.is_closed() || since.elapsed() > self.inner.idle_timeout {
+                continue;
+            }
+            // Ready at once unless the previous exchange is still finishing.
+            if tx.ready().await.is_ok() {
+                return Ok(tx);
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<H1Sender, UpstreamError> {
         let io = connect(&self.inner.connector, &self.inner.target).await?;
-        let (mut tx, conn) = http1::Builder::new()
+        let (tx, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(UpstreamError::Send)?;
@@ -243,45 +194,8 @@ impl Http1Pool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        tx.send_request(req).await.map_err(UpstreamError::Send)
-    }
-
-    fn lend(&self, conn: H1Conn) -> Checkin {
-        Checkin {
-            conn,
-            pool: self.inner.clone(),
-        }
-    }
-
-    /// The most recently used live idle connection, or a new one.
-    async fn checkout(&self) -> Result<H1Conn, UpstreamError> {
-        loop {
-            let idle = self.inner.idle.lock().pop_back();
-            let Some(Idle { mut conn, since }) = idle else {
-                return self.open().await;
-            };
-            if since.elapsed() > self.inner.idle_timeout {
-                continue;
-            }
-            // Ready at once unless it closed meanwhile (then it is dropped).
-            if conn.ready().await {
-                return Ok(conn);
-            }
-        }
-    }
-
-    async fn open(&self) -> Result<H1Conn, UpstreamError> {
-        let io = connect(&self.inner.connector, &self.inner.target).await?;
-        let (tx, io) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Send)?;
         self.start_reaper();
-        Ok(H1Conn {
-            tx,
-            io: Box::pin(io),
-            ended: false,
-        })
+        Ok(tx)
     }
 
     /// Closes connections idle past the timeout even when no request comes
@@ -305,8 +219,8 @@ impl Http1Pool {
 }
 
 impl H1Inner {
-    fn checkin(&self, conn: H1Conn) {
-        if self.max_idle == 0 || conn.ended || conn.tx.is_closed() {
+    fn checkin(&self, tx: H1Sender) {
+        if self.max_idle == 0 || tx.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -314,14 +228,15 @@ impl H1Inner {
         if idle.len() >= self.max_idle {
             idle.pop_front();
         }
-        idle.push_back(Idle { conn, since: now });
+        idle.push_back(Idle { tx, since: now });
     }
 
     fn expire(&self, now: Instant) {
         let mut idle = self.idle.lock();
-        while idle.front().is_some_and(|i| {
-            now.duration_since(i.since) > self.idle_timeout || i.conn.tx.is_closed()
-        }) {
+        while idle
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) > self.idle_timeout || i.tx.is_closed())
+        {
             idle.pop_front();
         }
     }
@@ -496,10 +411,6 @@ impl http_body::Body for Returning {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
-        // The connection reads the body in; this task drives it.
-        if let Some(c) = &mut self.checkin {
-            c.conn.drive(cx);
-        }
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match polled {
             std::task::Poll::Ready(None) => {
