@@ -76,6 +76,8 @@ fn route(path: &str, methods: &[Method], scope: &str) -> Route {
         path: path.into(),
         methods: Some(methods.to_vec()),
         scope: Some(scope.into()),
+        cost: 1,
+        shadow: None,
     }
 }
 

@@ -131,8 +131,7 @@ async fn admin_api(
     segs: &[&str],
 ) -> Result<Response<ProxyBody>, ApiError> {
     let live = app.live();
-    let (d_pm, d_mo) = (live.config.limits.per_minute, live.config.limits.monthly);
-    let view = |c: &Client| ClientBody::new(c, d_pm, d_mo);
+    let view = |c: &Client| ClientBody::new(c, live.defaults(), &live.plans);
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     // Each resource: the methods it serves, then the method's work.
@@ -145,6 +144,7 @@ async fn admin_api(
             allowed(method, "GET, HEAD, POST")?;
             if method == Method::POST {
                 let req: CreateClient = api::read_json(headers, body, Empty::Refused).await?;
+                known_plan(&live, req.plan_name())?;
                 let client = req.into_client(app.clock.now_ms().div_euclid(1000));
                 app.store.create_client(&client).await?;
                 Ok(json_response(StatusCode::CREATED, &view(&client)))
@@ -165,6 +165,7 @@ async fn admin_api(
                     return Err(no_client());
                 }
                 let patch: PatchClient = api::read_json(headers, body, Empty::Refused).await?;
+                known_plan(&live, patch.plan_name())?;
                 match app.store.update_client(id, &patch.into()).await? {
                     Some(c) => Ok(json_response(StatusCode::OK, &view(&c))),
                     None => Err(no_client()),
@@ -197,6 +198,7 @@ async fn admin_api(
                     client_id: id,
                     key: None,
                     defaults: live.defaults(),
+                    policy: live.policy(None),
                 })
                 .await?;
             let state = decision.state.ok_or_else(no_client)?;
@@ -240,6 +242,23 @@ fn openapi_json() -> Result<Response<ProxyBody>, ApiError> {
             "The embedded OpenAPI document does not parse: {e}."
         ))),
     }
+}
+
+/// Policies: a plan a client is put on must be one the config defines.
+fn known_plan(live: &crate::app::Live, plan: Option<&str>) -> Result<(), ApiError> {
+    let Some(plan) = plan else { return Ok(()) };
+    if live.plans.get(plan).is_some() {
+        return Ok(());
+    }
+    let names: Vec<String> = live.plans.names().map(|n| format!("{n:?}")).collect();
+    let known = if names.is_empty() {
+        "the config defines no plans".to_owned()
+    } else {
+        format!("the plans are {}", names.join(", "))
+    };
+    Err(ApiError::BadRequest(format!(
+        "\"plan\": unknown plan {plan:?}; {known}."
+    )))
 }
 
 fn no_client() -> ApiError {

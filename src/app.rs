@@ -15,9 +15,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, FailureMode, RedisAccess, StoreBackend};
 use crate::degraded::Degraded;
 use crate::keymgmt::KeyService;
+use crate::limits::policy::{Plans, Policy};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::forward::Upstream;
+use crate::refunds::{Refunds, REFUND_QUEUE_CAPACITY};
 use crate::routes::RouteTable;
 use crate::settings::{Boot, LiveConfig};
 use crate::store::memory::MemoryStore;
@@ -43,6 +45,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// `Some` with `failure_mode = "open"`: local admission while the store is down.
     pub degraded: Option<Degraded>,
+    /// Policies: refunds waiting for their store call (`[limits] refund_on`).
+    pub refunds: Refunds,
 }
 
 /// The reloadable state: one consistent snapshot of the config in force.
@@ -52,6 +56,11 @@ pub struct Live {
     pub config: LiveConfig,
     pub routes: RouteTable,
     pub upstream: Upstream,
+    /// The plans and `[limits] shadow`, as admission takes them.
+    pub plans: Arc<Plans>,
+    /// Clients naming a plan the config does not define, already logged
+    /// under this snapshot (so once per reload).
+    pub unknown_plans: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Live {
@@ -66,13 +75,41 @@ impl Live {
         Live {
             routes: RouteTable::new(config.routes.clone()),
             upstream,
+            plans: Arc::new(Plans::new(config.plans.clone(), config.limits.shadow)),
+            unknown_plans: Default::default(),
             config,
         }
     }
 
     /// The default limits of the config in force.
     pub fn defaults(&self) -> Limits {
-        self.config.limits
+        self.config.limits.defaults()
+    }
+
+    /// The policy of a request matching route `route` (`None`: no route):
+    /// its cost and shadow setting, and the plans in force.
+    pub fn policy(&self, route: Option<usize>) -> Policy {
+        let r = route.and_then(|i| self.config.routes.get(i));
+        Policy {
+            cost: r.map_or(1, |r| r.cost),
+            route_shadow: r.and_then(|r| r.shadow),
+            plans: self.plans.clone(),
+        }
+    }
+
+    /// Logs, once per client under this snapshot (so once per reload), that
+    /// the client names a plan the config does not define; `true` the first time.
+    pub fn note_unknown_plan(&self, client_id: &str) -> bool {
+        let first = self.unknown_plans.lock().insert(client_id.to_owned());
+        if first {
+            let defined: Vec<&str> = self.plans.names().collect();
+            tracing::warn!(
+                client_id = %client_id,
+                plans = ?defined,
+                "the client names a plan the config does not define; it is served with [limits]"
+            );
+        }
+        first
     }
 
     /// Whether to emit the IETF `RateLimit-Policy` / `RateLimit` fields.
@@ -156,6 +193,7 @@ impl App {
                 clock: clock.clone(),
             },
             live: ArcSwap::from_pointee(Live::new(LiveConfig::new(config), None)),
+            refunds: Refunds::new(store.clone(), metrics.clone(), REFUND_QUEUE_CAPACITY),
             store,
             metrics,
             admin_token,

@@ -626,6 +626,7 @@ mod tests {
                     status: ClientStatus::Active,
                     per_minute: None,
                     monthly: None,
+                    plan: None,
                     created_at: 0,
                 })
                 .await

@@ -103,15 +103,17 @@ impl Degraded {
             .known = Some(known);
     }
 
-    /// Decides a request locally (the store just failed); enters degraded mode.
+    /// Decides a request of `cost` units locally (the store just failed);
+    /// enters degraded mode.
     pub fn admit(
         &self,
         p: &Principal,
         scope: Option<&str>,
-        defaults: Limits,
+        (defaults, cost): (Limits, u64),
         now_ms: i64,
         metrics: &Metrics,
     ) -> Decision {
+        let cost = cost.max(1);
         if !self.active.swap(true, Ordering::Relaxed) {
             metrics.set_store_degraded(true);
             tracing::warn!(
@@ -149,13 +151,13 @@ impl Degraded {
             Verdict::ClientSuspended
         } else if scope.is_some_and(|s| !p.has_scope(s)) {
             Verdict::ScopeDenied
-        } else if local.month_count >= month_share {
+        } else if local.month_count + cost > month_share {
             Verdict::QuotaExhausted
-        } else if before.count >= per_minute {
+        } else if before.count + cost > per_minute {
             Verdict::RateLimited
         } else {
-            local.window.add(now_ms, 1);
-            local.month_count += 1;
+            local.window.add(now_ms, cost);
+            local.month_count += cost;
             self.admitted.fetch_add(1, Ordering::Relaxed);
             metrics.degraded_admission();
             Verdict::Admitted
@@ -163,6 +165,10 @@ impl Degraded {
         let w = local.window.state(now_ms, per_minute);
         Decision {
             verdict,
+            policy: crate::limits::policy::PolicyOutcome {
+                cost,
+                ..Default::default()
+            },
             state: Some(LimitState {
                 now_ms,
                 per_minute,
@@ -200,6 +206,7 @@ mod tests {
         let d = Degraded::new(3);
         let known = Decision {
             verdict: Verdict::Admitted,
+            policy: Default::default(),
             state: Some(LimitState {
                 now_ms: T0,
                 per_minute: 30,
@@ -217,7 +224,7 @@ mod tests {
             monthly: 5,
         };
         let verdicts: Vec<_> = (0..11)
-            .map(|_| d.admit(&p, Some("read:x"), lim, T0, &m))
+            .map(|_| d.admit(&p, Some("read:x"), (lim, 1), T0, &m))
             .collect();
         assert!(d.is_active());
         let admitted = verdicts
@@ -232,16 +239,43 @@ mod tests {
         assert_eq!((st.monthly, st.monthly_used), (400 + 200, 410));
         assert_eq!(st.window_retry_at_ms, Some(T0 + 61_000));
         assert_eq!(
-            d.admit(&p, Some("write:x"), lim, T0, &m).verdict,
+            d.admit(&p, Some("write:x"), (lim, 1), T0, &m).verdict,
             Verdict::ScopeDenied
         );
         d.observe(&Arc::from("acme"), &known, &m);
         assert!(!d.is_active());
         assert_eq!(
-            d.admit(&p, None, lim, T0, &m).verdict,
+            d.admit(&p, None, (lim, 1), T0, &m).verdict,
             Verdict::Admitted,
             "local window starts afresh"
         );
+    }
+
+    #[test]
+    fn a_route_cost_counts_its_units_locally() {
+        let m = Metrics::new();
+        let d = Degraded::new(1);
+        let lim = Limits {
+            per_minute: 10,
+            monthly: 1000,
+        };
+        let p = principal();
+        let got: Vec<_> = (0..3)
+            .map(|_| d.admit(&p, None, (lim, 4), T0, &m))
+            .map(|d| (d.verdict, d.policy.cost))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Verdict::Admitted, 4),
+                (Verdict::Admitted, 4),
+                (Verdict::RateLimited, 4)
+            ]
+        );
+        // 2 units left: a request of cost 2 fits exactly.
+        let last = d.admit(&p, None, (lim, 2), T0, &m);
+        assert_eq!(last.verdict, Verdict::Admitted);
+        assert_eq!(last.state.map(|s| s.remaining), Some(0));
     }
 
     #[test]
@@ -254,7 +288,7 @@ mod tests {
         };
         let p = principal();
         let v: Vec<_> = (0..3)
-            .map(|_| d.admit(&p, None, lim, T0, &m).verdict)
+            .map(|_| d.admit(&p, None, (lim, 1), T0, &m).verdict)
             .collect();
         assert_eq!(
             v,
@@ -266,6 +300,7 @@ mod tests {
         );
         let suspended = Decision {
             verdict: Verdict::ClientSuspended,
+            policy: Default::default(),
             state: Some(LimitState {
                 now_ms: T0,
                 per_minute: 4,
@@ -278,7 +313,7 @@ mod tests {
         };
         d.observe(&Arc::from("acme"), &suspended, &m);
         assert_eq!(
-            d.admit(&p, None, lim, T0, &m).verdict,
+            d.admit(&p, None, (lim, 1), T0, &m).verdict,
             Verdict::ClientSuspended
         );
     }

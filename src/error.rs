@@ -80,6 +80,10 @@ pub enum ApiError {
     /// A limit is exhausted; `retry_after` whole seconds, at least 1.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// Policies: the route costs more units than the client's limit allows:
+    /// 429 `rate_limited` without `Retry-After`, since waiting never helps.
+    #[error("{0}")]
+    OverLimit(String),
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -106,7 +110,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::OverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -129,7 +133,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { .. } | ApiError::OverLimit(_) => "rate_limited",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::Unavailable(_) => "unavailable",
@@ -162,9 +166,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => GrpcCode::InvalidArgument,
             ApiError::Conflict(_) => GrpcCode::AlreadyExists,
             ApiError::RequestTimeout(_) | ApiError::GatewayTimeout(_) => GrpcCode::DeadlineExceeded,
-            ApiError::PayloadTooLarge(_) | ApiError::RateLimited { .. } => {
-                GrpcCode::ResourceExhausted
-            }
+            ApiError::PayloadTooLarge(_)
+            | ApiError::RateLimited { .. }
+            | ApiError::OverLimit(_) => GrpcCode::ResourceExhausted,
             ApiError::BadGateway(_) | ApiError::Unavailable(_) => GrpcCode::Unavailable,
             ApiError::Internal(_) => GrpcCode::Internal,
         }
@@ -294,6 +298,7 @@ mod tests {
             ),
             (ApiError::RequestTimeout(s()), 408, "request_timeout"),
             (ApiError::PayloadTooLarge(s()), 413, "payload_too_large"),
+            (ApiError::OverLimit(s()), 429, "rate_limited"),
             (
                 ApiError::RateLimited {
                     message: s(),
@@ -343,6 +348,7 @@ mod tests {
             (ApiError::Conflict(m()), 409, 6),
             (ApiError::RequestTimeout(m()), 408, 4),
             (ApiError::PayloadTooLarge(m()), 413, 8),
+            (ApiError::OverLimit(m()), 429, 8),
             (
                 ApiError::RateLimited {
                     message: m(),
@@ -372,7 +378,8 @@ mod tests {
             let pushback = h
                 .get(&GRPC_RETRY_PUSHBACK_MS)
                 .map(|v| v.to_str().unwrap().to_owned());
-            let want = (status == 429).then(|| "3000".to_owned());
+            // No pushback where waiting does not help (a route costing more than the limit).
+            let want = matches!(err, ApiError::RateLimited { .. }).then(|| "3000".to_owned());
             assert_eq!(pushback, want, "{err:?}");
             // Trailers-only: the HEADERS frame ends the stream, no body.
             use http_body::Body as _;

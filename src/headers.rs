@@ -147,7 +147,8 @@ fn sf_int(n: u64) -> u64 {
 /// is never more than `Retry-After`, as the draft asks (Retry-After never
 /// earlier than the end of the effective window). `pk` is not sent: a key's quota is always
 /// its client's, the one partition the caller can see. `qu` is left at its
-/// default, "requests".
+/// default, "requests": the numbers are units, one per request unless a
+/// route sets `cost` (docs/rate-limiting.md, "Policies").
 pub fn decorate(headers: &mut HeaderMap, state: &LimitState, ietf: bool) {
     headers.insert(
         X_RATELIMIT_LIMIT.clone(),

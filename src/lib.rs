@@ -27,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod refunds;
 pub mod reload;
 pub mod routes;
 pub mod server;

@@ -108,6 +108,12 @@ struct QuotaLabels {
     client: Arc<str>,
 }
 
+/// Policies: why a request was shadowed (the refusal it would have got), or refunded.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: ReloadResult,
@@ -135,6 +141,10 @@ pub struct Metrics {
     store_degraded: Gauge,
     degraded_admissions: Counter,
     config_restart_required: Gauge,
+    shadow_refusals: Family<ReasonLabels, Counter>,
+    refunds: Family<ReasonLabels, Counter>,
+    refunds_dropped: Counter,
+    plan_unknown: Counter,
 }
 
 impl Default for Metrics {
@@ -247,7 +257,37 @@ impl Metrics {
              clients with a label of their own)",
             client_quota_used.clone(),
         );
+        let shadow_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "shadow_refusals",
+            "Requests forwarded and counted under shadow mode that the limits would have \
+             refused, by the refusal (rate_limited, quota_exceeded)",
+            shadow_refusals.clone(),
+        );
+        let refunds = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refunds",
+            "Admitted requests given back to the client's counters ([limits] refund_on), \
+             by outcome (unreachable, 5xx)",
+            refunds.clone(),
+        );
+        let refunds_dropped = Counter::default();
+        registry.register(
+            "refunds_dropped",
+            "Refunds not applied: the refund queue was full or the store call failed",
+            refunds_dropped.clone(),
+        );
+        let plan_unknown = Counter::default();
+        registry.register(
+            "plan_unknown_requests",
+            "Requests of clients whose plan the config does not define (served with [limits])",
+            plan_unknown.clone(),
+        );
         Metrics {
+            shadow_refusals,
+            refunds,
+            refunds_dropped,
+            plan_unknown,
             registry,
             requests: ByVariant::new(requests),
             request_duration,
@@ -328,6 +368,29 @@ impl Metrics {
     /// Counts one request admitted by the local limiter.
     pub fn degraded_admission(&self) {
         self.degraded_admissions.inc();
+    }
+
+    /// Policies: a request forwarded under shadow mode that the limits would
+    /// have refused (`reason`: `rate_limited` or `quota_exceeded`).
+    pub fn shadow_refusal(&self, reason: &'static str) {
+        self.shadow_refusals
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Policies: a refund applied (`reason`: `unreachable` or `5xx`).
+    pub fn refund(&self, reason: &'static str) {
+        self.refunds.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Policies: a refund that was not applied.
+    pub fn refund_dropped(&self) {
+        self.refunds_dropped.inc();
+    }
+
+    /// Policies: a request of a client whose plan is not defined.
+    pub fn plan_unknown(&self) {
+        self.plan_unknown.inc();
     }
 
     pub fn request(&self, outcome: Outcome, elapsed: Duration) {

@@ -42,6 +42,8 @@ pub struct Client {
     pub status: ClientStatus,
     pub per_minute: Option<u64>,
     pub monthly: Option<u64>,
+    /// The plan (`[plans.<name>]`) whose limits apply where the client sets none.
+    pub plan: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -53,6 +55,8 @@ pub struct ClientPatch {
     pub status: Option<ClientStatus>,
     pub per_minute: Option<u64>,
     pub monthly: Option<u64>,
+    /// `Some(Some(p))`: put the client on plan `p`; `Some(None)`: take it off its plan.
+    pub plan: Option<Option<String>>,
 }
 
 /// An API key as stored: only the bcrypt hash of its secret.

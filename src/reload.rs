@@ -88,6 +88,19 @@ pub fn apply(app: &App, loaded: &Config) -> Applied {
             Err(e) => tracing::warn!(error = %e, "log.level could not be applied"),
         }
     }
+    // Policies: a plan may go while clients still name it; they fall back to [limits].
+    for gone in current
+        .config
+        .plans
+        .keys()
+        .filter(|p| !next.plans.contains_key(*p))
+    {
+        tracing::warn!(
+            plan = %gone,
+            "config reload: plan removed; clients that name it are served with [limits] \
+             from their next request"
+        );
+    }
     app.replace_live(Live::new(next, Some(&current)));
     Applied {
         changed,

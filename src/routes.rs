@@ -400,11 +400,15 @@ mod tests {
                 path: "/api/v1/charge_points".into(),
                 methods: Some(vec![Method::GET]),
                 scope: Some("read:charge_points".into()),
+                cost: 1,
+                shadow: None,
             },
             Route {
                 path: "/api/v1/charge_points".into(),
                 methods: None,
                 scope: Some("write:charge_points".into()),
+                cost: 1,
+                shadow: None,
             },
         ])
     }

@@ -300,6 +300,12 @@ impl Server {
                 "drain timeout reached; closing the remaining connections"
             ),
         }
+        // Refunds of the last requests: what is left of the drain, but at
+        // least one store timeout.
+        let budget = drain_timeout
+            .saturating_sub(started.elapsed())
+            .max(self.app.boot.store.timeout);
+        self.app.refunds.flush(budget).await;
         Ok(())
     }
 }

@@ -6,7 +6,8 @@
 //!   header limits, the store, the admin token variable, bcrypt cost, cache
 //!   capacity, the failed-authentication budget, trusted proxies, the log
 //!   format. It is built once from the start-up [`Config`] and never replaced.
-//! - [`LiveConfig`] holds only what a reload puts in force: limits, routes,
+//! - [`LiveConfig`] holds only what a reload puts in force: limits (with
+//!   shadow and refund_on), plans, routes (with cost and shadow),
 //!   scopes, upstream, headers, body limits, WebSocket, log level, metrics
 //!   labels, reload and drain settings. Request code reads it from the
 //!   snapshot of [`crate::app::Live`].
@@ -23,11 +24,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use crate::config::{
-    backend_name, Config, HeadersConfig, LogFormat, MetricsConfig, ReloadConfig, Route, ServerTls,
-    StoreConfig, UpstreamConfig,
+    backend_name, Config, HeadersConfig, LimitsConfig, LogFormat, MetricsConfig, ReloadConfig,
+    Route, ServerTls, StoreConfig, UpstreamConfig,
 };
-use crate::limits::Limits;
+use crate::limits::policy::PlanLimits;
 use crate::throttle::Cidr;
 
 /// The restart-only settings, fixed for the life of the process.
@@ -88,7 +91,8 @@ impl Boot {
 pub struct LiveConfig {
     pub server: LiveServer,
     pub upstream: UpstreamConfig,
-    pub limits: Limits,
+    pub limits: LimitsConfig,
+    pub plans: BTreeMap<String, PlanLimits>,
     pub auth: LiveAuth,
     pub routes: Vec<Route>,
     pub headers: HeadersConfig,
@@ -130,7 +134,8 @@ impl LiveConfig {
                 websocket: c.server.websocket,
             },
             upstream: c.upstream.clone(),
-            limits: c.limits,
+            limits: c.limits.clone(),
+            plans: c.plans.clone(),
             auth: LiveAuth {
                 scopes: c.auth.scopes.clone(),
             },
@@ -258,6 +263,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     // Live: read from the snapshot a request starts with.
     reload("limits", |a, b| a.limits == b.limits),
+    reload("plans", |a, b| a.plans == b.plans),
     reload("routes", |a, b| a.routes == b.routes),
     reload("auth.scopes", |a, b| a.auth.scopes == b.auth.scopes),
     reload("upstream", |a, b| a.upstream == b.upstream),
@@ -439,6 +445,7 @@ mod tests {
     fn each_live_change_is_named() {
         let cases: &[(&str, &str)] = &[
             ("limits", "[limits]\nper_minute = 5\n"),
+            ("plans", "[plans.free]\nper_minute = 5\n"),
             ("routes", "[[routes]]\npath = \"/x\"\n"),
             ("auth.scopes", "[auth]\nscopes = [\"a:b\"]\n"),
             ("upstream", "timeout_ms = 1234\n"),

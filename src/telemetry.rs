@@ -197,6 +197,9 @@ pub struct AccessRecord<'a> {
     pub key_id: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub decision: Outcome,
+    /// Policies: for a request forwarded under shadow mode, the refusal it
+    /// would have got; the decision is then logged as `shadow_<refusal>`.
+    pub shadow: Option<&'static str>,
     /// Arrival to response headers.
     pub duration: Duration,
 }
@@ -205,6 +208,15 @@ impl AccessRecord<'_> {
     /// Emits the record: one `INFO` event of target [`ACCESS_TARGET`].
     pub fn emit(&self) {
         tracing::info!(target: ACCESS_TARGET, record = ?self, "request");
+    }
+
+    /// `forwarded`, `rate_limited`, ..., or `shadow_rate_limited` /
+    /// `shadow_quota_exceeded` for a request forwarded under shadow mode.
+    fn write_decision(&self, f: &mut dyn fmt::Write) -> fmt::Result {
+        match self.shadow {
+            Some(reason) => write!(f, "shadow_{reason}"),
+            None => write!(f, "{:?}", self.decision),
+        }
     }
 
     /// The text line, without its newline:
@@ -225,7 +237,9 @@ impl AccessRecord<'_> {
         text_value(f, self.key_id.unwrap_or("-"))?;
         f.write_str(" upstream_status=")?;
         f.write_str(itoa::Buffer::new().format(self.upstream_status.unwrap_or(0)))?;
-        write!(f, " decision={:?} duration_ms=", self.decision)?;
+        f.write_str(" decision=")?;
+        self.write_decision(f)?;
+        f.write_str(" duration_ms=")?;
         millis(f, self.duration)
     }
 
@@ -248,7 +262,9 @@ impl AccessRecord<'_> {
         json_string(f, self.key_id.unwrap_or("-"))?;
         f.write_str(",\"upstream_status\":")?;
         f.write_str(itoa::Buffer::new().format(self.upstream_status.unwrap_or(0)))?;
-        write!(f, ",\"decision\":\"{:?}\",\"duration_ms\":", self.decision)?;
+        f.write_str(",\"decision\":\"")?;
+        self.write_decision(f)?;
+        f.write_str("\",\"duration_ms\":")?;
         millis(f, self.duration)?;
         f.write_char('}')
     }
@@ -438,6 +454,7 @@ mod tests {
             key_id: Some("key_AbC-9_"),
             upstream_status: Some(201),
             decision: Outcome::forwarded,
+            shadow: None,
             duration: Duration::from_micros(3_207),
         }
     }
@@ -464,6 +481,7 @@ mod tests {
             key_id: None,
             upstream_status: None,
             decision: Outcome::unauthorized,
+            shadow: None,
             status: 401,
             path: "/a b\"c=\\\u{7}",
             ..record()

@@ -85,7 +85,7 @@ fn spec_example_is_accepted() {
     assert_eq!(c.upstream.base_path, "");
     assert_eq!(c.store.backend, StoreBackend::Memory);
     assert_eq!(
-        c.limits,
+        c.limits.defaults(),
         Limits {
             per_minute: 100,
             monthly: 10_000
@@ -106,6 +106,8 @@ fn spec_example_is_accepted() {
             path: "/api/v1/charge_points".into(),
             methods: methods(&["GET"]),
             scope: Some("read:charge_points".into()),
+            cost: 1,
+            shadow: None,
         }]
     );
     // The example's "redis only" url does nothing with the memory backend: said so, not fatal.
@@ -134,11 +136,15 @@ fn shipped_example_file_is_accepted_without_warnings() {
                 path: "/api/v1/charge_points".into(),
                 methods: methods(&["GET"]),
                 scope: Some("read:charge_points".into()),
+                cost: 1,
+                shadow: None,
             },
             Route {
                 path: "/api/v1/charge_points".into(),
                 methods: methods(&["POST", "PUT", "PATCH", "DELETE"]),
                 scope: Some("write:charge_points".into()),
+                cost: 1,
+                shadow: None,
             },
         ]
     );
@@ -188,7 +194,7 @@ fn minimal_file_gets_every_default() {
         Duration::from_millis(DEFAULT_STORE_TIMEOUT_MS)
     );
     assert_eq!(
-        c.limits,
+        c.limits.defaults(),
         Limits {
             per_minute: DEFAULT_PER_MINUTE,
             monthly: DEFAULT_MONTHLY
@@ -263,11 +269,15 @@ fn route_paths_are_normalised_and_methods_uppercased() {
                 path: "/api/v1/charge_points".into(),
                 methods: methods(&["GET", "HEAD"]),
                 scope: None,
+                cost: 1,
+                shadow: None,
             },
             Route {
                 path: "/".into(),
                 methods: None,
                 scope: None,
+                cost: 1,
+                shadow: None,
             },
         ]
     );
@@ -354,7 +364,7 @@ interval_ms = 250
     );
     assert_eq!(c.store.timeout, Duration::from_millis(250));
     assert_eq!(
-        c.limits,
+        c.limits.defaults(),
         Limits {
             per_minute: 7,
             monthly: 9
@@ -574,7 +584,7 @@ fn sections(c: &Config) -> String {
         c.admin,
         c.upstream,
         c.store,
-        c.limits,
+        c.limits.defaults(),
         c.auth,
         c.routes,
         c.headers,
@@ -683,6 +693,51 @@ fn describe_shows_warnings_as_comments() {
 /// `(config, the start of the one problem it must produce)`. Every config
 /// starts with the two lines of MINIMAL unless the case is about them.
 const REJECTED: &[(&str, &str)] = &[
+    // -- Policies: plans, cost, shadow, refund_on --
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/r\"\ncost = 0\n",
+        "line 5: routes[0].cost: must be between 1 and 10000, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/r\"\ncost = 10001\n",
+        "line 5: routes[0].cost: must be between 1 and 10000, got 10001",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/r\"\nshadow = \"yes\"\n",
+        "line 5: routes[0].shadow: invalid type: string \"yes\", expected a boolean",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nshadow = 1\n",
+        "line 4: limits.shadow: invalid type: integer `1`, expected a boolean",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[plans.pro]\nper_minute = 5\nshadow = \"no\"\n",
+        "line 5: plans.pro.shadow: invalid type: string \"no\", expected a boolean",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nrefund_on = [\"unreachable\", \"4xx\"]\n",
+        "line 4: limits.refund_on[1]: unknown outcome \"4xx\"; refund_on takes \"unreachable\" and \"5xx\"",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[limits]\nrefund_on = [\"5xx\", \"5xx\"]\n",
+        "line 4: limits.refund_on[1]: \"5xx\" is listed twice",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[plans.empty]\nshadow = true\n",
+        "line 3: plans.empty: a plan needs per_minute, monthly or both",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[plans.pro]\nmonthly = 0\n",
+        "line 4: plans.pro.monthly: must be at least 1, got 0",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[plans.Pro]\nmonthly = 5\n",
+        "line 3: plans.Pro: a plan name is 1 to 64 characters",
+    ),
+    (
+        "[upstream]\nurl = \"http://a\"\n[plans.pro]\nper_minit = 5\n",
+        "line 4: plans.pro.per_minit: unknown key `per_minit`, expected one of `per_minute`, `monthly`, `shadow`",
+    ),
     // -- TOML syntax and types (the reader stops at the first) --
     (
         "bogus = 1\n[upstream]\nurl = \"http://a\"\n",
@@ -702,7 +757,7 @@ const REJECTED: &[(&str, &str)] = &[
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[[routes]]\npath = \"/\"\n[[routes]]\npath = \"/x\"\nmethod = [\"GET\"]\n",
-        "line 7: routes[1].method: unknown key `method`, expected one of `path`, `methods`, `scope`",
+        "line 7: routes[1].method: unknown key `method`, expected one of `path`, `methods`, `scope`, `cost`, `shadow`",
     ),
     (
         "[upstream]\nurl = \"http://a\"\n[server]\nlisten = 8080\n",
@@ -1384,7 +1439,7 @@ fn check_rejects_an_unknown_key_with_exit_2() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "{}: line 4: limits.per_minut: unknown key `per_minut`, expected `per_minute` or `monthly`\n",
+            "{}: line 4: limits.per_minut: unknown key `per_minut`, expected one of `per_minute`, `monthly`, `shadow`, `refund_on`\n",
             path.display()
         )
     );
@@ -1459,4 +1514,39 @@ fn check_fails_with_exit_2_for_a_missing_file() {
         stderr.starts_with(&format!("{}: cannot read config file", path.display())),
         "{stderr}"
     );
+}
+
+#[test]
+fn policies_are_read_and_described() {
+    let c = accept(
+        "[upstream]\nurl = \"http://a\"\n[limits]\nshadow = true\nrefund_on = [\"5xx\", \"unreachable\"]\n\
+         [plans.free]\nper_minute = 60\n[plans.pro]\nper_minute = 1000\nmonthly = 1000000\nshadow = false\n\
+         [[routes]]\npath = \"/api/v1/reports\"\ncost = 10\nshadow = true\n",
+    );
+    assert!(c.limits.shadow);
+    assert_eq!(
+        c.limits.refund_on,
+        [RefundReason::ServerError, RefundReason::Unreachable]
+    );
+    assert_eq!(c.plans["free"].per_minute, Some(60));
+    assert_eq!(c.plans["free"].monthly, None);
+    assert_eq!(c.plans["pro"].shadow, Some(false));
+    assert_eq!((c.routes[0].cost, c.routes[0].shadow), (10, Some(true)));
+    let d = c.describe();
+    for line in [
+        "shadow = true",
+        "refund_on = [\"5xx\", \"unreachable\"]",
+        "[plans.free]",
+        "cost = 10",
+    ] {
+        assert!(d.contains(line), "{line:?} not in\n{d}");
+    }
+    // The description is itself a config that means the same.
+    let again = accept(&d);
+    assert_eq!(again.plans, c.plans);
+    assert_eq!(again.limits, c.limits);
+    assert_eq!(again.routes, c.routes);
+    // Defaults: no plans, cost 1, shadow off, no refunds.
+    let m = accept(MINIMAL);
+    assert!(m.plans.is_empty() && !m.limits.shadow && m.limits.refund_on.is_empty());
 }

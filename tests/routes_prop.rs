@@ -19,6 +19,8 @@ fn table() -> RouteTable {
         path: path.into(),
         methods,
         scope: Some(scope.into()),
+        cost: 1,
+        shadow: None,
     };
     RouteTable::new(vec![
         route(

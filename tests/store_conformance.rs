@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,11 +19,14 @@ use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use common::tls_redis::{Pki, TlsRedisCluster};
 use tollgate::clock::{Clock, ManualClock, SystemClock};
+use tollgate::limits::policy::{PlanLimits, Plans, Policy};
 use tollgate::limits::{Decision, LimitState, Limits, Verdict};
 use tollgate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 use tollgate::store::memory::MemoryStore;
 use tollgate::store::redis::{Access, Bounds, RedisStore, Topology};
-use tollgate::store::{AdmitRequest, SharedStore, Store, StoreError, TimeSource, UsageRequest};
+use tollgate::store::{
+    AdmitRequest, Refund, SharedStore, Store, StoreError, TimeSource, UsageRequest,
+};
 
 /// 2026-02-10T10:00:00Z, a whole minute.
 const T0: i64 = 1_770_717_600_000;
@@ -182,6 +186,18 @@ conformance!(
     usage_counts_nothing_and_agrees_with_admit,
     concurrent_admits_admit_exactly_the_limit,
     concurrent_admits_stop_at_the_monthly_quota,
+    plans_resolve_per_limit_and_changes_apply_everywhere,
+    plan_numbers_from_the_config_in_force,
+    cost_admits_exactly_at_the_boundary,
+    cost_against_the_monthly_quota,
+    cost_above_the_limit_never_fits,
+    concurrent_mixed_costs_never_exceed_the_limit,
+    shadow_precedence_and_counting,
+    shadowed_batches_count_every_request,
+    shadow_never_covers_other_refusals,
+    refund_gives_back_both_counters,
+    refund_after_the_second_left,
+    refund_after_the_month_rolled_over,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -210,6 +226,7 @@ fn req(scope: Option<&str>) -> AdmitRequest<'_> {
         gen: 1,
         scope,
         defaults: DEFAULTS,
+        policy: Policy::default(),
     }
 }
 
@@ -224,6 +241,7 @@ async fn usage(fx: &Fx) -> LimitState {
             client_id: "acme",
             key: None,
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -277,6 +295,7 @@ async fn client_patch_and_patch_missing(fx: Fx) {
         status: Some(ClientStatus::Suspended),
         per_minute: Some(30),
         monthly: None,
+        plan: None,
     };
     let patched = fx
         .store
@@ -377,10 +396,7 @@ async fn key_revoke_with_and_without_owner(fx: Fx) {
     assert_eq!(ids(&fx.store.list_keys("acme").await.unwrap()), ["key_b"]);
     assert_eq!(
         admit(&fx.store).await,
-        Decision {
-            verdict: Verdict::KeyInvalid,
-            state: None
-        }
+        Decision::new(Verdict::KeyInvalid, None)
     );
     // Refused everywhere from now on, through any handle.
     assert_eq!(admit(&fx.other).await.verdict, Verdict::KeyInvalid);
@@ -442,6 +458,7 @@ async fn key_rotation_honours_the_grace_period(fx: Fx) {
                     client_id: "acme",
                     key: Some(("key_a", gen)),
                     defaults: DEFAULTS,
+                    policy: Policy::default(),
                 })
                 .await
                 .unwrap()
@@ -678,6 +695,7 @@ async fn suspended_client_is_refused_with_state(fx: Fx) {
             client_id: "acme",
             key: Some(("key_a", 1)),
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -718,10 +736,7 @@ async fn missing_scope_is_refused_with_state(fx: Fx) {
 async fn invalid_keys_are_refused_without_state(fx: Fx) {
     acme(&fx, None, None).await;
     fx.store.create_client(&client("beta")).await.unwrap();
-    let invalid = Decision {
-        verdict: Verdict::KeyInvalid,
-        state: None,
-    };
+    let invalid = Decision::new(Verdict::KeyInvalid, None);
     let wrong_gen = AdmitRequest {
         gen: 2,
         ..req(None)
@@ -770,6 +785,7 @@ async fn invalid_keys_are_refused_without_state(fx: Fx) {
             client_id: "acme",
             key: Some(("key_e", 1)),
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -802,6 +818,7 @@ async fn last_used_at_is_written_on_admission_only(fx: Fx) {
             client_id: "acme",
             key: Some(("key_a", 1)),
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
@@ -828,6 +845,7 @@ async fn usage_counts_nothing_and_agrees_with_admit(fx: Fx) {
                 client_id: "acme",
                 key: Some(("key_a", 1)),
                 defaults: DEFAULTS,
+                policy: Policy::default(),
             })
             .await
             .unwrap();
@@ -841,16 +859,11 @@ async fn usage_counts_nothing_and_agrees_with_admit(fx: Fx) {
             client_id: "ghost",
             key: None,
             defaults: DEFAULTS,
+            policy: Policy::default(),
         })
         .await
         .unwrap();
-    assert_eq!(
-        missing,
-        Decision {
-            verdict: Verdict::ClientMissing,
-            state: None
-        }
-    );
+    assert_eq!(missing, Decision::new(Verdict::ClientMissing, None));
     // Usage of a full window still answers, with the retry instant.
     for _ in 0..4 {
         admit(&fx.store).await;
@@ -1193,6 +1206,7 @@ async fn redis_and_memory_agree_on_a_random_walk() {
                     client_id: "acme",
                     key: Some(("key_a", 1)),
                     defaults: DEFAULTS,
+                    policy: Policy::default(),
                 })
                 .await
                 .unwrap()
@@ -1291,4 +1305,419 @@ async fn redis_concurrent_admissions_of_one_key_share_a_call() {
     );
     remaining.sort_unstable();
     assert_eq!(remaining, ((limit - 101)..(limit - 1)).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------- policies
+
+/// Plans `free` (per_minute 3, shadow off) and `pro` (monthly 50), `[limits]` shadow `shadow`.
+fn plans(shadow: bool) -> Arc<Plans> {
+    let mut p = BTreeMap::new();
+    p.insert(
+        "free".to_owned(),
+        PlanLimits {
+            per_minute: Some(3),
+            monthly: None,
+            shadow: Some(false),
+        },
+    );
+    p.insert(
+        "pro".to_owned(),
+        PlanLimits {
+            per_minute: None,
+            monthly: Some(50),
+            shadow: None,
+        },
+    );
+    Arc::new(Plans::new(p, shadow))
+}
+
+fn policy(cost: u64, route_shadow: Option<bool>, plans: &Arc<Plans>) -> Policy {
+    Policy {
+        cost,
+        route_shadow,
+        plans: plans.clone(),
+    }
+}
+
+async fn admit_with(store: &SharedStore, policy: &Policy) -> Decision {
+    let req = AdmitRequest {
+        policy: policy.clone(),
+        ..req(None)
+    };
+    store.admit(&req).await.unwrap()
+}
+
+async fn usage_with(fx: &Fx, plans: &Arc<Plans>) -> Decision {
+    fx.store
+        .usage(&UsageRequest {
+            client_id: "acme",
+            key: None,
+            defaults: DEFAULTS,
+            policy: policy(1, None, plans),
+        })
+        .await
+        .unwrap()
+}
+
+async fn set_plan(store: &SharedStore, plan: Option<&str>) {
+    let patch = ClientPatch {
+        plan: Some(plan.map(str::to_owned)),
+        ..ClientPatch::default()
+    };
+    store.update_client("acme", &patch).await.unwrap().unwrap();
+}
+
+/// Own value, else the plan's, else the defaults; a plan change made through
+/// one handle (process) applies from the next request of the other.
+async fn plans_resolve_per_limit_and_changes_apply_everywhere(fx: Fx) {
+    let plans = plans(false);
+    let one = policy(1, None, &plans);
+    acme(&fx, None, None).await;
+    let s = state(&admit_with(&fx.store, &one).await);
+    assert_eq!((s.per_minute, s.monthly), (7, 1000), "no plan: [limits]");
+
+    set_plan(&fx.store, Some("free")).await;
+    assert_eq!(
+        fx.other.get_client("acme").await.unwrap().unwrap().plan,
+        Some("free".to_owned())
+    );
+    let d = admit_with(&fx.other, &one).await;
+    let s = state(&d);
+    assert_eq!((s.per_minute, s.monthly), (3, 1000), "plan per_minute");
+    assert!(!d.policy.plan_unknown);
+
+    set_plan(&fx.other, Some("pro")).await;
+    let s = state(&admit_with(&fx.store, &one).await);
+    assert_eq!((s.per_minute, s.monthly), (7, 50), "plan monthly");
+
+    // The client's own value wins over its plan's.
+    let own = ClientPatch {
+        monthly: Some(40),
+        ..ClientPatch::default()
+    };
+    fx.store.update_client("acme", &own).await.unwrap();
+    let s = state(&admit_with(&fx.other, &one).await);
+    assert_eq!((s.per_minute, s.monthly), (7, 40));
+
+    // A plan the config does not (or no longer) define: [limits], flagged.
+    set_plan(&fx.store, Some("gone")).await;
+    let d = admit_with(&fx.store, &one).await;
+    assert!(d.policy.plan_unknown);
+    assert_eq!(state(&d).per_minute, 7);
+    let u = usage_with(&fx, &plans).await;
+    assert!(u.policy.plan_unknown);
+
+    // Off the plan again.
+    set_plan(&fx.other, None).await;
+    assert_eq!(
+        fx.store.get_client("acme").await.unwrap().unwrap().plan,
+        None
+    );
+    assert!(!admit_with(&fx.store, &one).await.policy.plan_unknown);
+}
+
+/// A reload that changes a plan's numbers applies from the next request.
+async fn plan_numbers_from_the_config_in_force(fx: Fx) {
+    acme(&fx, None, None).await;
+    set_plan(&fx.store, Some("free")).await;
+    let before = plans(false);
+    assert_eq!(
+        state(&admit_with(&fx.store, &policy(1, None, &before)).await).per_minute,
+        3
+    );
+    let mut p = BTreeMap::new();
+    p.insert(
+        "free".to_owned(),
+        PlanLimits {
+            per_minute: Some(9),
+            monthly: Some(99),
+            shadow: None,
+        },
+    );
+    let after = Arc::new(Plans::new(p, false));
+    let s = state(&admit_with(&fx.other, &policy(1, None, &after)).await);
+    assert_eq!((s.per_minute, s.monthly, s.remaining), (9, 99, 7));
+    let u = state(&usage_with(&fx, &after).await);
+    assert_eq!((u.per_minute, u.monthly, u.monthly_used), (9, 99, 2));
+}
+
+/// A request of cost N is admitted with N units left, refused with N-1,
+/// and counts N in both limits; the retry instant is when N units fit.
+async fn cost_admits_exactly_at_the_boundary(fx: Fx) {
+    let plans = plans(false);
+    acme(&fx, Some(10), Some(1000)).await;
+    let four = policy(4, None, &plans);
+    for (i, left) in [(0, 6), (1, 2)] {
+        fx.clock.set_ms(T0 + i * 1000);
+        let d = admit_with(&fx.store, &four).await;
+        assert_eq!(d.verdict, Verdict::Admitted);
+        assert_eq!(d.policy.cost, 4);
+        assert_eq!(state(&d).remaining, left);
+    }
+    // 2 units left: a cost of 3 is refused, counting nothing ...
+    fx.clock.set_ms(T0 + 2_000);
+    let d = admit_with(&fx.store, &policy(3, None, &plans)).await;
+    assert_eq!(d.verdict, Verdict::RateLimited);
+    let s = state(&d);
+    assert_eq!((s.remaining, s.monthly_used), (2, 8));
+    // ... until the first bucket (4 units, second T0) leaves.
+    assert_eq!(s.window_retry_at_ms, Some(T0 + 61_000));
+    // A cost of 2 fits exactly.
+    let d = admit_with(&fx.other, &policy(2, None, &plans)).await;
+    assert_eq!(d.verdict, Verdict::Admitted);
+    let s = state(&d);
+    assert_eq!((s.remaining, s.monthly_used), (0, 10));
+    assert_eq!(usage(&fx).await.monthly_used, 10);
+}
+
+async fn cost_against_the_monthly_quota(fx: Fx) {
+    let plans = plans(false);
+    acme(&fx, Some(100), Some(10)).await;
+    let four = policy(4, None, &plans);
+    assert_eq!(
+        admit_with(&fx.store, &four).await.verdict,
+        Verdict::Admitted
+    );
+    assert_eq!(
+        admit_with(&fx.store, &four).await.verdict,
+        Verdict::Admitted
+    );
+    let d = admit_with(&fx.store, &four).await;
+    assert_eq!(d.verdict, Verdict::QuotaExhausted);
+    assert_eq!(state(&d).monthly_used, 8);
+    let d = admit_with(&fx.store, &policy(2, None, &plans)).await;
+    assert_eq!(d.verdict, Verdict::Admitted);
+    assert_eq!(state(&d).monthly_used, 10);
+}
+
+/// A cost above the per-minute limit is refused with no retry instant
+/// (waiting never helps) and counts nothing.
+async fn cost_above_the_limit_never_fits(fx: Fx) {
+    let plans = plans(false);
+    acme(&fx, Some(5), None).await;
+    let d = admit_with(&fx.store, &policy(6, None, &plans)).await;
+    assert_eq!(d.verdict, Verdict::RateLimited);
+    let s = state(&d);
+    assert_eq!(
+        (s.remaining, s.monthly_used, s.window_retry_at_ms),
+        (5, 0, None)
+    );
+    assert_eq!(d.policy.cost, 6);
+}
+
+/// Concurrent requests of mixed costs through two handles (two processes)
+/// never count more than the limit, and count exactly what they admitted.
+async fn concurrent_mixed_costs_never_exceed_the_limit(fx: Fx) {
+    for (limits, cap) in [((Some(50), Some(1000)), 50), ((Some(1000), Some(40)), 40)] {
+        let plans = plans(false);
+        let _ = fx.store.create_client(&client("acme")).await;
+        let patch = ClientPatch {
+            per_minute: limits.0,
+            monthly: limits.1,
+            ..ClientPatch::default()
+        };
+        fx.store.update_client("acme", &patch).await.unwrap();
+        let _ = fx.store.create_key(&key("key_a", "acme", "default")).await;
+        let before = usage(&fx).await.monthly_used;
+        let tasks: Vec<_> = (0..60u64)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    fx.store.clone()
+                } else {
+                    fx.other.clone()
+                };
+                let p = policy(1 + i % 3, None, &plans);
+                tokio::spawn(async move { (p.cost, admit_with(&store, &p).await) })
+            })
+            .collect();
+        let mut units = 0;
+        for t in tasks {
+            let (cost, d) = t.await.unwrap();
+            if d.verdict == Verdict::Admitted {
+                units += cost;
+            }
+        }
+        let used = usage(&fx).await.monthly_used - before;
+        assert_eq!(used, units, "counted what was admitted");
+        assert!(units <= cap, "{units} units admitted over a limit of {cap}");
+        assert!(units + 3 > cap, "stopped early: {units} of {cap}");
+        // The next window (and a new month for the quota case) starts afresh.
+        fx.clock.set_ms(MAR_1 + 120_000);
+    }
+}
+
+/// Shadow: the route's setting, else the plan's, else [limits]; a shadowed
+/// refusal is admitted, counted, and reports the refusal it would have got.
+async fn shadow_precedence_and_counting(fx: Fx) {
+    acme(&fx, Some(2), None).await;
+    let on = plans(true);
+    let off = plans(false);
+    // (route, plans, client plan) → shadowed
+    type Case<'a> = (Option<bool>, &'a Arc<Plans>, Option<&'a str>, bool);
+    let cases: [Case; 6] = [
+        (None, &off, None, false),
+        (None, &on, None, true),
+        (None, &on, Some("free"), false),
+        (None, &on, Some("pro"), true),
+        (Some(true), &off, Some("free"), true),
+        (Some(false), &on, None, false),
+    ];
+    for (i, (route, plans, plan, shadowed)) in cases.into_iter().enumerate() {
+        // Each case in a fresh window: 2 real admissions, then a third.
+        fx.clock.set_ms(T0 + i as i64 * 100_000);
+        set_plan(&fx.store, plan).await;
+        let p = policy(1, route, plans);
+        for _ in 0..2 {
+            let d = admit_with(&fx.store, &p).await;
+            assert_eq!((d.verdict, d.policy.shadow), (Verdict::Admitted, None));
+        }
+        let used = usage(&fx).await.monthly_used;
+        let d = admit_with(&fx.other, &p).await;
+        if shadowed {
+            assert_eq!(d.verdict, Verdict::Admitted, "case {i}");
+            assert_eq!(d.policy.shadow, Some(Verdict::RateLimited), "case {i}");
+            let s = state(&d);
+            assert_eq!((s.remaining, s.monthly_used), (0, used + 1), "case {i}");
+        } else {
+            assert_eq!(d.verdict, Verdict::RateLimited, "case {i}");
+            assert_eq!(state(&d).monthly_used, used, "case {i}");
+        }
+    }
+    // Over the quota too: the quota's refusal is the one reported.
+    let tight = ClientPatch {
+        per_minute: Some(100),
+        monthly: Some(usage(&fx).await.monthly_used),
+        ..ClientPatch::default()
+    };
+    fx.store.update_client("acme", &tight).await.unwrap();
+    let d = admit_with(&fx.store, &policy(1, Some(true), &off)).await;
+    assert_eq!(d.verdict, Verdict::Admitted);
+    assert_eq!(d.policy.shadow, Some(Verdict::QuotaExhausted));
+}
+
+/// Concurrent shadowed requests in one batch: all counted, the ones beyond
+/// the limit (and only those) report the refusal.
+async fn shadowed_batches_count_every_request(fx: Fx) {
+    acme(&fx, Some(3), None).await;
+    let p = policy(1, Some(true), &plans(false));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = fx.store.clone();
+            let p = p.clone();
+            tokio::spawn(async move { admit_with(&store, &p).await })
+        })
+        .collect();
+    let mut shadowed = 0;
+    for t in tasks {
+        let d = t.await.unwrap();
+        assert_eq!(d.verdict, Verdict::Admitted);
+        if d.policy.shadow.is_some() {
+            shadowed += 1;
+            assert_eq!(state(&d).remaining, 0);
+        }
+    }
+    assert_eq!(shadowed, 5);
+    assert_eq!(usage(&fx).await.monthly_used, 8);
+}
+
+/// Only limits are shadowed: suspension, scope, an invalid or revoked key never.
+async fn shadow_never_covers_other_refusals(fx: Fx) {
+    acme(&fx, Some(1), None).await;
+    let p = policy(1, Some(true), &plans(true));
+    let with = |scope: Option<&'static str>, key_id: &'static str, gen: u64| AdmitRequest {
+        scope,
+        key_id,
+        gen,
+        policy: p.clone(),
+        ..req(None)
+    };
+    let d = fx
+        .store
+        .admit(&with(Some("write:things"), "key_a", 1))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::ScopeDenied);
+    let d = fx.store.admit(&with(None, "key_a", 2)).await.unwrap();
+    assert_eq!(d.verdict, Verdict::KeyInvalid);
+    let suspend = ClientPatch {
+        status: Some(ClientStatus::Suspended),
+        ..ClientPatch::default()
+    };
+    fx.store.update_client("acme", &suspend).await.unwrap();
+    let d = fx.store.admit(&with(None, "key_a", 1)).await.unwrap();
+    assert_eq!(d.verdict, Verdict::ClientSuspended);
+    assert!(fx.store.revoke_key("key_a", None).await.unwrap());
+    let d = fx.store.admit(&with(None, "key_a", 1)).await.unwrap();
+    assert_eq!(d.verdict, Verdict::KeyInvalid);
+    assert_eq!(usage(&fx).await.monthly_used, 0, "nothing was counted");
+}
+
+fn refund_of(d: &Decision) -> Refund {
+    Refund {
+        client_id: "acme".into(),
+        units: d.policy.cost,
+        at_ms: state(d).now_ms,
+    }
+}
+
+/// A refund gives the units back to both counters, in the second and month
+/// counted; never below zero.
+async fn refund_gives_back_both_counters(fx: Fx) {
+    let plans = plans(false);
+    acme(&fx, Some(10), None).await;
+    let first = admit_with(&fx.store, &policy(4, None, &plans)).await;
+    fx.clock.set_ms(T0 + 1_500);
+    let second = admit_with(&fx.store, &policy(3, None, &plans)).await;
+    assert_eq!(state(&second).remaining, 3);
+    fx.other.refund(&refund_of(&first)).await.unwrap();
+    let u = usage(&fx).await;
+    assert_eq!((u.remaining, u.monthly_used), (7, 3));
+    // The oldest bucket went with it: the window resets with the second one.
+    assert_eq!(u.reset_at, T0_S + 1 + 61);
+    // A refund larger than what is counted stops at zero.
+    let mut big = refund_of(&second);
+    big.units = 100;
+    fx.store.refund(&big).await.unwrap();
+    let u = usage(&fx).await;
+    assert_eq!((u.remaining, u.monthly_used), (10, 0));
+    // Refunding a client that does not exist is harmless.
+    big.client_id = "nope".into();
+    fx.store.refund(&big).await.unwrap();
+}
+
+/// A refund after its second left the window gives back the month only.
+async fn refund_after_the_second_left(fx: Fx) {
+    acme(&fx, Some(2), None).await;
+    let first = admit(&fx.store).await;
+    fx.clock.set_ms(T0 + 61_000);
+    admit(&fx.store).await;
+    admit(&fx.store).await;
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::RateLimited);
+    fx.store.refund(&refund_of(&first)).await.unwrap();
+    let u = usage(&fx).await;
+    assert_eq!(
+        (u.remaining, u.monthly_used),
+        (0, 2),
+        "no credit in the window"
+    );
+    assert_eq!(admit(&fx.store).await.verdict, Verdict::RateLimited);
+}
+
+/// A refund after the month rolled over leaves the new month alone (its
+/// second, still in the window, is given back).
+async fn refund_after_the_month_rolled_over(fx: Fx) {
+    acme(&fx, Some(5), Some(100)).await;
+    fx.clock.set_ms(MAR_1 - 500);
+    let feb = admit(&fx.store).await;
+    fx.clock.set_ms(MAR_1 + 500);
+    admit(&fx.store).await;
+    let u = usage(&fx).await;
+    assert_eq!((u.remaining, u.monthly_used), (3, 1));
+    fx.store.refund(&refund_of(&feb)).await.unwrap();
+    let u = usage(&fx).await;
+    assert_eq!(
+        (u.remaining, u.monthly_used),
+        (4, 1),
+        "March keeps its count"
+    );
 }

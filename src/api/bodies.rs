@@ -10,9 +10,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fields::{
-    ClientId, ClientName, ExpiresInDays, GraceSeconds, KeyName, Monthly, PerMinute, Scopes,
+    ClientId, ClientName, ExpiresInDays, GraceSeconds, KeyName, Monthly, PerMinute, PlanName,
+    Scopes,
 };
 use crate::clock::iso8601;
+use crate::limits::policy::{self, Plans, Policy, Source};
+use crate::limits::Limits;
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord};
 
 /// `POST /admin/v1/clients`.
@@ -28,6 +31,9 @@ pub struct CreateClient {
     pub per_minute: Option<PerMinute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly: Option<Monthly>,
+    /// Absent or null: no plan. The server refuses a plan its config does not define.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanName>,
 }
 
 impl CreateClient {
@@ -42,6 +48,7 @@ impl CreateClient {
             status: ClientStatus::Active,
             per_minute: self.per_minute.map(PerMinute::get),
             monthly: self.monthly.map(Monthly::get),
+            plan: self.plan.map(PlanName::into_string),
             created_at: now_s,
         }
     }
@@ -59,6 +66,40 @@ pub struct PatchClient {
     pub per_minute: Option<PerMinute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly: Option<Monthly>,
+    /// Absent: unchanged; `null`: no plan; a name: that plan (the server
+    /// refuses one its config does not define).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub plan: Option<Option<PlanName>>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl PatchClient {
+    /// The plan the patch names, if any (not `null`).
+    pub fn plan_name(&self) -> Option<&str> {
+        self.plan
+            .as_ref()
+            .and_then(|p| p.as_ref())
+            .map(PlanName::as_str)
+    }
+}
+
+impl CreateClient {
+    /// The plan the client is created on, if any.
+    pub fn plan_name(&self) -> Option<&str> {
+        self.plan.as_ref().map(PlanName::as_str)
+    }
 }
 
 impl From<PatchClient> for ClientPatch {
@@ -68,6 +109,7 @@ impl From<PatchClient> for ClientPatch {
             status: p.status,
             per_minute: p.per_minute.map(PerMinute::get),
             monthly: p.monthly.map(Monthly::get),
+            plan: p.plan.map(|p| p.map(PlanName::into_string)),
         }
     }
 }
@@ -95,7 +137,8 @@ pub struct RotateKey {
     pub grace_seconds: Option<GraceSeconds>,
 }
 
-/// A client as the admin API shows it; limits are the effective ones.
+/// A client as the admin API shows it; limits are the effective ones, and
+/// `limit_sources` says where each came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientBody {
     pub id: String,
@@ -103,17 +146,55 @@ pub struct ClientBody {
     pub status: ClientStatus,
     pub per_minute: u64,
     pub monthly: u64,
+    /// The client's plan, or null. A plan the config does not define is
+    /// shown, and its limits come from `[limits]`.
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default = "LimitSources::defaults")]
+    pub limit_sources: LimitSources,
     pub created_at: String,
 }
 
+/// Where each effective limit came from: `client`, `plan` or `limits`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LimitSources {
+    pub per_minute: Source,
+    pub monthly: Source,
+}
+
+impl LimitSources {
+    fn defaults() -> LimitSources {
+        LimitSources {
+            per_minute: Source::Limits,
+            monthly: Source::Limits,
+        }
+    }
+}
+
 impl ClientBody {
-    pub fn new(c: &Client, default_per_minute: u64, default_monthly: u64) -> Self {
+    /// The client as judged under `defaults` and `plans` (the config in force).
+    pub fn new(c: &Client, defaults: Limits, plans: &std::sync::Arc<Plans>) -> Self {
+        let policy = Policy {
+            plans: plans.clone(),
+            ..Policy::default()
+        };
+        let r = policy::resolve(
+            (c.per_minute, c.monthly),
+            c.plan.as_deref(),
+            defaults,
+            &policy,
+        );
         ClientBody {
             id: c.id.clone(),
             name: c.name.clone(),
             status: c.status,
-            per_minute: c.per_minute.unwrap_or(default_per_minute),
-            monthly: c.monthly.unwrap_or(default_monthly),
+            per_minute: r.limits.per_minute,
+            monthly: r.limits.monthly,
+            plan: c.plan.clone(),
+            limit_sources: LimitSources {
+                per_minute: r.per_minute_source,
+                monthly: r.monthly_source,
+            },
             created_at: iso8601(c.created_at),
         }
     }

@@ -117,6 +117,25 @@ impl TryFrom<String> for ClientId {
     }
 }
 
+/// A plan name, shaped like a client id: `[a-z0-9][a-z0-9_-]{0,63}`. Whether
+/// the config defines it is checked by the server (the CLI cannot know).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PlanName(String);
+
+impl TryFrom<String> for PlanName {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
+        if valid_client_id(&s) {
+            Ok(PlanName(s))
+        } else {
+            Err(invalid(
+                "must be a plan name: 1 to 64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit",
+            ))
+        }
+    }
+}
+
 /// A client's display name: 1 to 256 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -313,7 +332,7 @@ macro_rules! text_into {
     )*};
 }
 
-text_into!(ClientId, ClientName, KeyName);
+text_into!(ClientId, ClientName, KeyName, PlanName);
 
 impl From<Scopes> for Vec<String> {
     fn from(s: Scopes) -> Vec<String> {

@@ -27,8 +27,8 @@ use self::http::{encode_segment, ApiRequest, ApiResponse};
 
 use crate::api::{
     ClientBody, ClientId, ClientList, ClientName, CreateClient, CreateKey, CreatedKey,
-    ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, RotateKey,
-    RotatedKey, Scopes, UsageDoc,
+    ExpiresInDays, GraceSeconds, KeyList, KeyName, Monthly, PatchClient, PerMinute, PlanName,
+    RotateKey, RotatedKey, Scopes, UsageDoc,
 };
 use crate::keys::valid_key_id;
 use crate::model::ClientStatus;
@@ -99,6 +99,20 @@ pub enum ClientsCommand {
         /// Requests per calendar month (default: the config's [limits] monthly).
         #[arg(long, value_name = "N")]
         monthly: Option<u64>,
+        /// A plan of the config ([plans.<name>]) whose limits apply where the client sets none.
+        #[arg(long, value_name = "P")]
+        plan: Option<String>,
+    },
+    /// Change a client: its plan.
+    Update {
+        /// Client id.
+        id: String,
+        /// Put the client on plan P ([plans.<name>] of the server's config).
+        #[arg(long, value_name = "P", conflicts_with = "no_plan")]
+        plan: Option<String>,
+        /// Take the client off its plan ([limits] apply where it sets none).
+        #[arg(long)]
+        no_plan: bool,
     },
     /// List clients.
     List,
@@ -253,8 +267,10 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             name,
             per_minute,
             monthly,
+            plan,
         }) => {
             let body = CreateClient {
+                plan: plan.map(|p| plan_name(&p)).transpose()?,
                 id: client_id(&id)?,
                 name: name
                     .map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
@@ -269,6 +285,28 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             Plan {
                 request: request(Method::POST, CLIENTS_PATH.into(), Some(to_json(&body)?)),
                 view: View::Client(ClientEvent::Created),
+            }
+        }
+        Command::Clients(ClientsCommand::Update { id, plan, no_plan }) => {
+            let plan = match (plan, no_plan) {
+                (Some(p), _) => Some(Some(plan_name(&p)?)),
+                (None, true) => Some(None),
+                (None, false) => {
+                    return Err(CliError::usage(
+                        "nothing to change: give --plan P or --no-plan",
+                    ))
+                }
+            };
+            Plan {
+                request: request(
+                    Method::PATCH,
+                    client_path(&id, "")?,
+                    Some(to_json(&PatchClient {
+                        plan,
+                        ..PatchClient::default()
+                    })?),
+                ),
+                view: View::Client(ClientEvent::Updated),
             }
         }
         Command::Clients(ClientsCommand::List) => Plan {
@@ -385,6 +423,10 @@ fn to_json(body: &impl serde::Serialize) -> Result<serde_json::Value, CliError> 
 fn client_path(id: &str, rest: &str) -> Result<String, CliError> {
     client_id(id)?;
     Ok(format!("{CLIENTS_PATH}/{}{rest}", encode_segment(id)))
+}
+
+fn plan_name(p: &str) -> Result<PlanName, CliError> {
+    PlanName::try_from(p.to_owned()).map_err(|e| flag("--plan", e))
 }
 
 fn set_status(id: &str, status: ClientStatus, event: ClientEvent) -> Result<Plan, CliError> {

@@ -34,6 +34,7 @@ pub enum ClientEvent {
     Shown,
     Suspended,
     Activated,
+    Updated,
 }
 
 /// Makes text from the server safe for one table cell or summary line:
@@ -109,12 +110,25 @@ pub fn client_summary(event: ClientEvent, client: &ClientBody) -> String {
         ClientEvent::Shown => format!("Client {id}\n"),
         ClientEvent::Suspended => format!("Client {id} suspended: its keys are refused.\n"),
         ClientEvent::Activated => format!("Client {id} activated.\n"),
+        ClientEvent::Updated => format!("Client {id} updated.\n"),
     };
+    let sources = client.limit_sources;
     let fields = [
         ("name", clean(&client.name)),
         ("status", client.status.as_str().to_string()),
-        ("per minute", client.per_minute.to_string()),
-        ("monthly", client.monthly.to_string()),
+        ("plan", client.plan.as_deref().map_or("-".into(), clean)),
+        (
+            "per minute",
+            format!(
+                "{} (from {})",
+                client.per_minute,
+                sources.per_minute.as_str()
+            ),
+        ),
+        (
+            "monthly",
+            format!("{} (from {})", client.monthly, sources.monthly.as_str()),
+        ),
         ("created", clean(&client.created_at)),
     ];
     push_fields(&mut out, &fields);
@@ -240,6 +254,11 @@ mod tests {
             status,
             per_minute: 100,
             monthly: 10_000,
+            plan: None,
+            limit_sources: crate::api::bodies::LimitSources {
+                per_minute: crate::limits::policy::Source::Limits,
+                monthly: crate::limits::policy::Source::Limits,
+            },
             created_at: "2026-02-10T10:00:00Z".into(),
         }
     }
@@ -356,8 +375,9 @@ mod tests {
             "Client acme suspended: its keys are refused.\n\
              \x20 name:        Acme Corp\n\
              \x20 status:      suspended\n\
-             \x20 per minute:  100\n\
-             \x20 monthly:     10000\n\
+             \x20 plan:        -\n\
+             \x20 per minute:  100 (from limits)\n\
+             \x20 monthly:     10000 (from limits)\n\
              \x20 created:     2026-02-10T10:00:00Z\n"
         );
         assert!(client_summary(ClientEvent::Created, &c).starts_with("Client acme created.\n"));

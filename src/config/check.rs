@@ -19,7 +19,7 @@ use super::raw::*;
 use super::spans::{line_of, Problem};
 use super::values::*;
 use super::*;
-use crate::limits::Limits;
+use crate::limits::policy::PlanLimits;
 use crate::model::BUILTIN_SCOPES;
 use crate::throttle::Cidr;
 
@@ -126,6 +126,7 @@ impl Checker<'_> {
         let upstream = self.upstream(raw.upstream);
         let store = self.store(raw.store);
         let limits = self.limits(raw.limits);
+        let plans = self.plans(raw.plans);
         let (auth, declared) = self.auth(raw.auth);
         let routes = self.routes(raw.routes.unwrap_or_default(), &auth, &declared);
         let headers = self.headers(raw.headers);
@@ -139,6 +140,7 @@ impl Checker<'_> {
             upstream,
             store,
             limits,
+            plans,
             auth,
             routes,
             headers,
@@ -361,9 +363,29 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn limits(&mut self, raw: Opt<RawLimits>) -> Limits {
+    pub(super) fn limits(&mut self, raw: Opt<RawLimits>) -> LimitsConfig {
         let (_, raw) = section(raw);
-        Limits {
+        let mut refund_on = Vec::new();
+        for (i, r) in raw.refund_on.iter().flat_map(|l| l.get_ref()).enumerate() {
+            let key = format!("limits.refund_on[{i}]");
+            match RefundReason::parse(r.get_ref()) {
+                None => self.report(
+                    Some(&r.span()),
+                    &key,
+                    format!(
+                        "unknown outcome {:?}; refund_on takes \"unreachable\" and \"5xx\"",
+                        r.get_ref()
+                    ),
+                ),
+                Some(reason) if refund_on.contains(&reason) => self.report(
+                    Some(&r.span()),
+                    &key,
+                    format!("{:?} is listed twice", r.get_ref()),
+                ),
+                Some(reason) => refund_on.push(reason),
+            }
+        }
+        LimitsConfig {
             per_minute: self.int(
                 "limits.per_minute",
                 &raw.per_minute,
@@ -372,7 +394,61 @@ impl Checker<'_> {
                 u64::MAX,
             ),
             monthly: self.int("limits.monthly", &raw.monthly, DEFAULT_MONTHLY, 1, u64::MAX),
+            shadow: raw.shadow.map_or(DEFAULT_SHADOW, Spanned::into_inner),
+            refund_on,
         }
+    }
+
+    /// `[plans.<name>]`: a name like a client id, at least one limit.
+    pub(super) fn plans(
+        &mut self,
+        raw: Opt<std::collections::BTreeMap<String, Spanned<RawPlan>>>,
+    ) -> std::collections::BTreeMap<String, PlanLimits> {
+        let (_, raw) = section(raw);
+        let mut plans = std::collections::BTreeMap::new();
+        for (name, spanned) in raw {
+            let span = spanned.span();
+            let plan = spanned.into_inner();
+            let key = format!("plans.{name}");
+            if !crate::model::valid_client_id(&name) {
+                self.report(
+                    Some(&span),
+                    &key,
+                    "a plan name is 1 to 64 characters of a-z, 0-9, '_' and '-', \
+                     starting with a letter or digit",
+                );
+                continue;
+            }
+            let per_minute = plan.per_minute.as_ref().map(|_| {
+                self.int(
+                    &format!("{key}.per_minute"),
+                    &plan.per_minute,
+                    1,
+                    1,
+                    u64::MAX,
+                )
+            });
+            let monthly = plan
+                .monthly
+                .as_ref()
+                .map(|_| self.int(&format!("{key}.monthly"), &plan.monthly, 1, 1, u64::MAX));
+            if per_minute.is_none() && monthly.is_none() {
+                self.report(
+                    Some(&span),
+                    &key,
+                    "a plan needs per_minute, monthly or both (a limit it leaves out is [limits]')",
+                );
+            }
+            plans.insert(
+                name,
+                PlanLimits {
+                    per_minute,
+                    monthly,
+                    shadow: plan.shadow.map(Spanned::into_inner),
+                },
+            );
+        }
+        plans
     }
 
     /// The validated section, and the scopes as listed (configured ones in
@@ -498,6 +574,15 @@ impl Checker<'_> {
                 name.clone()
             });
 
+            let cost = self.int(
+                &format!("routes[{i}].cost"),
+                &raw.cost,
+                DEFAULT_ROUTE_COST,
+                1,
+                crate::limits::policy::MAX_COST,
+            );
+            let shadow = raw.shadow.map(Spanned::into_inner);
+
             if self.problems.len() == before {
                 valid.push((
                     i,
@@ -505,6 +590,8 @@ impl Checker<'_> {
                         path,
                         methods,
                         scope,
+                        cost,
+                        shadow,
                     },
                     span,
                 ));

@@ -47,6 +47,10 @@ pub const DEFAULT_WEBSOCKET: bool = false;
 pub const DEFAULT_PER_MINUTE: u64 = 100;
 /// `limits.monthly`: requests per calendar month for a client that sets none.
 pub const DEFAULT_MONTHLY: u64 = 10_000;
+/// `limits.shadow`: refusals by the limits are real unless shadow mode is turned on.
+pub const DEFAULT_SHADOW: bool = false;
+/// `routes[].cost`: units one request counts.
+pub const DEFAULT_ROUTE_COST: u64 = 1;
 /// `auth.bcrypt_cost`: the cost new key secrets are hashed with.
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 /// `auth.cache_capacity`: most verified secrets remembered per process.

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::limits::policy::PlanLimits;
 use crate::limits::Limits;
 use crate::throttle::Cidr;
 
@@ -59,7 +60,10 @@ pub struct Config {
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
     pub store: StoreConfig,
-    pub limits: Limits,
+    pub limits: LimitsConfig,
+    /// `[plans.<name>]`, by name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub plans: std::collections::BTreeMap<String, PlanLimits>,
     pub auth: AuthConfig,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
@@ -226,6 +230,62 @@ pub struct StoreConfig {
     pub access: RedisAccess,
 }
 
+/// `[limits]`: the defaults for clients that set none (and whose plan sets
+/// none), the default shadow setting, and which outcomes are refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitsConfig {
+    pub per_minute: u64,
+    pub monthly: u64,
+    /// Refusals by the limits are forwarded and counted instead (unless a
+    /// route or plan says otherwise).
+    pub shadow: bool,
+    pub refund_on: Vec<RefundReason>,
+}
+
+impl LimitsConfig {
+    /// The default limits.
+    pub fn defaults(&self) -> Limits {
+        Limits {
+            per_minute: self.per_minute,
+            monthly: self.monthly,
+        }
+    }
+
+    /// Whether admitted requests with this outcome are given back.
+    pub fn refunds(&self, reason: RefundReason) -> bool {
+        self.refund_on.contains(&reason)
+    }
+}
+
+/// `[limits] refund_on`: which outcomes of an admitted request give it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum RefundReason {
+    /// tollgate answered 502/504: the upstream never answered.
+    #[serde(rename = "unreachable")]
+    Unreachable,
+    /// The upstream answered 5xx.
+    #[serde(rename = "5xx")]
+    ServerError,
+}
+
+impl RefundReason {
+    /// The config file's spelling (and the metric's `reason` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundReason::Unreachable => "unreachable",
+            RefundReason::ServerError => "5xx",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RefundReason> {
+        match s {
+            "unreachable" => Some(RefundReason::Unreachable),
+            "5xx" => Some(RefundReason::ServerError),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuthConfig {
     /// Configured scopes plus the built-in `read:api_keys` and `write:api_keys`.
@@ -249,6 +309,11 @@ pub struct Route {
     pub methods: Option<Vec<http::Method>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Units one request counts against both limits (1..=10000).
+    pub cost: u64,
+    /// Shadow mode for this route; `None`: the plan's, else `[limits]`'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

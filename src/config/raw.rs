@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) upstream: Opt<RawUpstream>,
     pub(super) store: Opt<RawStore>,
     pub(super) limits: Opt<RawLimits>,
+    pub(super) plans: Opt<std::collections::BTreeMap<String, Spanned<RawPlan>>>,
     pub(super) auth: Opt<RawAuth>,
     pub(super) routes: Option<Vec<Spanned<RawRoute>>>,
     pub(super) headers: Opt<RawHeaders>,
@@ -93,6 +94,17 @@ pub(super) struct RawStore {
 pub(super) struct RawLimits {
     pub(super) per_minute: Opt<i64>,
     pub(super) monthly: Opt<i64>,
+    pub(super) shadow: Opt<bool>,
+    pub(super) refund_on: Opt<Vec<Spanned<String>>>,
+}
+
+/// `[plans.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlan {
+    pub(super) per_minute: Opt<i64>,
+    pub(super) monthly: Opt<i64>,
+    pub(super) shadow: Opt<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +122,8 @@ pub(super) struct RawRoute {
     pub(super) path: Opt<String>,
     pub(super) methods: Opt<Vec<Spanned<String>>>,
     pub(super) scope: Opt<String>,
+    pub(super) cost: Opt<i64>,
+    pub(super) shadow: Opt<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -328,6 +328,8 @@ mod tests {
             path: path.into(),
             methods: methods.map(|ms| ms.iter().map(|m| parse_method(m).unwrap()).collect()),
             scope: None,
+            cost: 1,
+            shadow: None,
         };
         assert!(covers(&r("/", None), &r("/a", Some(&["GET"]))));
         assert!(covers(&r("/a", None), &r("/a/b", None)));

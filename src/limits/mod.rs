@@ -7,6 +7,7 @@
 
 pub mod cycle;
 pub mod month;
+pub mod policy;
 pub mod window;
 
 /// The per-client limits in force for one decision. Serializes as
@@ -76,6 +77,19 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Absent only when there is no client to describe (`KeyInvalid`, `ClientMissing`).
     pub state: Option<LimitState>,
+    /// The route's cost, a shadowed refusal, an unknown plan (`policy`).
+    pub policy: policy::PolicyOutcome,
+}
+
+impl Decision {
+    /// A decision without policy effects (cost 1, nothing shadowed).
+    pub fn new(verdict: Verdict, state: Option<LimitState>) -> Decision {
+        Decision {
+            verdict,
+            state,
+            policy: policy::PolicyOutcome::default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,18 +72,41 @@ impl Window {
 
     /// The state at `now_ms` under `limit`. Call [`Window::expire`] first.
     pub fn state(&self, now_ms: i64, limit: u64) -> WindowState {
+        self.state_for(now_ms, limit, 1)
+    }
+
+    /// Takes back up to `n` requests counted in second `sec` (a refund). A
+    /// second that has left the window (call [`Window::expire`] first) gives
+    /// nothing back; no count goes below zero.
+    pub fn give_back(&mut self, sec: i64, n: u64) {
+        let Some(i) = self.buckets.iter().position(|&(s, _)| s == sec) else {
+            return;
+        };
+        let taken = n.min(self.buckets[i].1);
+        self.buckets[i].1 -= taken;
+        self.total -= taken;
+        if self.buckets[i].1 == 0 {
+            self.buckets.remove(i);
+        }
+    }
+
+    /// [`Window::state`] for requests of `cost` units: the retry instant is
+    /// when one more request of that cost fits (none when the cost exceeds
+    /// the limit: waiting does not help).
+    pub fn state_for(&self, now_ms: i64, limit: u64, cost: u64) -> WindowState {
         let reset_at = match self.buckets.front() {
             Some(&(sec, _)) => sec + BUCKET_LIFETIME_SECS,
             None => now_ms.div_euclid(1000) + i64::from(now_ms.rem_euclid(1000) != 0),
         };
-        let retry_at_ms = (self.total >= limit).then(|| {
-            // The earliest bucket whose departure brings the count below the limit.
+        let full = self.total.saturating_add(cost) > limit && cost <= limit;
+        let retry_at_ms = full.then(|| {
+            // The earliest bucket whose departure makes room for `cost`.
             let mut left = self.total;
             let mut at = now_ms;
             for &(sec, n) in &self.buckets {
                 left -= n;
                 at = (sec + BUCKET_LIFETIME_SECS) * 1000;
-                if left < limit {
+                if left + cost <= limit {
                     break;
                 }
             }

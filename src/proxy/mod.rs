@@ -20,12 +20,14 @@ use crate::app::{App, Live};
 use crate::auth::{self, AuthError, Principal};
 use crate::body::ProxyBody;
 use crate::clock::iso8601;
+use crate::config::RefundReason;
 use crate::error::{json_response, ApiError, WireForm};
 use crate::headers::decorate;
+use crate::limits::policy::{Policy, PolicyOutcome};
 use crate::limits::{month, LimitState, Verdict};
 use crate::metrics::{AuthRejection, Outcome};
 use crate::routes::{normalize, Requirement};
-use crate::store::{AdmitRequest, StoreError, UsageRequest};
+use crate::store::{AdmitRequest, Refund, StoreError, UsageRequest};
 use crate::telemetry::AccessRecord;
 use crate::usage::UsageDoc;
 use forward::{ForwardContext, Peer};
@@ -127,6 +129,8 @@ struct Trace {
     upstream_status: Option<u16>,
     /// Monthly `used` and `limit` as the store reported them.
     quota: Option<(u64, u64)>,
+    /// Forwarded under shadow mode: the refusal it would have got.
+    shadow: Option<&'static str>,
 }
 
 /// Serves one public request from `peer`; never fails.
@@ -167,6 +171,7 @@ pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: Peer) -> Re
         key_id: trace.key_id.as_deref(),
         upstream_status: trace.upstream_status,
         decision: outcome,
+        shadow: trace.shadow,
         duration: elapsed,
     }
     .emit();
@@ -233,15 +238,21 @@ async fn serve(
         return org::handle(app, live, &caller, req, &path[ORG_KEYS_PATH.len()..]).await;
     }
 
-    // 4. The scope the route needs.
-    let scope = match live.routes.requirement(req.method(), &path) {
-        Requirement::Route { scope, .. } => scope,
-        Requirement::ValidKey => None,
+    // 4. The route: the scope it needs, its cost and shadow setting.
+    let (scope, route) = match live.routes.requirement(req.method(), &path) {
+        Requirement::Route { scope, index } => (scope, Some(index)),
+        Requirement::ValidKey => (None, None),
     };
 
-    // 5. Admission: key and client status, scope, both limits, in one atomic store call.
-    let state = admit(app, live, &caller, scope).await?;
+    // 5. Admission: key and client status, scope, both limits (at the
+    // route's cost, shadowed or not), in one atomic store call.
+    let admitted = admit(app, live, &caller, scope, live.policy(route)).await?;
+    let state = admitted.state;
     trace.quota = Some((state.monthly_used, state.monthly));
+    if let Some(reason) = admitted.policy.shadow.and_then(shadow_reason) {
+        app.metrics.shadow_refusal(reason);
+        trace.shadow = Some(reason);
+    }
 
     // 6. Forward, streaming both ways.
     let ctx = ForwardContext {
@@ -259,10 +270,31 @@ async fn serve(
             | ApiError::BadRequest(_) => Refusal::new(e, Outcome::bad_request)
                 .with_state(Some(state))
                 .closing(),
-            _ => Refusal::new(e, Outcome::upstream_error).with_state(Some(state)),
+            _ => {
+                if matches!(e, ApiError::BadGateway(_) | ApiError::GatewayTimeout(_)) {
+                    // The upstream never answered.
+                    refund(
+                        app,
+                        live,
+                        &principal.client_id,
+                        &admitted,
+                        RefundReason::Unreachable,
+                    );
+                }
+                Refusal::new(e, Outcome::upstream_error).with_state(Some(state))
+            }
         })?;
     app.metrics.upstream(upstream_elapsed);
     trace.upstream_status = Some(resp.status().as_u16());
+    if resp.status().is_server_error() {
+        refund(
+            app,
+            live,
+            &principal.client_id,
+            &admitted,
+            RefundReason::ServerError,
+        );
+    }
 
     // 7. Decorate.
     decorate(resp.headers_mut(), &state, live.ietf());
@@ -276,13 +308,47 @@ pub(crate) struct Caller<'a> {
     pub ip: IpAddr,
 }
 
+/// An admitted (and counted) request: the limit state after it, and what
+/// the policies did (its cost, a shadowed refusal).
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    state: LimitState,
+    policy: PolicyOutcome,
+    /// Counted by the store (not by the degraded-mode local limiter).
+    in_store: bool,
+}
+
+/// The metric label and access-log suffix of a shadowed refusal.
+fn shadow_reason(v: Verdict) -> Option<&'static str> {
+    match v {
+        Verdict::RateLimited => Some("rate_limited"),
+        Verdict::QuotaExhausted => Some("quota_exceeded"),
+        _ => None,
+    }
+}
+
+/// Policies: queues the refund of an admitted request whose outcome
+/// `[limits] refund_on` names; the store call runs off the request path.
+fn refund(app: &App, live: &Live, client_id: &str, admitted: &Admitted, reason: RefundReason) {
+    if !admitted.in_store || !live.config.limits.refunds(reason) {
+        return;
+    }
+    let refund = Refund {
+        client_id: client_id.to_owned(),
+        units: admitted.policy.cost,
+        at_ms: admitted.state.now_ms,
+    };
+    app.refunds.submit(refund, reason.as_str());
+}
+
 /// Runs the admission check; `Ok` only for an admitted (and counted) request.
 async fn admit(
     app: &App,
     live: &Live,
     c: &Caller<'_>,
     scope: Option<&str>,
-) -> Result<LimitState, Refusal> {
+    policy: Policy,
+) -> Result<Admitted, Refusal> {
     let p = c.principal;
     let req = AdmitRequest {
         client_id: &p.client_id,
@@ -290,8 +356,10 @@ async fn admit(
         gen: p.gen,
         scope,
         defaults: live.defaults(),
+        policy,
     };
     let started = Instant::now();
+    let mut in_store = true;
     let result = app.store.admit(&req).await;
     app.metrics.store_call(started.elapsed(), result.is_ok());
     let decision = match (result, &app.degraded) {
@@ -303,11 +371,31 @@ async fn admit(
         // failure_mode = "open": only a key this process verified gets here.
         (Err(StoreError::Unavailable(_)), Some(degraded)) => {
             let now_ms = app.clock.now_ms();
-            degraded.admit(p, scope, live.defaults(), now_ms, &app.metrics)
+            let cost = req.policy.cost;
+            let d = degraded.admit(p, scope, (live.defaults(), cost), now_ms, &app.metrics);
+            // Counted here, not in the store: nothing there to refund.
+            in_store = false;
+            d
         }
         (Err(e), _) => return Err(store_failure(e)),
     };
-    verdict_to_result(app, c, decision.verdict, decision.state, scope)
+    if decision.policy.plan_unknown {
+        app.metrics.plan_unknown();
+        live.note_unknown_plan(&p.client_id);
+    }
+    let state = verdict_to_result(
+        app,
+        c,
+        decision.verdict,
+        decision.state,
+        scope,
+        decision.policy,
+    )?;
+    Ok(Admitted {
+        state,
+        policy: decision.policy,
+        in_store,
+    })
 }
 
 /// Maps a store verdict to "go on" or the refusal SPEC.md prescribes.
@@ -317,7 +405,9 @@ fn verdict_to_result(
     verdict: Verdict,
     state: Option<LimitState>,
     scope: Option<&str>,
+    policy: PolicyOutcome,
 ) -> Result<LimitState, Refusal> {
+    let cost = policy.cost;
     let refuse =
         |error: ApiError, outcome: Outcome| Err(Refusal::new(error, outcome).with_state(state));
     match (verdict, state) {
@@ -343,11 +433,34 @@ fn verdict_to_result(
             )),
             Outcome::forbidden,
         ),
+        (Verdict::RateLimited, Some(st)) if cost > st.per_minute => refuse(
+            ApiError::OverLimit(format!(
+                "This route costs {cost} units per request, more than the per-minute limit \
+                 of {} units allows; it can never be admitted on this limit.",
+                st.per_minute
+            )),
+            Outcome::rate_limited,
+        ),
+        (Verdict::QuotaExhausted, Some(st)) if cost > st.monthly => refuse(
+            ApiError::OverLimit(format!(
+                "This route costs {cost} units per request, more than the monthly quota \
+                 of {} units allows; it can never be admitted on this quota.",
+                st.monthly
+            )),
+            Outcome::quota_exceeded,
+        ),
         (Verdict::RateLimited, st) => {
             let retry_after = st.and_then(|s| s.retry_after_secs(verdict)).unwrap_or(1);
+            let mut message = format!("Rate limit exceeded. Retry after {retry_after} seconds.");
+            if let (Some(s), true) = (st, cost > 1) {
+                message.push_str(&format!(
+                    " This route costs {cost} units; {} of {} units remain in the window.",
+                    s.remaining, s.per_minute
+                ));
+            }
             refuse(
                 ApiError::RateLimited {
-                    message: format!("Rate limit exceeded. Retry after {retry_after} seconds."),
+                    message,
                     retry_after,
                 },
                 Outcome::rate_limited,
@@ -357,9 +470,18 @@ fn verdict_to_result(
             let now_s = st.map_or(0, |s| s.now_ms.div_euclid(1000));
             let reset = iso8601(month::next_month_start(now_s));
             let retry_after = st.and_then(|s| s.retry_after_secs(verdict)).unwrap_or(1);
+            let mut message = String::from("Monthly quota exhausted.");
+            if let (Some(s), true) = (st, cost > 1) {
+                message.push_str(&format!(
+                    " This route costs {cost} units; {} of {} units remain this month.",
+                    s.monthly_remaining(),
+                    s.monthly
+                ));
+            }
+            message.push_str(&format!(" It resets at {reset}."));
             refuse(
                 ApiError::RateLimited {
-                    message: format!("Monthly quota exhausted. It resets at {reset}."),
+                    message,
                     retry_after,
                 },
                 Outcome::quota_exceeded,
@@ -375,12 +497,20 @@ async fn checked_usage(app: &App, live: &Live, c: &Caller<'_>) -> Result<LimitSt
         client_id: &p.client_id,
         key: Some((&p.key_id, p.gen)),
         defaults: live.defaults(),
+        policy: live.policy(None),
     };
     let started = Instant::now();
     let result = app.store.usage(&req).await;
     app.metrics.store_call(started.elapsed(), result.is_ok());
     let decision = result.map_err(store_failure)?;
-    verdict_to_result(app, c, decision.verdict, decision.state, None)
+    verdict_to_result(
+        app,
+        c,
+        decision.verdict,
+        decision.state,
+        None,
+        decision.policy,
+    )
 }
 
 /// `GET /api/v1/client/usage`: answered even when the limits are exhausted.

@@ -36,12 +36,24 @@
 --          the session has passed, or that was fenced, is refused ({SETTLED}); the same
 --          call again (a client library's retry) returns the recorded reply and counts
 --          nothing again.
+-- ARGV[13] Policies: units one request counts (the route's cost, 1..10000; "" means 1)
+-- ARGV[14] Policies: the route's shadow setting, "1" / "0", or "" (not set)
+-- ARGV[15] Policies: the plans in force and [limits] shadow, as
+--          src/limits/policy.rs `Plans::encoded` writes them:
+--          "<0|1>;<name>=<per_minute>,<monthly>,<shadow 0|1>;..." (empty fields: not
+--          set; "" for no plans and no shadow). Searched only when the client names a plan.
+-- ARGV[16] Policies: spare
 --
 -- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
---  admitted}: the state after the writes; `admitted` requests (the first ones
--- of the n) were counted, and `verdict` is the answer to the others (ADMITTED
--- when all n were). Reply slots 10..19 are for further fields (a reply is an
+--  admitted, shadow_verdict, cost, within * 2 + plan_unknown}: the state after the
+-- writes; `admitted` requests (the first ones of the n) were counted, and
+-- `verdict` is the answer to the others (ADMITTED when all n were). Policies:
+-- of the admitted, the first `within` fitted the limits and the rest were
+-- counted under shadow mode, each of them would have got `shadow_verdict`
+-- (0 when none was shadowed); `cost` is the units per request; `plan_unknown`
+-- is 1 when the client names a plan ARGV[15] does not define (it is then
+-- served with the defaults). Reply slots 13..19 are for further fields (a reply is an
 -- array: it ends at its first nil, so every slot before the last one used is
 -- filled); slot 20 is the session record's month, never returned.
 -- Corrupt data raises an error whose message starts with TGCORRUPT and names
@@ -139,6 +151,18 @@ if ARGV[9] and ARGV[9] ~= '' then
   end
 end
 
+-- Policies: the route's cost and shadow setting, the plans table.
+local cost = 1
+if ARGV[13] and ARGV[13] ~= '' then
+  cost = tonumber(ARGV[13])
+  if cost == nil or cost < 1 or cost ~= floor(cost) then
+    error({ err = 'ERR tollgate admit.lua: bad cost' })
+  end
+end
+local route_shadow, plans = ARGV[14] or '', ARGV[15] or ''
+-- Set by the admission below, reported in reply slots 10 and 12.
+local shadow_verdict, within, plan_unknown = 0, 0, 0
+
 local now_ms
 if ARGV[8] ~= '' then
   now_ms = int(ARGV[8], 'now_ms argument')
@@ -151,8 +175,8 @@ local now_s = floor(now_ms / 1000)
 -- The client hash (read first: a repeated call is answered from it).
 local c
 if session then
-  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', session)
-  local last = c[6]
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan', session)
+  local last = c[7]
   if last then
     local applied = tonumber(last)
     if applied == nil then
@@ -169,7 +193,7 @@ if session then
     end
   end
 else
-  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used')
+  c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan')
 end
 
 -- The key: exists, belongs to the client, not expired, and the caller's
@@ -203,8 +227,32 @@ end
 if c[1] ~= 'active' and c[1] ~= 'suspended' then
   corrupt('client status')
 end
-local per_minute = limit(c[2], ARGV[6], 'per_minute')
-local monthly = limit(c[3], ARGV[7], 'monthly')
+
+-- Policies: a limit is the client's own, else its plan's, else the default;
+-- shadow is the route's, else the plan's, else [limits]' (src/limits/policy.rs).
+local plan_pm, plan_mo, plan_shadow = '', '', ''
+if c[6] and c[6] ~= '' then
+  local at = string.find(plans, ';' .. c[6] .. '=', 1, true)
+  if at then
+    plan_pm, plan_mo, plan_shadow = string.match(plans, '^([^,;]*),([^,;]*),([^,;]*);',
+      at + #c[6] + 2)
+    if not plan_pm then
+      error({ err = 'ERR tollgate admit.lua: bad plans table' })
+    end
+  else
+    plan_unknown = 1
+  end
+end
+local shadow
+if route_shadow ~= '' then
+  shadow = route_shadow == '1'
+elseif plan_shadow ~= '' then
+  shadow = plan_shadow == '1'
+else
+  shadow = string.sub(plans, 1, 1) == '1'
+end
+local per_minute = limit(c[2], plan_pm ~= '' and plan_pm or ARGV[6], 'per_minute')
+local monthly = limit(c[3], plan_mo ~= '' and plan_mo or ARGV[7], 'monthly')
 
 -- The month: `used` counts only while `mon` is the current month.
 local period = period_id(now_s)
@@ -269,8 +317,8 @@ local function state(verdict, admitted)
     end
   end
   local retry_at_ms = -1
-  if total >= per_minute then
-    -- The earliest departure that brings the count below the limit.
+  if total + cost > per_minute and cost <= per_minute then
+    -- The earliest departure that makes room for one more request of `cost`.
     local left, at = total, now_ms
     if oldest then
       for sec = oldest, newest do
@@ -278,7 +326,7 @@ local function state(verdict, admitted)
         if n then
           left = left - int(n, 'window bucket')
           at = (sec + BUCKET_LIFETIME_SECS) * 1000
-          if left < per_minute then
+          if left + cost <= per_minute then
             break
           end
         end
@@ -287,7 +335,7 @@ local function state(verdict, admitted)
     retry_at_ms = at
   end
   return { verdict, now_ms, per_minute, max(per_minute - total, 0), reset_at,
-    monthly, used, retry_at_ms, admitted }
+    monthly, used, retry_at_ms, admitted, shadow_verdict, cost, within * 2 + plan_unknown }
 end
 
 if mode == 'usage' then
@@ -312,23 +360,33 @@ if scope then
     return state(SCOPE_DENIED, 0)
   end
 end
-if used >= monthly then
-  return state(QUOTA_EXHAUSTED, 0)
-end
-if total >= per_minute then
-  return state(RATE_LIMITED, 0)
-end
 
--- Admitted, as many as both limits have room for: the only writes of this script.
-local admitted = min(wanted, per_minute - total, monthly - used)
+-- Policies: admitted, in order, as many as both limits have room for at
+-- `cost` units each; the first that does not fit gets the refusal (the
+-- quota's first), or, under shadow mode, it and the rest are counted anyway.
+local month_room = max(monthly - used, 0)
+local fits = min(wanted, floor(max(per_minute - total, 0) / cost), floor(month_room / cost))
+local admitted, refusal = fits, ADMITTED
+if fits < wanted then
+  refusal = (month_room - fits * cost < cost) and QUOTA_EXHAUSTED or RATE_LIMITED
+  if shadow then
+    shadow_verdict, admitted = refusal, wanted
+  elseif fits == 0 then
+    return state(refusal, 0)
+  end
+end
+within = fits
+
+-- The only writes of this script.
+local units = admitted * cost
 if drop_window then
   call('DEL', win_key)
 elseif #expired > 0 then
   call('HDEL', win_key, unpack(expired))
 end
 local now_str = str(now_s)
-local new_bucket = call('HINCRBY', win_key, now_str, admitted) == admitted
-total = total + admitted
+local new_bucket = call('HINCRBY', win_key, now_str, units) == units
+total = total + units
 -- `o` and `n` are written only when they move (the window was empty or
 -- dropped, a bucket left, a new second began): most calls write `t` only.
 oldest = oldest and min(oldest, now_s) or now_s
@@ -347,7 +405,7 @@ if new_bucket then
   call('EXPIRE', win_key, BUCKET_LIFETIME_SECS + 1)
 end
 
-used = used + admitted
+used = used + units
 
 if last_used_at ~= now_str then
   call('HSET', key_key, 'last_used_at', now_str)
@@ -357,10 +415,8 @@ end
 local reply
 if admitted == wanted then
   reply = state(ADMITTED, admitted)
-elseif used >= monthly then
-  reply = state(QUOTA_EXHAUSTED, admitted)
 else
-  reply = state(RATE_LIMITED, admitted)
+  reply = state(refusal, admitted)
 end
 if session then
   -- The session's record, in the same write as the monthly counter.

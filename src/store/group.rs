@@ -17,7 +17,9 @@
 //!
 //! Counting stays exact, across processes too: the store admits
 //! `min(n, room in the window, room in the month)` of a batch atomically, as
-//! `n` calls in a row would, and [`Batch::decision`] gives each request of
+//! `n` calls in a row would (room counted in requests of the route's cost:
+//! the cost is part of the group, so a batch admits in queue order while
+//! each request's cost fits), and [`Batch::decision`] gives each request of
 //! the batch the decision (and the `X-RateLimit-Remaining`) it would have got
 //! from its own call in that order.
 //!
@@ -34,6 +36,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{AdmitRequest, StoreError};
+use crate::limits::policy::Policy;
 use crate::limits::{Decision, Limits, Verdict};
 
 /// Most requests one store call admits; a longer queue goes in several calls.
@@ -48,6 +51,8 @@ pub struct GroupKey {
     pub gen: u64,
     pub scope: Option<String>,
     pub defaults: Limits,
+    /// Cost, route shadow and plans: requests of one batch share them.
+    pub policy: Policy,
 }
 
 impl GroupKey {
@@ -58,6 +63,7 @@ impl GroupKey {
             gen: req.gen,
             scope: req.scope.map(str::to_owned),
             defaults: req.defaults,
+            policy: req.policy.clone(),
         }
     }
 }
@@ -67,6 +73,10 @@ impl GroupKey {
 pub struct Batch {
     /// How many of the batch (its first ones) were admitted and counted.
     pub admitted: u64,
+    /// How many of the admitted ones were within the limits; the rest (up
+    /// to `admitted`) were counted under shadow mode, and `last.policy.shadow`
+    /// is the refusal they would have got.
+    pub within: u64,
     /// The state after the writes, with the verdict for the requests beyond
     /// `admitted` (`Admitted` when all were).
     pub last: Decision,
@@ -79,20 +89,31 @@ impl Batch {
         if i >= self.admitted {
             return self.last;
         }
-        // Requests after `i` in the batch took `later` more from both limits.
+        let cost = self.last.policy.cost.max(1);
+        let shadowed = i >= self.within;
+        // Requests after `i` in the batch took `later` requests' units more
+        // from both limits (of which `later_within` within the window's room).
         let later = self.admitted - 1 - i;
+        let later_within = self.within.saturating_sub(i + 1);
         let state = self.last.state.map(|mut s| {
-            s.remaining += later;
-            s.monthly_used = s.monthly_used.saturating_sub(later);
-            if later > 0 {
+            if !shadowed {
+                s.remaining += later_within * cost;
+            }
+            s.monthly_used = s.monthly_used.saturating_sub(later * cost);
+            if later_within > 0 {
                 // The window had room left after this request: no retry instant.
                 s.window_retry_at_ms = None;
             }
             s
         });
+        let mut policy = self.last.policy;
+        if !shadowed {
+            policy.shadow = None;
+        }
         Decision {
             verdict: Verdict::Admitted,
             state,
+            policy,
         }
     }
 }
@@ -286,7 +307,9 @@ mod tests {
     fn batch(admitted: u64, verdict: Verdict, remaining: u64, used: u64) -> Batch {
         Batch {
             admitted,
+            within: admitted,
             last: Decision {
+                policy: Default::default(),
                 verdict,
                 state: Some(LimitState {
                     now_ms: 1_000,
@@ -328,10 +351,8 @@ mod tests {
     fn a_refused_batch_refuses_all() {
         let b = Batch {
             admitted: 0,
-            last: Decision {
-                verdict: Verdict::KeyInvalid,
-                state: None,
-            },
+            within: 0,
+            last: Decision::new(Verdict::KeyInvalid, None),
         };
         assert_eq!(b.decision(0), b.last);
         assert_eq!(b.decision(7), b.last);

@@ -17,8 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
+use super::{AdmitRequest, Refund, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::{Clock, SystemClock};
+use crate::limits::policy::{self, Policy, PolicyOutcome, Resolved};
 use crate::limits::window::Window;
 use crate::limits::{month, Decision, LimitState, Limits, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
@@ -56,11 +57,15 @@ struct ClientEntry {
 }
 
 impl ClientEntry {
-    fn limits(&self, defaults: Limits) -> Limits {
-        Limits {
-            per_minute: self.client.per_minute.unwrap_or(defaults.per_minute),
-            monthly: self.client.monthly.unwrap_or(defaults.monthly),
-        }
+    /// The client's limits and shadow setting (own, plan, `[limits]`).
+    fn resolve(&self, defaults: Limits, policy: &Policy) -> Resolved {
+        let c = &self.client;
+        policy::resolve(
+            (c.per_minute, c.monthly),
+            c.plan.as_deref(),
+            defaults,
+            policy,
+        )
     }
 
     /// Requests counted in the month `period`, without rolling anything over.
@@ -74,10 +79,11 @@ impl ClientEntry {
     }
 
     /// The limit state at `now_ms`, in the month `period` (the
-    /// [`month::period_id`] of `now_ms`); counts nothing.
-    fn state(&mut self, now_ms: i64, period: u32, limits: Limits) -> LimitState {
+    /// [`month::period_id`] of `now_ms`), for requests of `cost` units;
+    /// counts nothing.
+    fn state(&mut self, now_ms: i64, period: u32, limits: Limits, cost: u64) -> LimitState {
         self.window.expire(now_ms);
-        let w = self.window.state(now_ms, limits.per_minute);
+        let w = self.window.state_for(now_ms, limits.per_minute, cost);
         LimitState {
             now_ms,
             per_minute: limits.per_minute,
@@ -97,7 +103,7 @@ enum KeyCheck<'a> {
 }
 
 fn refused(verdict: Verdict, state: Option<LimitState>) -> Decision {
-    Decision { verdict, state }
+    Decision::new(verdict, state)
 }
 
 impl MemoryStore {
@@ -182,6 +188,9 @@ impl Store for MemoryStore {
         }
         if let Some(n) = patch.monthly {
             c.monthly = Some(n);
+        }
+        if let Some(plan) = &patch.plan {
+            c.plan = plan.clone();
         }
         Ok(Some(c.clone()))
     }
@@ -277,28 +286,46 @@ impl Store for MemoryStore {
         let Some(entry) = inner.clients.get_mut(req.client_id) else {
             return Ok(refused(Verdict::ClientMissing, None));
         };
-        let limits = entry.limits(req.defaults);
-        let state = entry.state(now_ms, period, limits);
+        let cost = req.policy.cost.max(1);
+        let resolved = entry.resolve(req.defaults, &req.policy);
+        let limits = resolved.limits;
+        let state = entry.state(now_ms, period, limits, cost);
+        let mut outcome = PolicyOutcome {
+            cost,
+            shadow: None,
+            plan_unknown: resolved.plan_unknown,
+        };
+        let decided = |verdict, state| Decision {
+            verdict,
+            state: Some(state),
+            policy: outcome,
+        };
+        // Never shadowed: suspension and scope.
         if entry.client.status != ClientStatus::Active {
-            return Ok(refused(Verdict::ClientSuspended, Some(state)));
+            return Ok(decided(Verdict::ClientSuspended, state));
         }
         if req.scope.is_some_and(|s| !key.has_scope(s)) {
-            return Ok(refused(Verdict::ScopeDenied, Some(state)));
+            return Ok(decided(Verdict::ScopeDenied, state));
         }
-        if state.monthly_used >= limits.monthly {
-            return Ok(refused(Verdict::QuotaExhausted, Some(state)));
-        }
-        if state.remaining == 0 {
-            return Ok(refused(Verdict::RateLimited, Some(state)));
+        // Policies: the request fits if `cost` units remain in both limits;
+        // one that does not is refused, or counted anyway under shadow mode.
+        let month_room = limits.monthly.saturating_sub(state.monthly_used);
+        if policy::fitting(1, cost, state.remaining, month_room) == 0 {
+            let verdict = policy::refusal(cost, month_room);
+            if !resolved.shadow {
+                return Ok(decided(verdict, state));
+            }
+            outcome.shadow = Some(verdict);
         }
 
         // Admitted: count it against both limits.
-        entry.window.add(now_ms, 1);
-        entry.month = (period, state.monthly_used + 1);
+        entry.window.add(now_ms, cost);
+        entry.month = (period, state.monthly_used + cost);
         key.last_used_at = Some(now_s);
         Ok(Decision {
             verdict: Verdict::Admitted,
-            state: Some(entry.state(now_ms, period, limits)),
+            state: Some(entry.state(now_ms, period, limits, cost)),
+            policy: outcome,
         })
     }
 
@@ -317,14 +344,40 @@ impl Store for MemoryStore {
         let Some(entry) = inner.clients.get_mut(req.client_id) else {
             return Ok(refused(Verdict::ClientMissing, None));
         };
-        let limits = entry.limits(req.defaults);
-        let state = entry.state(now_ms, month::period_id(now_ms.div_euclid(1000)), limits);
-        if req.key.is_some() && entry.client.status != ClientStatus::Active {
-            return Ok(refused(Verdict::ClientSuspended, Some(state)));
-        }
+        let resolved = entry.resolve(req.defaults, &req.policy);
+        let period = month::period_id(now_ms.div_euclid(1000));
+        let state = entry.state(now_ms, period, resolved.limits, 1);
+        let policy = PolicyOutcome {
+            plan_unknown: resolved.plan_unknown,
+            ..PolicyOutcome::default()
+        };
+        let verdict = if req.key.is_some() && entry.client.status != ClientStatus::Active {
+            Verdict::ClientSuspended
+        } else {
+            Verdict::Admitted
+        };
         Ok(Decision {
-            verdict: Verdict::Admitted,
+            verdict,
             state: Some(state),
+            policy,
         })
+    }
+
+    async fn refund(&self, r: &Refund) -> Result<(), StoreError> {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.clients.get_mut(&r.client_id) else {
+            return Ok(());
+        };
+        // Policies: the arithmetic of settle.lua's "give back" — the second
+        // if it is still in the window, the month if it is still the one.
+        entry.window.expire(now_ms);
+        entry.window.give_back(r.at_ms.div_euclid(1000), r.units);
+        let (counted, used) = entry.month;
+        if counted == month::period_id(r.at_ms.div_euclid(1000)) {
+            entry.month = (counted, used.saturating_sub(r.units));
+        }
+        // billing: history refunded +units here
+        Ok(())
     }
 }

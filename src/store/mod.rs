@@ -26,6 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::clock::Clock;
+use crate::limits::policy::Policy;
 use crate::limits::{Decision, Limits};
 use crate::model::{Client, ClientPatch, KeyRecord};
 
@@ -60,6 +61,8 @@ pub struct AdmitRequest<'a> {
     pub scope: Option<&'a str>,
     /// The config defaults for a client that sets no limits.
     pub defaults: Limits,
+    /// The route's cost and shadow setting, and the plans in force.
+    pub policy: Policy,
 }
 
 /// A read of a client's limit state that counts nothing. With `key`, the key
@@ -70,6 +73,20 @@ pub struct UsageRequest<'a> {
     /// `(key_id, gen)`.
     pub key: Option<(&'a str, u64)>,
     pub defaults: Limits,
+    /// The plans in force (cost and route shadow are not used).
+    pub policy: Policy,
+}
+
+/// An admitted request given back (`[limits] refund_on`): `units` leave both
+/// counters in the window second and the month of `at_ms`, the store time of
+/// its admission ([`crate::limits::LimitState::now_ms`]). A second that has
+/// left the window, or a month that has ended, gives nothing back; no
+/// counter goes below zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub client_id: String,
+    pub units: u64,
+    pub at_ms: i64,
 }
 
 /// Where the store's time comes from.
@@ -128,6 +145,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError>;
     /// The client's limit state; counts nothing. Verdict `Admitted` means "ok".
     async fn usage(&self, req: &UsageRequest<'_>) -> Result<Decision, StoreError>;
+    /// Gives back an admitted request's units (see [`Refund`]); one atomic operation.
+    async fn refund(&self, refund: &Refund) -> Result<(), StoreError>;
 }
 
 /// A store shared by the whole process.

@@ -106,6 +106,7 @@ mod tests {
                 per_minute: 10,
                 monthly: 100,
             },
+            policy: Default::default(),
         }
     }
 

@@ -19,19 +19,81 @@
 -- ARGV[4]  the field r:<session>
 -- ARGV[5]  now in Unix milliseconds; "" to read the server's TIME (production)
 --
+-- Policies: mode "refund" gives back an answered admission (`[limits]
+-- refund_on`): ARGV[2] its units, ARGV[3] the second it counted in (Unix
+-- seconds), ARGV[4] its month (YYYYMM); returns {}.
+--
 -- Returns {} when the call was not applied (it is fenced now, or was
 -- before); {-1} when it was applied and voided before, or the session has
 -- moved past it; else the recorded reply of admit.lua (for "void": the reply
 -- whose admissions were undone now).
 
 local client_key, win_key = KEYS[1], KEYS[2]
-local mode, session, seq, record = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if (mode ~= 'check' and mode ~= 'void') or seq == nil or record == nil then
-  error({ err = 'ERR tollgate settle.lua: bad arguments' })
-end
+local mode = ARGV[1]
 
 local function str(n)
   return string.format('%d', n)
+end
+
+-- Gives back `units` counted in second `sec` of month `period` (YYYYMM): a
+-- counter never goes below zero, a month that has ended keeps its count,
+-- and a bucket that has left the window is gone already (one still stored
+-- after it left moves with `t`, so the window's count is unchanged).
+local function give_back(units, sec, period)
+  local c = redis.call('HMGET', client_key, 'mon', 'used')
+  if c[1] and tonumber(c[1]) == period then
+    local used = math.max((tonumber(c[2]) or 0) - units, 0)
+    redis.call('HSET', client_key, 'used', str(used))
+  end
+
+  local b = tonumber(redis.call('HGET', win_key, str(sec)))
+  if b then
+    local w = redis.call('HMGET', win_key, 't', 'o', 'n')
+    local total = math.max((tonumber(w[1]) or 0) - math.min(units, b), 0)
+    local oldest, newest = tonumber(w[2]), tonumber(w[3])
+    if b > units then
+      redis.call('HSET', win_key, str(sec), str(b - units), 't', str(total))
+    elseif total == 0 or oldest == nil or newest == nil then
+      redis.call('DEL', win_key)
+    else
+      -- The bucket is gone: move `o` or `n` to the next bucket that remains.
+      redis.call('HDEL', win_key, str(sec))
+      if sec == oldest then
+        for s = sec + 1, newest do
+          if redis.call('HEXISTS', win_key, str(s)) == 1 then
+            oldest = s
+            break
+          end
+        end
+      end
+      if sec == newest then
+        for s = sec - 1, oldest, -1 do
+          if redis.call('HEXISTS', win_key, str(s)) == 1 then
+            newest = s
+            break
+          end
+        end
+      end
+      redis.call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
+    end
+  end
+end
+
+-- Policies: a refund (`[limits] refund_on`) is the same give-back, of an
+-- admission that was answered, by its units, second and month.
+if mode == 'refund' then
+  local units, sec, period = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  if units == nil or sec == nil or period == nil or units < 0 then
+    error({ err = 'ERR tollgate settle.lua: bad refund arguments' })
+  end
+  give_back(units, sec, period)
+  -- billing: history refunded +units here
+  return {}
+end
+
+local session, seq, record = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if (mode ~= 'check' and mode ~= 'void') or seq == nil or record == nil then
+  error({ err = 'ERR tollgate settle.lua: bad arguments' })
 end
 
 local last = redis.call('HGET', client_key, session)
@@ -69,49 +131,7 @@ if mode == 'check' then
 end
 
 -- Void: give back what the call counted, in the second and month it
--- counted in; a counter never goes below zero, a bucket that has left the
--- window is gone already.
-local admitted = reply[9]
-local sec = math.floor(reply[2] / 1000)
-
-local c = redis.call('HMGET', client_key, 'mon', 'used')
-if c[1] and tonumber(c[1]) == period then
-  local used = math.max((tonumber(c[2]) or 0) - admitted, 0)
-  redis.call('HSET', client_key, 'used', str(used), session, 'V' .. ARGV[3])
-else
-  redis.call('HSET', client_key, session, 'V' .. ARGV[3])
-end
-
-local b = tonumber(redis.call('HGET', win_key, str(sec)))
-if b then
-  local w = redis.call('HMGET', win_key, 't', 'o', 'n')
-  local total = math.max((tonumber(w[1]) or 0) - math.min(admitted, b), 0)
-  local oldest, newest = tonumber(w[2]), tonumber(w[3])
-  if b > admitted then
-    redis.call('HSET', win_key, str(sec), str(b - admitted), 't', str(total))
-  elseif total == 0 or oldest == nil or newest == nil then
-    redis.call('DEL', win_key)
-  else
-    -- The bucket is gone: move `o` or `n` to the next bucket that remains.
-    redis.call('HDEL', win_key, str(sec))
-    if sec == oldest then
-      for s = sec + 1, newest do
-        if redis.call('HEXISTS', win_key, str(s)) == 1 then
-          oldest = s
-          break
-        end
-      end
-    end
-    if sec == newest then
-      for s = sec - 1, oldest, -1 do
-        if redis.call('HEXISTS', win_key, str(s)) == 1 then
-          newest = s
-          break
-        end
-      end
-    end
-    redis.call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
-  end
-end
-
+-- counted in.
+redis.call('HSET', client_key, session, 'V' .. ARGV[3])
+give_back(reply[9] * (reply[11] or 1), math.floor(reply[2] / 1000), period)
 return reply

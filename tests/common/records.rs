@@ -11,6 +11,7 @@ pub fn client(id: &str) -> Client {
         status: ClientStatus::Active,
         per_minute: None,
         monthly: None,
+        plan: None,
         created_at: 1_770_000_000,
     }
 }

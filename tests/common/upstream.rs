@@ -4,7 +4,8 @@
 //! answered with a JSON echo, after streaming the request body through
 //! without holding it. Special paths:
 //! - `/stream/<bytes>`: answers with a streamed body of that many bytes;
-//! - `/slow/<ms>`: waits that long before answering.
+//! - `/slow/<ms>`: waits that long before answering;
+//! - `/status/<code>`: answers with that status.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -156,6 +157,13 @@ async fn handle(
         "body_len": rec.body_len,
     });
     let mut resp = Response::new(http_body_util::Full::new(Bytes::from(echo.to_string())).boxed());
+    if let Some(code) = path
+        .strip_prefix("/status/")
+        .and_then(|n| n.parse::<u16>().ok())
+        .and_then(|n| hyper::StatusCode::from_u16(n).ok())
+    {
+        *resp.status_mut() = code;
+    }
     resp.headers_mut().insert(
         "content-type",
         "application/json".parse().expect("static header"),

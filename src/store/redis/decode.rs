@@ -29,19 +29,23 @@ pub(super) fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
     match (verdict, reply) {
         (Verdict::KeyInvalid | Verdict::ClientMissing, [_]) => Ok(Batch {
             admitted: 0,
-            last: Decision {
-                verdict,
-                state: None,
-            },
+            within: 0,
+            last: Decision::new(verdict, None),
         }),
         (
             _,
-            // Slots 10.. (admit.lua) carry further fields; their readers take them.
-            &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms, admitted, ..],
+            // Slots 13.. (admit.lua) carry further fields; their readers take them.
+            &[_, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms, admitted, ref rest @ ..],
         ) => Ok(Batch {
             admitted: u(admitted)?,
+            within: match rest.get(2) {
+                Some(&n) => u(n)? / 2,
+                // A reply recorded before policies: nothing was shadowed.
+                None => u(admitted)?,
+            },
             last: Decision {
                 verdict,
+                policy: decode_policy(rest)?,
                 state: Some(LimitState {
                     now_ms,
                     per_minute: u(per_minute)?,
@@ -55,6 +59,28 @@ pub(super) fn decode_batch(reply: &[i64]) -> Result<Batch, StoreError> {
         }),
         _ => Err(bad()),
     }
+}
+
+/// Policies: reply slots 10..12 of `admit.lua` (shadow verdict, cost,
+/// within * 2 + plan_unknown); absent in a reply recorded before them.
+fn decode_policy(slots: &[i64]) -> Result<PolicyOutcome, StoreError> {
+    let bad = || StoreError::Corrupt("unexpected admit reply".into());
+    let Some(&[shadow, cost, flags]) = slots.get(..3) else {
+        return Ok(PolicyOutcome::default());
+    };
+    let shadow = match shadow {
+        0 => None,
+        5 | 6 => VERDICTS.get(shadow as usize).copied(),
+        _ => return Err(bad()),
+    };
+    Ok(PolicyOutcome {
+        cost: u64::try_from(cost)
+            .ok()
+            .filter(|&c| c >= 1)
+            .ok_or_else(bad)?,
+        shadow,
+        plan_unknown: flags & 1 == 1,
+    })
 }
 
 pub(super) fn corrupt(what: &str) -> StoreError {
@@ -120,6 +146,7 @@ pub(super) fn client_from_hash(
         status: ClientStatus::parse(status).ok_or_else(|| corrupt("client status"))?,
         per_minute: optional_num(h, cf::PER_MINUTE, WHAT)?,
         monthly: optional_num(h, cf::MONTHLY, WHAT)?,
+        plan: h.get(cf::PLAN).filter(|p| !p.is_empty()).cloned(),
         created_at: parse_num(required(h, cf::CREATED_AT, WHAT)?, cf::CREATED_AT, WHAT)?,
     })
 }
@@ -135,6 +162,9 @@ pub(super) fn client_fields(c: &Client) -> Vec<(&'static str, String)> {
     }
     if let Some(n) = c.monthly {
         f.push((cf::MONTHLY, n.to_string()));
+    }
+    if let Some(p) = &c.plan {
+        f.push((cf::PLAN, p.clone()));
     }
     f
 }
@@ -152,6 +182,10 @@ pub(super) fn patch_fields(p: &ClientPatch) -> Vec<(&'static str, String)> {
     }
     if let Some(n) = p.monthly {
         f.push((cf::MONTHLY, n.to_string()));
+    }
+    if let Some(plan) = &p.plan {
+        // An empty plan field is "no plan" (update_client.lua only sets fields).
+        f.push((cf::PLAN, plan.clone().unwrap_or_default()));
     }
     f
 }

@@ -39,6 +39,8 @@ pub mod client_field {
     pub const STATUS: &str = "status";
     pub const PER_MINUTE: &str = "per_minute";
     pub const MONTHLY: &str = "monthly";
+    /// The client's plan name; absent or empty: none.
+    pub const PLAN: &str = "plan";
     pub const CREATED_AT: &str = "created_at";
     /// `YYYYMM` of the month `USED` counts (written by `admit.lua`).
     pub const MONTH: &str = "mon";

@@ -55,9 +55,10 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::group::{AdmitMany, Batch, GroupCommit, GroupKey};
 use super::once::{CallId, Session, VOID_WINDOW};
-use super::{AdmitRequest, Store, StoreError, TimeSource, UsageRequest};
+use super::{AdmitRequest, Refund, Store, StoreError, TimeSource, UsageRequest};
 use crate::clock::Clock;
-use crate::limits::{Decision, LimitState, Verdict};
+use crate::limits::policy::{Policy, PolicyOutcome};
+use crate::limits::{month, Decision, LimitState, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
 
 mod conn;
@@ -429,6 +430,7 @@ impl RedisStore {
         key: Option<(&str, u64)>,
         scope: Option<&str>,
         defaults: crate::limits::Limits,
+        policy: &Policy,
         n: u64,
         call: Option<&CallId>,
         deadline: Instant,
@@ -447,11 +449,22 @@ impl RedisStore {
             .arg(defaults.monthly.to_string())
             .arg(self.now_arg())
             .arg(n.to_string());
-        if let Some(call) = call {
-            inv.arg(&call.session.state)
+        match call {
+            Some(call) => inv
+                .arg(&call.session.state)
                 .arg(call.seq.to_string())
-                .arg(&call.session.record);
-        }
+                .arg(&call.session.record),
+            None => inv.arg("").arg("").arg(""),
+        };
+        // Policies: ARGV[13] cost, ARGV[14] the route's shadow, ARGV[15] the plans.
+        let route_shadow = match policy.route_shadow {
+            Some(true) => "1",
+            Some(false) => "0",
+            None => "",
+        };
+        inv.arg(policy.cost.to_string())
+            .arg(route_shadow)
+            .arg(policy.plans.encoded());
         let reply: Vec<i64> = self
             .call_until(
                 deadline,
@@ -502,6 +515,7 @@ impl RedisStore {
                     key,
                     scope,
                     group.defaults,
+                    &group.policy,
                     n,
                     Some(&call),
                     deadline,

@@ -272,10 +272,7 @@ impl Store for RedisStore {
     async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Decision, StoreError> {
         if req.key_id.is_empty() {
             // The script reads an empty key id as "no key check" (usage only).
-            return Ok(Decision {
-                verdict: Verdict::KeyInvalid,
-                state: None,
-            });
+            return Ok(Decision::new(Verdict::KeyInvalid, None));
         }
         self.inner.group.admit(req).await
     }
@@ -289,6 +286,7 @@ impl Store for RedisStore {
                 req.key,
                 None,
                 req.defaults,
+                &req.policy,
                 1,
                 None,
                 deadline,
@@ -296,5 +294,22 @@ impl Store for RedisStore {
             .await
             .map_err(|e| e.error)?;
         Ok(batch.last)
+    }
+
+    /// Policies: `settle.lua` in mode "refund", in the client's slot.
+    async fn refund(&self, r: &Refund) -> Result<(), StoreError> {
+        let sec = r.at_ms.div_euclid(1000);
+        let mut inv = self.inner.settle.prepare_invoke();
+        inv.key(layout::client(&r.client_id))
+            .key(layout::window(&r.client_id))
+            .arg("refund")
+            .arg(r.units.to_string())
+            .arg(sec.to_string())
+            .arg(month::period_id(sec).to_string())
+            .arg("");
+        let _: Vec<i64> = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
     }
 }
