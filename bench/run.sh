@@ -25,7 +25,8 @@
 # request, wrk with keep-alive; 0 leaves them out), STIME_PROCS (parallel
 # s_time processes, 8), REDIS_BATCH_KEYS (store.batch_keys of the
 # tollgate-redis rows, 64; 1 sends one script call per admission), OUT
-# (results file), KEEP (1: keep the work directory).
+# (results file), KEEP (1: keep the work directory), TG_BIN (a tollgate
+# binary to measure instead of building this tree's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -77,9 +78,17 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-log "building tollgate and bench-tool (release)"
-cargo build --release --quiet --bin tollgate --example bench-tool
-TG=$ROOT/target/release/tollgate
+if [ -n "${TG_BIN:-}" ]; then
+  # An earlier build, for a before/after pair in one sitting.
+  log "tollgate is $TG_BIN"
+  [ -x target/release/examples/bench-tool ] ||
+    cargo build --release --quiet --example bench-tool
+  TG=$(realpath "$TG_BIN")
+else
+  log "building tollgate and bench-tool (release)"
+  cargo build --release --quiet --bin tollgate --example bench-tool
+  TG=$ROOT/target/release/tollgate
+fi
 TOOL=$ROOT/target/release/examples/bench-tool
 
 WORK=$(mktemp -d /tmp/tollgate-bench.XXXXXX)

@@ -54,12 +54,20 @@ pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// closes the connection (hyper's default, pinned likewise).
 pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
-/// Runs `tollgate serve` to completion on a multi-threaded runtime.
+/// Runs `tollgate serve` to completion: on tokio's multi-threaded runtime,
+/// or, when `TOKIO_WORKER_THREADS=1` asks for a single worker, on the
+/// current-thread runtime, which serves the same tasks on one thread
+/// without the work-stealing scheduler's cross-thread bookkeeping
+/// (docs/operations.md, "One core").
 pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
     // Held until the process exits: dropping it writes out the queued log lines.
     let _log = crate::telemetry::init(&config.log);
     crate::tls::install_default_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match single_worker() {
+        true => tokio::runtime::Builder::new_current_thread(),
+        false => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -73,6 +81,12 @@ pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
     // `_log` is dropped here, after the runtime: every line queued until now,
     // the drain's included, is written before `main` returns.
     result
+}
+
+/// Whether `TOKIO_WORKER_THREADS` (tokio's own setting, read by its
+/// multi-threaded runtime) asks for exactly one worker.
+fn single_worker() -> bool {
+    std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1")
 }
 
 /// Tries the store once at start-up and logs why it cannot be reached (a

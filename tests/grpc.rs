@@ -470,10 +470,11 @@ async fn auto_keeps_each_requests_version() {
 
 /// GOAWAY from the upstream (a graceful shutdown of its connection, as a
 /// rolling restart does) while calls are in flight and arriving: calls keep
-/// being served, on a new connection. A call that races the GOAWAY (handed
-/// to the closing connection, refused there unsent; hyper does not hand it
-/// back for a resend) may fail, and then only as UNAVAILABLE with tollgate's
-/// message — never another status, never a hang; they are a small fraction.
+/// being served, on a new connection, and none fails. A call that races the
+/// GOAWAY (opened above its last-stream-id, or handed to the closing
+/// connection) was not processed, and tollgate sends it once more on a new
+/// connection, its small body replayed (tests/upstream_retry.rs has the
+/// body over the replay buffer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_from_the_upstream_moves_calls_to_a_new_connection() {
     let up = GrpcUpstream::start().await;
@@ -522,15 +523,8 @@ async fn goaway_from_the_upstream_moves_calls_to_a_new_connection() {
         failed.len()
     );
     assert!(ok > 20, "only {ok} calls");
-    for st in &failed {
-        assert_eq!(st.code(), Code::Unavailable, "{st:?}");
-        assert_eq!(
-            st.message(),
-            "The upstream refused or broke the connection."
-        );
-    }
     assert!(
-        failed.len() * 20 <= ok as usize,
+        failed.is_empty(),
         "{} of {ok} calls failed: {failed:?}",
         failed.len()
     );

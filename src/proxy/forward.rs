@@ -1,5 +1,6 @@
-//! Forwarding to the upstream: the pooled clients, the request rewrite of
-//! SPEC.md ("Forwarding") and the response clean-up. Bodies stream both ways;
+//! Forwarding to the upstream: the request rewrite of SPEC.md
+//! ("Forwarding"), the choice of connection pool ([`crate::proxy::pool`])
+//! and the response clean-up. Bodies stream both ways;
 //! request bodies go through [`LimitedBody`] (size and pause limits). A
 //! response whose framing is ambiguous (`Content-Length` beside
 //! `Transfer-Encoding`, an unsolicited `101`) is answered 502 and its pooled
@@ -7,9 +8,9 @@
 //! keeps its `Upgrade` header and, once the upstream answers `101`, the two
 //! connections are joined into a tunnel.
 //!
-//! Protocols (docs/protocols.md): two clients, one speaking HTTP/1.1 (a pool
-//! of keep-alive connections) and one HTTP/2 only (one multiplexed
-//! connection: h2c prior knowledge on `http://`, ALPN `h2` on `https://`);
+//! Protocols (docs/protocols.md): two pools, one of HTTP/1.1 keep-alive
+//! connections and one HTTP/2 connection (multiplexed: h2c prior knowledge
+//! on `http://`, ALPN `h2` on `https://`);
 //! `upstream.protocol` picks one, or, with `auto`, the request's version
 //! does. `https://` upstreams are verified by rustls (roots of `upstream.ca`
 //! or the system's, hostname checked, SNI sent); a refused certificate is a
@@ -28,10 +29,9 @@ use http::StatusCode;
 use http::{HeaderMap, HeaderName, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 
 use crate::auth::{CredentialSource, Principal};
 use crate::body::ProxyBody;
@@ -42,6 +42,7 @@ use crate::headers::{
     X_TOLLGATE_CLIENT_ID, X_TOLLGATE_KEY_ID, X_TOLLGATE_SCOPES,
 };
 use crate::proxy::limits::{is_websocket_upgrade, BodyError, LimitedBody};
+use crate::proxy::pool::{Connector, Http1Pool, Http2Pool, Returning};
 use crate::settings::LiveServer;
 
 /// Headers some frameworks honour to change the method or the path of a
@@ -56,20 +57,21 @@ static REQUEST_OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-rewrite-url"),
 ];
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, LimitedBody<Incoming>>;
-
 /// The upstream and the pools of connections to it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// HTTP/1.1: `protocol = "http1"`, HTTP/1 requests under `"auto"`, and
     /// WebSocket upgrades whatever the protocol.
-    http1: UpstreamClient,
+    http1: Http1Pool,
     /// HTTP/2 only, one multiplexed connection: `"http2"`, and HTTP/2
     /// requests under `"auto"`.
-    http2: UpstreamClient,
+    http2: Http2Pool,
     protocol: UpstreamProtocol,
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` an HTTP/1.1 request gets when the client sent none: the
+    /// upstream's host, with its port unless it is the scheme's default.
+    host: Option<HeaderValue>,
     base_path: String,
     timeout: Duration,
     keep_credential: bool,
@@ -132,7 +134,7 @@ impl Upstream {
                 .map(|b| b.with_no_client_auth())
                 .unwrap_or_else(|e| unreachable!("ring supports TLS 1.2 and 1.3: {e}"))
         };
-        let connector = |h2: bool| {
+        let connector = |h2: bool| -> Connector {
             let mut http = HttpConnector::new();
             http.set_nodelay(true);
             http.set_connect_timeout(Some(cfg.connect_timeout));
@@ -151,23 +153,33 @@ impl Upstream {
                 b.enable_http1().wrap_connector(http)
             }
         };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            // Only a request hyper never wrote to a connection (closed, or
-            // past a GOAWAY, before it was sent) is retried on another; one
-            // that may have reached the upstream is not (docs/protocols.md).
-            .retry_canceled_requests(true);
-        let http1 = builder.build(connector(false));
-        let http2 = builder.http2_only(true).build(connector(true));
+        let scheme = if cfg.tls { Scheme::HTTPS } else { Scheme::HTTP };
+        // What the connector dials: the upstream's scheme and authority.
+        let target = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(cfg.authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_else(|e| unreachable!("a checked scheme and authority make a URI: {e}"));
+        let default_port = if cfg.tls { 443 } else { 80 };
+        let host = match cfg.authority.port_u16() {
+            Some(p) if p != default_port => {
+                HeaderValue::from_str(&format!("{}:{p}", cfg.authority.host())).ok()
+            }
+            _ => HeaderValue::from_str(cfg.authority.host()).ok(),
+        };
         Upstream {
-            http1,
-            http2,
+            http1: Http1Pool::new(
+                connector(false),
+                target.clone(),
+                cfg.pool_max_idle_per_host,
+                cfg.pool_idle_timeout,
+            ),
+            http2: Http2Pool::new(connector(true), target),
             protocol: cfg.protocol,
-            scheme: if cfg.tls { Scheme::HTTPS } else { Scheme::HTTP },
+            scheme,
             authority: cfg.authority.clone(),
+            host,
             base_path: cfg.base_path.clone(),
             timeout: cfg.timeout,
             keep_credential: cfg.keep_credential,
@@ -210,7 +222,6 @@ impl Upstream {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         let absolute_form = target_authority.is_some() && parts.version <= Version::HTTP_11;
         let original_host = target_authority.or_else(|| parts.headers.get(HOST).cloned());
-        parts.uri = self.uri(ctx.path, parts.uri.query())?;
         // The client and version: an upgrade needs HTTP/1.1 whatever the protocol.
         let h2 = websocket.is_none()
             && match self.protocol {
@@ -218,12 +229,14 @@ impl Upstream {
                 UpstreamProtocol::Http2 => true,
                 UpstreamProtocol::Auto => parts.version == Version::HTTP_2,
             };
-        let (client, version) = if h2 {
-            (&self.http2, Version::HTTP_2)
+        // HTTP/2 names the upstream in `:scheme` / `:authority` (an absolute
+        // URI); HTTP/1.1 sends the origin form, the host in `Host`.
+        parts.uri = self.uri(ctx.path, parts.uri.query(), h2)?;
+        parts.version = if h2 {
+            Version::HTTP_2
         } else {
-            (&self.http1, Version::HTTP_11)
+            Version::HTTP_11
         };
-        parts.version = version;
         // A gRPC call's deadline bounds the wait instead of upstream.timeout_ms.
         let timeout = match ctx.grpc {
             true => crate::grpc::timeout(&parts.headers).unwrap_or(self.timeout),
@@ -264,6 +277,9 @@ impl Upstream {
             }
             None => {
                 h.remove(&X_FORWARDED_HOST);
+                if let (false, Some(host)) = (h2, &self.host) {
+                    h.insert(HOST, host.clone());
+                }
             }
         }
         set_identity(h, ctx.principal);
@@ -273,11 +289,15 @@ impl Upstream {
         }
 
         let body = LimitedBody::new(body, self.max_body, self.body_timeout);
-        let mut req = Request::from_parts(parts, body);
-        let connection = capture_connection(&mut req);
+        let req = Request::from_parts(parts, body);
         let started = Instant::now();
-        let sent = client.request(req);
-        let resp = match tokio::time::timeout(timeout, sent).await {
+        let sent = async {
+            match h2 {
+                true => self.http2.send(req).await.map(|r| (r, None)),
+                false => self.http1.send(req).await.map(|(r, c)| (r, Some(c))),
+            }
+        };
+        let (resp, checkin) = match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
                 return Err(ApiError::GatewayTimeout(
                     "The upstream did not answer in time.".into(),
@@ -311,9 +331,8 @@ impl Upstream {
             return Ok((tunnel(client_side, resp), elapsed));
         }
         if let Some(problem) = framing_problem(&resp) {
-            if let Some(conn) = connection.connection_metadata().as_ref() {
-                conn.poison();
-            }
+            // `checkin` dropped unused: the connection is never reused.
+            drop(checkin);
             tracing::warn!(
                 problem,
                 "upstream response refused; its connection is discarded"
@@ -324,13 +343,14 @@ impl Upstream {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok((
-            Response::from_parts(parts, body.map_err(Into::into).boxed()),
-            elapsed,
-        ))
+        let body = match checkin {
+            Some(c) => Returning::new(body, c).boxed(),
+            None => body.map_err(Into::into).boxed(),
+        };
+        Ok((Response::from_parts(parts, body), elapsed))
     }
 
-    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+    fn uri(&self, path: &str, query: Option<&str>, absolute: bool) -> Result<Uri, ApiError> {
         // Exactly the length: a `String` with spare room becomes `Bytes`
         // through one more allocation.
         let mut pq = String::with_capacity(
@@ -344,6 +364,9 @@ impl Upstream {
         }
         let pq = PathAndQuery::try_from(pq)
             .map_err(|_| ApiError::BadRequest("The request target is not valid.".into()))?;
+        if !absolute {
+            return Ok(Uri::from(pq));
+        }
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())

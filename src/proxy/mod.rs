@@ -6,6 +6,8 @@
 pub mod forward;
 pub mod limits;
 mod org;
+mod pool;
+mod replay;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -36,6 +36,7 @@ pub mod raw_upstream;
 pub mod records;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod refusing_h2;
 pub mod tls;
 pub mod tls_redis;
 pub mod tollgate;

@@ -1,0 +1,66 @@
+//! The HTTP/1.1 upstream pool of src/proxy/pool.rs, end to end: the real
+//! binary in front of a raw upstream that records which TCP connection each
+//! request came on (tests/common/raw_upstream.rs). Discarding a connection
+//! after a malformed response is in tests/hostile_http.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::admin::{create_client, create_key};
+use common::http::Http;
+use common::raw_upstream::{After, RawUpstream};
+use common::tollgate::{memory_store, Parts, Tollgate};
+use serde_json::json;
+
+/// tollgate in front of a fresh raw upstream with `pool` lines added to
+/// `[upstream]`, and a key.
+async fn setup(pool: &str) -> (RawUpstream, Tollgate, Http, String) {
+    let raw = RawUpstream::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+        After::KeepOpen,
+    )
+    .await;
+    let store = memory_store();
+    let mut parts = Parts::new(&raw.url(), &store);
+    parts.upstream = format!("{}\n{pool}", parts.upstream);
+    let tg = Tollgate::start(&parts.text());
+    let http = Http::default();
+    create_client(&http, &tg, "acme", json!({})).await;
+    let (_, key) = create_key(&http, &tg, "acme", &["read:charge_points"]).await;
+    (raw, tg, http, key)
+}
+
+/// The upstream connection index of each request, in order.
+fn conns(raw: &RawUpstream) -> Vec<usize> {
+    raw.requests().iter().map(|r| r.conn).collect()
+}
+
+/// Sequential requests take turns on one kept-alive connection; with
+/// `pool_max_idle_per_host = 0` none is kept, and each request opens its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_reused_unless_none_may_be_kept() {
+    let (raw, tg, http, key) = setup("").await;
+    for _ in 0..5 {
+        assert_eq!(http.get_key(&tg.url("/x"), &key).await.status, 200);
+    }
+    assert_eq!(conns(&raw), [0, 0, 0, 0, 0]);
+
+    let (raw, tg, http, key) = setup("pool_max_idle_per_host = 0").await;
+    for _ in 0..5 {
+        assert_eq!(http.get_key(&tg.url("/x"), &key).await.status, 200);
+    }
+    assert_eq!(conns(&raw), [0, 1, 2, 3, 4]);
+}
+
+/// A connection idle longer than `pool_idle_timeout_ms` is not used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_idle_past_the_timeout_is_replaced() {
+    let (raw, tg, http, key) = setup("pool_idle_timeout_ms = 300").await;
+    assert_eq!(http.get_key(&tg.url("/x"), &key).await.status, 200);
+    assert_eq!(http.get_key(&tg.url("/x"), &key).await.status, 200);
+    // Idle time is what is under test: nothing to await but the clock.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(http.get_key(&tg.url("/x"), &key).await.status, 200);
+    assert_eq!(conns(&raw), [0, 0, 1]);
+}
