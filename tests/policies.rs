@@ -316,22 +316,11 @@ fn write_atomic(path: &Path, content: &str) {
 }
 
 fn wait_log_count(env: &Env, needle: &str, n: usize) {
-    let deadline = Instant::now() + DEADLINE;
-    while env
-        .tg
-        .log_lines()
-        .iter()
-        .filter(|l| l.contains(needle))
-        .count()
-        < n
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no {n}th {needle:?}:\n{}",
-            env.tg.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        env.tg.wait_for_log_count(needle, n, DEADLINE),
+        "no {n}th {needle:?}:\n{}",
+        env.tg.log_text()
+    );
 }
 
 async fn a_reload_removing_a_plan_in_use_falls_back_to_limits(backend: Backend) {

@@ -87,22 +87,11 @@ impl Live {
     }
 
     fn wait_log_count(&self, needle: &str, n: usize) {
-        let deadline = Instant::now() + DEADLINE;
-        while self
-            .tg
-            .log_lines()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-            < n
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no {n}th {needle:?} line:\n{}",
-                self.tg.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            self.tg.wait_for_log_count(needle, n, DEADLINE),
+            "no {n}th {needle:?} line:\n{}",
+            self.tg.log_text()
+        );
     }
 
     /// Polls `path` until `pred` holds for the reply; panics at the deadline.

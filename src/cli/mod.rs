@@ -323,18 +323,13 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
             plan,
         }) => {
             let (quota_day, quota_tz) = cycle.validated()?;
+            let (name, per_minute, monthly) = client_flags(name, per_minute, monthly)?;
             let body = CreateClient {
                 plan: plan.map(|p| plan_name(&p)).transpose()?,
                 id: client_id(&id)?,
-                name: name
-                    .map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
-                    .transpose()?,
-                per_minute: per_minute
-                    .map(|n| PerMinute::try_from(n).map_err(|e| flag("--per-minute", e)))
-                    .transpose()?,
-                monthly: monthly
-                    .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
-                    .transpose()?,
+                name,
+                per_minute,
+                monthly,
                 quota_day,
                 quota_tz,
             };
@@ -358,16 +353,11 @@ pub fn plan(command: Command) -> Result<Plan, CliError> {
                 (None, false) => None,
             };
             let (quota_day, quota_tz) = cycle.validated()?;
+            let (name, per_minute, monthly) = client_flags(name, per_minute, monthly)?;
             let body = PatchClient {
-                name: name
-                    .map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
-                    .transpose()?,
-                per_minute: per_minute
-                    .map(|n| PerMinute::try_from(n).map_err(|e| flag("--per-minute", e)))
-                    .transpose()?,
-                monthly: monthly
-                    .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
-                    .transpose()?,
+                name,
+                per_minute,
+                monthly,
                 plan,
                 quota_day,
                 quota_tz,
@@ -528,6 +518,26 @@ fn to_json(body: &impl serde::Serialize) -> Result<serde_json::Value, CliError> 
 fn client_path(id: &str, rest: &str) -> Result<String, CliError> {
     client_id(id)?;
     Ok(format!("{CLIENTS_PATH}/{}{rest}", encode_segment(id)))
+}
+
+/// `--name`, `--per-minute` and `--monthly` of `clients create|update`, checked.
+type ClientFlags = (Option<ClientName>, Option<PerMinute>, Option<Monthly>);
+
+fn client_flags(
+    name: Option<String>,
+    per_minute: Option<u64>,
+    monthly: Option<u64>,
+) -> Result<ClientFlags, CliError> {
+    Ok((
+        name.map(|n| ClientName::try_from(n).map_err(|e| flag("--name", e)))
+            .transpose()?,
+        per_minute
+            .map(|n| PerMinute::try_from(n).map_err(|e| flag("--per-minute", e)))
+            .transpose()?,
+        monthly
+            .map(|n| Monthly::try_from(n).map_err(|e| flag("--monthly", e)))
+            .transpose()?,
+    ))
 }
 
 fn plan_name(p: &str) -> Result<PlanName, CliError> {

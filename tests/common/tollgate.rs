@@ -281,15 +281,21 @@ impl Tollgate {
 
     /// Waits until a logged line contains `needle`; false at the deadline.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_log_count(needle, 1, timeout)
+    }
+
+    /// Waits until `n` logged lines contain `needle`; false at the deadline.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if self
+            let seen = self
                 .logs
                 .lock()
                 .expect("logs")
                 .iter()
-                .any(|l| l.contains(needle))
-            {
+                .filter(|l| l.contains(needle))
+                .count();
+            if seen >= n {
                 return true;
             }
             if Instant::now() >= deadline {
