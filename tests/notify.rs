@@ -390,3 +390,42 @@ fn bad_notify_configs_name_key_and_line() {
     assert!(all.contains(SECRET_ENV), "{all}");
     assert!(!all.contains(SECRET), "{all}");
 }
+
+/// Redis Cluster: the notify hash shares the client's slot, so the script
+/// and the sweep's lease call route like the admission; a burst across two
+/// processes still gives exactly one POST per threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_burst_posts_once_per_threshold() {
+    set_secret();
+    let receiver = Receiver::start().await;
+    let cluster = common::redis_cluster::RedisCluster::start();
+    let upstream = common::upstream::Upstream::start().await;
+    let text = common::tollgate::config(
+        &upstream.url(),
+        &common::tollgate::cluster_store(&cluster.seed_urls(), 1000),
+        &notify_section(&receiver, "[50, 100]"),
+    );
+    let a = common::tollgate::Tollgate::start(&text);
+    let b = common::tollgate::Tollgate::start(&text);
+    let http = common::http::Http::default();
+    common::admin::create_client(
+        &http,
+        &a,
+        "acme",
+        json!({"per_minute": 1000, "monthly": 40}),
+    )
+    .await;
+    let (_, secret) = common::admin::create_key(&http, &a, "acme", &["read:charge_points"]).await;
+    let counts = alternate(&http, &a, &b, PATH, &secret, 100).await;
+    counts.assert_only(&[200, 429]);
+    assert_eq!(counts.of(200), 40);
+    assert_eq!(receiver.wait_accepted(2, Duration::from_secs(30)).await, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut thresholds: Vec<u64> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["threshold"].as_u64().expect("threshold"))
+        .collect();
+    thresholds.sort_unstable();
+    assert_eq!(thresholds, [50, 100]);
+}
