@@ -111,7 +111,7 @@ async fn basic_case(backend: Backend) {
     assert!(!env.tg.log_text().contains(SECRET));
 }
 
-both_stores!(basic_case);
+both_stores!(basic_case, refund_then_recross_posts_once);
 
 /// Two processes, one Redis, a burst of 300 concurrent requests against a
 /// quota of 100 with thresholds 25, 50, 80 and 100: exactly one POST per
@@ -428,4 +428,41 @@ async fn cluster_burst_posts_once_per_threshold() {
         .collect();
     thresholds.sort_unstable();
     assert_eq!(thresholds, [50, 100]);
+}
+
+/// A refund that takes `used` back below a threshold does not make it
+/// notify again in the same period: a quota of 1, threshold 100, the
+/// crossing request (the first of the period) answered 5xx and refunded,
+/// then the next request reaches 100 % again: still one POST.
+async fn refund_then_recross_posts_once(backend: Backend) {
+    set_secret();
+    let receiver = Receiver::start().await;
+    let text =
+        common::tollgate::config("{upstream}", "{store}", &notify_section(&receiver, "[100]"))
+            .replacen(
+                "monthly = 10000",
+                "monthly = 10000\nrefund_on = [\"5xx\"]",
+                1,
+            );
+    assert!(text.contains("refund_on"));
+    let env = Env::setup(backend).text(&text).start().await;
+    let (_, secret) = env
+        .client("acme", json!({"monthly": 1}), &["read:charge_points"])
+        .await;
+    assert_eq!(env.get("/status/500", &secret).await.status, 500);
+    assert_eq!(receiver.wait_accepted(1, Duration::from_secs(20)).await, 1);
+    // The refund gives the unit back (after the response).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let used =
+            env.get("/api/v1/client/usage", &secret).await.json()["monthly_quota"]["used"].as_u64();
+        if used == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "used {used:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.get(PATH, &secret).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1, "{:#?}", receiver.received());
 }

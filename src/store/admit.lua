@@ -549,7 +549,26 @@ end
 -- The count, and the period it counts in when that changed (billing: with
 -- the period's end and cycle); then today's history.
 local counter = { 'used', str(used) }
+local mon = str(period)
+if c[4] ~= mon then
+  counter[3], counter[4] = 'mon', mon
+  if billing then
+    counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag',
+      ARGV[17] .. ' ' .. ARGV[18]
+  end
+end
+-- (Units: `forwarded` sums to `used`.)
+local rest = (wanted - admitted) * cost
+if h_today and rest == 0 then
+  -- The common case: one more field in the counter's write.
+  counter[#counter + 1], counter[#counter + 2] = 'hf', str(h_f + units)
+elseif refusal == QUOTA_EXHAUSTED then
+  history(counter, units, 0, rest)
+else
+  history(counter, units, rest, 0)
+end
 -- Notifications: the thresholds crossed for the first time in this period
+-- (after the fixed slots of `counter` above)
 -- (integer arithmetic: used * 100 >= T * monthly; exact below 2^53).
 if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
   local before, bit, crossed, pending = (used - units) * 100, 1, 0, nil
@@ -572,24 +591,6 @@ if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
     call('HSET', string.sub(client_key, 1, #client_key - 6) .. 'notify', unpack(pending))
     reply[13] = crossed
   end
-end
-local mon = str(period)
-if c[4] ~= mon then
-  counter[3], counter[4] = 'mon', mon
-  if billing then
-    counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag',
-      ARGV[17] .. ' ' .. ARGV[18]
-  end
-end
--- (Units: `forwarded` sums to `used`.)
-local rest = (wanted - admitted) * cost
-if h_today and rest == 0 then
-  -- The common case: one more field in the counter's write.
-  counter[#counter + 1], counter[#counter + 2] = 'hf', str(h_f + units)
-elseif refusal == QUOTA_EXHAUSTED then
-  history(counter, units, 0, rest)
-else
-  history(counter, units, rest, 0)
 end
 if session then
   -- The session's record, in the same write as the monthly counter.
