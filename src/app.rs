@@ -18,6 +18,7 @@ use crate::keymgmt::KeyService;
 use crate::limits::policy::{Plans, Policy};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::proxy::forward::Upstream;
 use crate::refunds::{Refunds, REFUND_QUEUE_CAPACITY};
 use crate::routes::RouteTable;
@@ -153,6 +154,7 @@ impl App {
                 master_name: master_name.clone(),
             }),
         };
+        let topology_is_durable = topology.is_some();
         let store: SharedStore = match topology {
             None => {
                 let s = MemoryStore::new(TimeSource::Store);
@@ -177,6 +179,17 @@ impl App {
             }
         };
         let metrics = Arc::new(Metrics::new());
+        if let Some(n) = &boot.notify {
+            let url = n
+                .url
+                .parse::<http::Uri>()
+                .map_err(|_| anyhow::anyhow!("notify.url: not a URL"))?;
+            let notifier =
+                Notifier::new(url, n.thresholds.clone(), n.secret.clone(), metrics.clone());
+            store.set_notifier(notifier.clone());
+            // Started on the runtime serving requests (the app is built on it).
+            notifier.start(store.clone(), topology_is_durable);
+        }
         let admin_token = std::env::var(&boot.admin_token_env)
             .ok()
             .filter(|t| !t.is_empty());

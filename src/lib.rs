@@ -27,6 +27,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod proxy;
 pub mod refunds;
 pub mod reload;

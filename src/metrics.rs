@@ -114,6 +114,12 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// Notifications: what became of a delivery attempt or notification.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: ReloadResult,
@@ -145,6 +151,7 @@ pub struct Metrics {
     refunds: Family<ReasonLabels, Counter>,
     refunds_dropped: Counter,
     plan_unknown: Counter,
+    notifications: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -277,6 +284,14 @@ impl Metrics {
             "Refunds not applied: the refund queue was full or the store call failed",
             refunds_dropped.clone(),
         );
+        let notifications = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Quota threshold notifications (docs/billing.md), by result: delivered (2xx), \
+             failed (an attempt that got no 2xx; retried), expired (dropped at the period's end), \
+             dropped (the in-memory bound was full)",
+            notifications.clone(),
+        );
         let plan_unknown = Counter::default();
         registry.register(
             "plan_unknown_requests",
@@ -288,6 +303,7 @@ impl Metrics {
             refunds,
             refunds_dropped,
             plan_unknown,
+            notifications,
             registry,
             requests: ByVariant::new(requests),
             request_duration,
@@ -381,6 +397,13 @@ impl Metrics {
     /// Policies: a refund applied (`reason`: `unreachable` or `5xx`).
     pub fn refund(&self, reason: &'static str) {
         self.refunds.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Notifications: `result` is `delivered`, `failed`, `expired` or `dropped`.
+    pub fn notification(&self, result: &'static str) {
+        self.notifications
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Policies: a refund that was not applied.

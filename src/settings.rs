@@ -27,8 +27,8 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use crate::config::{
-    backend_name, Config, HeadersConfig, LimitsConfig, LogFormat, MetricsConfig, ReloadConfig,
-    Route, ServerTls, StoreConfig, UpstreamConfig,
+    backend_name, Config, HeadersConfig, LimitsConfig, LogFormat, MetricsConfig, NotifyConfig,
+    ReloadConfig, Route, ServerTls, StoreConfig, UpstreamConfig,
 };
 use crate::limits::policy::PlanLimits;
 use crate::throttle::Cidr;
@@ -65,6 +65,8 @@ pub struct Boot {
     pub log_format: LogFormat,
     /// `history.days` (the store keeps it).
     pub history_days: u32,
+    /// `[notify]` (its delivery tasks start with the process).
+    pub notify: Option<NotifyConfig>,
 }
 
 impl Boot {
@@ -84,6 +86,7 @@ impl Boot {
             max_failures_per_minute: c.auth.max_failures_per_minute,
             log_format: c.log.format,
             history_days: c.history.days,
+            notify: c.notify.clone(),
         }
     }
 }
@@ -269,6 +272,18 @@ pub const SETTINGS: &[Setting] = &[
         |a, b| a.history_days == b.history_days,
         |b| b.history_days.to_string(),
     ),
+    restart(
+        "notify",
+        |a, b| a.notify == b.notify,
+        |b| match &b.notify {
+            // Never the secret: its variable's name only.
+            Some(n) => format!(
+                "url {:?}, thresholds {:?}, secret_env {}",
+                n.url, n.thresholds, n.secret_env
+            ),
+            None => "off".to_owned(),
+        },
+    ),
     // Live: read from the snapshot a request starts with.
     reload("limits", |a, b| a.limits == b.limits),
     reload("plans", |a, b| a.plans == b.plans),
@@ -369,8 +384,9 @@ mod tests {
             max_failures_per_minute: _,
             log_format: _,
             history_days: _,
+            notify: _,
         } = b;
-        13
+        14
     }
 
     #[test]
@@ -413,6 +429,10 @@ mod tests {
             ),
             ("log.format", "[log]\nformat = \"json\"\n"),
             ("history.days", "[history]\ndays = 30\n"),
+            (
+                "notify",
+                "[notify]\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"PATH\"\n",
+            ),
         ];
         // `[server.tls]` names certificate files that a config load checks,
         // so its change is made on the Boot value instead of in the file.

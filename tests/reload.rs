@@ -601,6 +601,14 @@ async fn every_restart_only_change_is_reported_and_the_running_value_kept() {
             SIGNAL_ONLY.into(),
             format!("{SIGNAL_ONLY}\n[history]\ndays = 30\n"),
         ),
+        (
+            "notify",
+            SIGNAL_ONLY.into(),
+            // PATH: a variable every process has, standing in for the secret.
+            format!(
+                "{SIGNAL_ONLY}\n[notify]\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"PATH\"\n"
+            ),
+        ),
     ];
     let names: Vec<&str> = edits.iter().map(|(n, _, _)| *n).collect();
     assert_eq!(

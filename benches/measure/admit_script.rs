@@ -4,7 +4,8 @@
 //! then the admitted traffic again for a client on a plan (five plans in
 //! the table the script searches) on a route of cost 2; the figures quoted
 //! in docs/rate-limiting.md. `TG_BATCH_KEYS=1` turns the cross-key batcher
-//! off (every call here is alone either way).
+//! off (every call here is alone either way); `TG_NOTIFY=1` sets
+//! `[notify]` (ARGV[24] on every admission).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +62,17 @@ pub async fn run() {
         .unwrap()
         .with_batch_keys(batch_keys),
     );
+    // TG_NOTIFY=1: `[notify]` set (thresholds 80, 100: ARGV[24] sent with
+    // every admission; nothing crosses here), to measure what it adds.
+    if std::env::var("TG_NOTIFY").is_ok_and(|v| v == "1") {
+        println!("[notify] thresholds = [80, 100]");
+        store.set_notifier(tollgate::notify::Notifier::new(
+            "http://127.0.0.1:9/".parse().unwrap(),
+            vec![80, 100],
+            tollgate::config::Secret::new("x"),
+            Arc::new(tollgate::metrics::Metrics::new()),
+        ));
+    }
     let mut c = client("acme");
     c.per_minute = Some(1_000_000);
     c.monthly = Some(100_000_000);

@@ -134,6 +134,7 @@ impl Checker<'_> {
         let metrics = self.metrics(raw.metrics);
         let reload = self.reload(raw.reload);
         let history = self.history(raw.history);
+        let notify = self.notify(raw.notify);
         Config {
             path: path.to_owned(),
             server,
@@ -149,6 +150,7 @@ impl Checker<'_> {
             metrics,
             reload,
             history,
+            notify,
             warnings: Vec::new(),
         }
     }
@@ -698,6 +700,90 @@ impl Checker<'_> {
         HistoryConfig {
             days: u32::try_from(days).unwrap_or(crate::history::DEFAULT_DAYS),
         }
+    }
+
+    /// `[notify]`: without `url`, no notifications (and the other keys are
+    /// warned about); with it, an http(s) URL, valid thresholds and a set
+    /// secret variable.
+    pub(super) fn notify(&mut self, raw: Opt<RawNotify>) -> Option<NotifyConfig> {
+        let (span, raw) = section(raw);
+        let Some(url) = &raw.url else {
+            if let Some(span) = &span {
+                self.warn(
+                    Some(span),
+                    "notify.url",
+                    "is not set: no notifications are sent (the other [notify] keys do nothing)",
+                );
+            }
+            return None;
+        };
+        let text = url.get_ref();
+        match http::Uri::try_from(text.as_str()) {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
+            _ => self.report(
+                Some(&url.span()),
+                "notify.url",
+                format!("{text:?} is not an http:// or https:// URL"),
+            ),
+        }
+        let mut thresholds: Vec<u8> = Vec::new();
+        match &raw.thresholds {
+            None => thresholds.extend(crate::notify::DEFAULT_THRESHOLDS),
+            Some(list) if list.get_ref().is_empty() => self.report(
+                Some(&list.span()),
+                "notify.thresholds",
+                "is empty: list at least one percent, like [80, 100]",
+            ),
+            Some(list) if list.get_ref().len() > crate::notify::MAX_THRESHOLDS => self.report(
+                Some(&list.span()),
+                "notify.thresholds",
+                format!(
+                    "lists {} thresholds; at most {} are allowed",
+                    list.get_ref().len(),
+                    crate::notify::MAX_THRESHOLDS
+                ),
+            ),
+            Some(list) => {
+                for (i, t) in list.get_ref().iter().enumerate() {
+                    let key = format!("notify.thresholds[{i}]");
+                    match u8::try_from(*t.get_ref()) {
+                        Ok(n) if (1..=100).contains(&n) => {
+                            if thresholds.last().is_some_and(|&last| last >= n) {
+                                self.report(
+                                    Some(&t.span()),
+                                    &key,
+                                    format!(
+                                        "{n} is not above the threshold before it: list each \
+                                         percent once, in ascending order"
+                                    ),
+                                );
+                            } else {
+                                thresholds.push(n);
+                            }
+                        }
+                        _ => self.report(
+                            Some(&t.span()),
+                            &key,
+                            format!("must be a percent between 1 and 100, got {}", t.get_ref()),
+                        ),
+                    }
+                }
+            }
+        }
+        let secret_env = raw.secret_env.clone().unwrap_or_else(|| {
+            Spanned::new(
+                span.clone().unwrap_or(0..0),
+                crate::notify::DEFAULT_SECRET_ENV.to_owned(),
+            )
+        });
+        let secret = self.env_value("notify.secret_env", &secret_env);
+        Some(NotifyConfig {
+            url: text.clone(),
+            thresholds,
+            secret_env: secret_env.into_inner(),
+            secret: Secret::new(secret.unwrap_or_default()),
+        })
     }
 
     pub(super) fn reload(&mut self, raw: Opt<RawReload>) -> ReloadConfig {

@@ -72,6 +72,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub reload: ReloadConfig,
     pub history: HistoryConfig,
+    /// `[notify]`: quota threshold notifications; `None` without `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyConfig>,
     /// Settings accepted but without effect, formatted like problems
     /// (`line 18: store.url: ...`); `describe` shows them as comments.
     #[serde(skip)]
@@ -327,6 +330,21 @@ pub struct Route {
 pub struct HistoryConfig {
     /// Days a client-day of history is kept after it ends.
     pub days: u32,
+}
+
+/// `[notify]`: quota threshold notifications (docs/billing.md "Notifications").
+/// Serializes as the file's keys; the secret read from `secret_env` is left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotifyConfig {
+    /// Where each event is POSTed (http or https).
+    pub url: String,
+    /// Percent of the monthly quota, 1..=100, ascending, no duplicates.
+    pub thresholds: Vec<u8>,
+    /// The variable holding the signing secret.
+    pub secret_env: String,
+    /// Never serialized: [`Secret`] has no `Serialize`.
+    #[serde(skip)]
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

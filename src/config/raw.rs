@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     pub(super) metrics: Opt<RawMetrics>,
     pub(super) reload: Opt<RawReload>,
     pub(super) history: Opt<RawHistory>,
+    pub(super) notify: Opt<RawNotify>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +153,14 @@ pub(super) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHistory {
     pub(super) days: Opt<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) url: Opt<String>,
+    pub(super) thresholds: Opt<Vec<Spanned<i64>>>,
+    pub(super) secret_env: Opt<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -254,7 +254,7 @@ impl Checker<'_> {
     }
 
     /// The non-empty value of the environment variable `name` names.
-    fn env_value(&mut self, key: &str, name: &Spanned<String>) -> Option<String> {
+    pub(super) fn env_value(&mut self, key: &str, name: &Spanned<String>) -> Option<String> {
         let var = name.get_ref();
         let problem = if !super::valid_env_name(var) {
             format!(

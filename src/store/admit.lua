@@ -59,6 +59,17 @@
 --   range, the script counts and writes nothing and answers
 --   {RECOMPUTE, now_ms, quota_day, quota_tz} (the fields as stored, "" when
 --   absent): the caller computes the ranges again for that instant and cycle.
+-- ARGV[24] Notifications (src/notify/, docs/billing.md), only when [notify] is set:
+--          the thresholds, percent of the monthly quota, ascending, comma-separated
+--          ("80,100"). An admission that takes `used` from below T % of the monthly
+--          quota to at or above it, in a period where T was not crossed yet, marks
+--          T crossed in the client hash (field n<T> = the period) and records a
+--          pending notification in the hash tg:{c:<id>}:notify (the key of KEYS[1]
+--          with `notify` for `client`: same hash tag, same slot), field
+--          "<period>:<T>", value "<used>,<limit>,<period end ms>,<at ms>,<lease ms>",
+--          the lease (NOTIFY_LEASE_MS from now) being when a sweep of another
+--          process may take it. Reply slot 13: bit i set for the (i+1)-th
+--          threshold crossed by this admission (0: none).
 --
 -- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
@@ -69,7 +80,8 @@
 -- counted under shadow mode, each of them would have got `shadow_verdict`
 -- (0 when none was shadowed); `cost` is the units per request; `plan_unknown`
 -- is 1 when the client names a plan ARGV[15] does not define (it is then
--- served with the defaults). Reply slots 13..19 are for further fields (a reply is an
+-- served with the defaults). Slot 13: the thresholds this admission crossed
+-- (ARGV[24]; 0 otherwise). Reply slots 14..19 are for further fields (a reply is an
 -- array: it ends at its first nil, so every slot before the last one used is
 -- filled); slot 20 is the session record's month, never returned.
 -- Corrupt data raises an error whose message starts with TGCORRUPT and names
@@ -97,6 +109,8 @@ local RECORD_PERIOD = 20
 local RECORD_DAY = 21
 -- Billing: not a verdict: the caller's period or day is not the store's; nothing done.
 local RECOMPUTE = -2
+-- Notifications: the first lease of a pending notification (src/notify/mod.rs LEASE).
+local NOTIFY_LEASE_MS = 20000
 
 local WINDOW_SECS = 60
 local BUCKET_LIFETIME_SECS = WINDOW_SECS + 1
@@ -443,7 +457,7 @@ local function state(verdict, admitted)
     retry_at_ms = at
   end
   return { verdict, now_ms, per_minute, max(per_minute - total, 0), reset_at,
-    monthly, used, retry_at_ms, admitted, shadow_verdict, cost, within * 2 + plan_unknown }
+    monthly, used, retry_at_ms, admitted, shadow_verdict, cost, within * 2 + plan_unknown, 0 }
 end
 
 if mode == 'usage' then
@@ -552,6 +566,31 @@ elseif refusal == QUOTA_EXHAUSTED then
   history(counter, units, 0, rest)
 else
   history(counter, units, rest, 0)
+end
+-- Notifications: the thresholds crossed for the first time in this period
+-- (after the fixed slots of `counter` above)
+-- (integer arithmetic: used * 100 >= T * monthly; exact below 2^53).
+if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
+  local before, bit, crossed, pending = (used - units) * 100, 1, 0, nil
+  for t in string.gmatch(ARGV[24], '%d+') do
+    local at = tonumber(t) * monthly
+    if before < at and used * 100 >= at then
+      local mark, mon = 'n' .. t, str(period)
+      if call('HGET', client_key, mark) ~= mon then
+        counter[#counter + 1], counter[#counter + 2] = mark, mon
+        pending = pending or {}
+        pending[#pending + 1] = mon .. ':' .. t
+        pending[#pending + 1] = str(used) .. ',' .. str(monthly) .. ',' .. str(period_end or 0)
+          .. ',' .. str(now_ms) .. ',' .. str(now_ms + NOTIFY_LEASE_MS)
+        crossed = crossed + bit
+      end
+    end
+    bit = bit * 2
+  end
+  if pending then
+    call('HSET', string.sub(client_key, 1, #client_key - 6) .. 'notify', unpack(pending))
+    reply[13] = crossed
+  end
 end
 if session then
   -- The session's record, in the same write as the monthly counter.

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use crate::limits::policy::{self, Policy, PolicyOutcome, Resolved};
 use crate::limits::window::Window;
 use crate::limits::{Decision, LimitState, Limits, Verdict};
 use crate::model::{Client, ClientPatch, ClientStatus, KeyRecord, PreviousSecret};
+use crate::notify::{self, Notifier, Pending};
 
 /// The in-process store. Clones share the same state.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     /// `[history] days`.
     history_days: Arc<AtomicU32>,
+    /// `[notify]`, once set.
+    notifier: Arc<OnceLock<Arc<Notifier>>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -65,9 +68,47 @@ struct ClientEntry {
     keys: BTreeSet<(i64, String)>,
     /// Key name → key id, for per-client name uniqueness.
     names: HashMap<String, String>,
+    /// Notifications: the thresholds crossed, with the start of the period
+    /// they were crossed in (older periods' are forgotten).
+    notified: Vec<(i64, u8)>,
 }
 
 impl ClientEntry {
+    /// Notifications: hands `n` the thresholds the admission of `units`
+    /// (already in `self.month`) crossed for the first time in `period`.
+    fn notify(
+        &mut self,
+        n: &Notifier,
+        client_id: &str,
+        period: &Period,
+        units: u64,
+        limit: u64,
+        now_ms: i64,
+    ) {
+        let used = self.month.used;
+        let crossed = notify::crossing(n.thresholds(), used, units, limit);
+        if crossed == 0 {
+            return;
+        }
+        self.notified.retain(|(start, _)| *start == period.start_ms);
+        let found = Pending::crossed(
+            n.thresholds(),
+            crossed,
+            client_id,
+            used,
+            limit,
+            (period.start_ms, period.end_ms),
+            now_ms,
+        );
+        for p in found {
+            if self.notified.contains(&(period.start_ms, p.threshold)) {
+                continue;
+            }
+            self.notified.push((period.start_ms, p.threshold));
+            n.submit(p, false);
+        }
+    }
+
     /// The client's limits and shadow setting (own, plan, `[limits]`).
     fn resolve(&self, defaults: Limits, policy: &Policy) -> Resolved {
         let c = &self.client;
@@ -139,6 +180,7 @@ impl MemoryStore {
             inner: Arc::new(Mutex::new(Inner::default())),
             clock,
             history_days: Arc::new(AtomicU32::new(history::DEFAULT_DAYS)),
+            notifier: Arc::default(),
         }
     }
 
@@ -181,6 +223,7 @@ impl Store for MemoryStore {
                 window: Window::default(),
                 month: Counted::default(),
                 history: DayBook::default(),
+                notified: Vec::new(),
                 keys: BTreeSet::new(),
                 names: HashMap::new(),
             },
@@ -373,6 +416,16 @@ impl Store for MemoryStore {
         };
         entry.history.add(day, Day::Forwarded, cost, keep);
         key.last_used_at = Some(now_s);
+        if let Some(n) = self.notifier.get() {
+            entry.notify(
+                n,
+                req.client_id,
+                &state.period,
+                cost,
+                limits.monthly,
+                now_ms,
+            );
+        }
         Ok(Decision {
             verdict: Verdict::Admitted,
             state: Some(entry.state(now_ms, &cycle, limits, cost)),
@@ -421,6 +474,10 @@ impl Store for MemoryStore {
             .get(client_id)
             .map(|e| e.history.counts(range))
             .unwrap_or_else(|| vec![DayCounts::default(); range.days().count()]))
+    }
+
+    fn set_notifier(&self, notifier: Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
     }
 
     async fn refund(&self, r: &Refund) -> Result<(), StoreError> {

@@ -154,6 +154,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Gives back an admitted request's units (see [`Refund`]); one atomic operation.
     async fn refund(&self, refund: &Refund) -> Result<(), StoreError>;
+
+    /// Notifications (`[notify]`): from now on, admissions pass the
+    /// notifier's thresholds to the crossing rule and hand it what they cross.
+    fn set_notifier(&self, _notifier: Arc<crate::notify::Notifier>) {}
+
+    /// Notifications, durable stores only: `None` takes (leases) every
+    /// pending notification whose lease ran out; `Some(p)` renews `p`'s
+    /// lease, empty when `p` is no longer pending.
+    async fn claim_notifications(
+        &self,
+        _only: Option<&crate::notify::Pending>,
+    ) -> Result<Vec<crate::notify::Pending>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Notifications, durable stores only: `p` was delivered (or expired).
+    async fn finish_notification(&self, _p: &crate::notify::Pending) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A store shared by the whole process.

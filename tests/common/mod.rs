@@ -33,6 +33,7 @@ pub mod flood;
 pub mod grpc;
 pub mod http;
 pub mod raw_upstream;
+pub mod receiver;
 pub mod records;
 pub mod redis_cluster;
 pub mod redis_server;

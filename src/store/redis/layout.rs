@@ -34,6 +34,12 @@ pub fn window(client_id: &str) -> String {
 pub fn history_day(client_id: &str, date: &str) -> String {
     format!("tg:{{c:{client_id}}}:h:{date}")
 }
+/// Hash: the client's pending quota notifications (`admit.lua` writes
+/// them, `notify_claim.lua` leases them; removed once delivered):
+/// `<period start ms>:<threshold>` → `<used>,<limit>,<period end ms>,<at ms>,<lease ms>`.
+pub fn notify(client_id: &str) -> String {
+    format!("tg:{{c:{client_id}}}:notify")
+}
 /// String: key id → client id, to find a key from its id alone.
 pub fn key_index(key_id: &str) -> String {
     format!("tg:keyidx:{key_id}")

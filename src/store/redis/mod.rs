@@ -74,6 +74,7 @@ mod billing;
 mod conn;
 mod decode;
 pub mod layout;
+mod notify;
 mod ops;
 mod scripts;
 mod settle;
@@ -112,6 +113,9 @@ struct Inner {
     /// together; `None` on a cluster (see `batch`).
     batch: Option<Batcher>,
     settle: Script,
+    /// Notifications: `[notify]`, once set, and the script that leases them.
+    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
+    notify_claim: Script,
     /// Sessions whose last call's outcome is unknown (its requests got
     /// 503): that call's sequence number. Voided before the session sends
     /// another call.
@@ -306,6 +310,8 @@ impl RedisStore {
                 admit_batch: batch::batch_script(ADMIT_LUA, ADMIT_BATCH_LUA),
                 batch,
                 settle: Script::new(SETTLE_LUA),
+                notifier: std::sync::OnceLock::new(),
+                notify_claim: Script::new(NOTIFY_CLAIM_LUA),
                 unsettled: Mutex::default(),
                 session_prefix: Session::new_prefix(),
                 voids: Arc::new(tokio::sync::Semaphore::new(bounds.max_in_flight.max(1))),
@@ -328,6 +334,41 @@ impl RedisStore {
             b.set_per_call(n);
         }
         self
+    }
+
+    /// Notifications: hands the notifier the thresholds an `admit.lua`
+    /// reply says were crossed (slot 13), as the script recorded them.
+    fn hand_over(&self, client_id: &str, reply: &[i64], cycle: &crate::limits::cycle::Cycle) {
+        let Some(n) = self.inner.notifier.get() else {
+            return;
+        };
+        let (Some(&now_ms), Some(&limit), Some(&used), Some(&crossed)) =
+            (reply.get(1), reply.get(5), reply.get(6), reply.get(12))
+        else {
+            return;
+        };
+        let (Ok(limit), Ok(used), Ok(crossed)) = (
+            u64::try_from(limit),
+            u64::try_from(used),
+            u64::try_from(crossed),
+        ) else {
+            return;
+        };
+        if crossed == 0 {
+            return;
+        }
+        let period = cycle.period_at(now_ms);
+        for p in crate::notify::Pending::crossed(
+            n.thresholds(),
+            crossed,
+            client_id,
+            used,
+            limit,
+            (period.start_ms, period.end_ms),
+            now_ms,
+        ) {
+            n.submit(p, true);
+        }
     }
 
     /// Keeps `days` days of usage history (`[history] days`).
@@ -539,6 +580,10 @@ impl RedisStore {
                 layout::window(client_id),
             ];
             guess.add_to(&mut keys, &mut args, client_id, days);
+            // Notifications: ARGV[24], only when [notify] is set.
+            if let Some(n) = self.inner.notifier.get() {
+                args.push(n.encoded().to_owned());
+            }
             let admission = Admission { keys, args };
             let reply: redis::Value = match (&self.inner.batch, call) {
                 // Admissions (with an id) go with other keys' when a call is in flight.
@@ -574,6 +619,7 @@ impl RedisStore {
                     "admission call was settled before it ran".into(),
                 )));
             }
+            self.hand_over(client_id, &reply, &guess.cycle);
             return decode_batch(&reply, &guess.cycle).map_err(CallError::unsent);
         }
         Err(CallError::unsent(StoreError::Unavailable(
@@ -701,7 +747,11 @@ impl RedisStore {
         match reply.as_slice() {
             [] => Ok(Settled::NotApplied),
             [SETTLED] => Ok(Settled::Voided),
-            reply => decode_batch(reply, &self.inner.cycles.get(client_id)).map(Settled::Applied),
+            reply => {
+                let cycle = self.inner.cycles.get(client_id);
+                self.hand_over(client_id, reply, &cycle);
+                decode_batch(reply, &cycle).map(Settled::Applied)
+            }
         }
     }
 

@@ -302,6 +302,27 @@ impl Store for RedisStore {
     }
 
     /// Policies: `settle.lua` in mode "refund", in the client's slot.
+    fn set_notifier(&self, notifier: Arc<crate::notify::Notifier>) {
+        let _ = self.inner.notifier.set(notifier);
+    }
+
+    async fn claim_notifications(
+        &self,
+        only: Option<&crate::notify::Pending>,
+    ) -> Result<Vec<crate::notify::Pending>, StoreError> {
+        match only {
+            Some(p) => {
+                self.claim_client(&p.client_id, Some(notify::field(p)))
+                    .await
+            }
+            None => self.sweep_notifications().await,
+        }
+    }
+
+    async fn finish_notification(&self, p: &crate::notify::Pending) -> Result<(), StoreError> {
+        self.remove_notification(p).await
+    }
+
     async fn refund(&self, r: &Refund) -> Result<(), StoreError> {
         let sec = r.at_ms.div_euclid(1000);
         // Billing: the period id and history day of the client's cycle at

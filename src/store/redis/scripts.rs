@@ -32,3 +32,8 @@ pub(super) const REVOKE_KEY_LUA: &str = include_str!("../revoke_key.lua");
 /// grace, and stores the new hash with generation + 1. Returns the key hash
 /// (HGETALL), or nil when the key does not exist in that client.
 pub(super) const ROTATE_KEY_LUA: &str = include_str!("../rotate_key.lua");
+
+/// Takes (leases) pending quota notifications of one client. KEYS: the
+/// client's notify hash. ARGV: now ("" for `TIME`), lease ms, one field or ""
+/// for every expired lease. Returns field, value pairs. See that file.
+pub(super) const NOTIFY_CLAIM_LUA: &str = include_str!("../notify_claim.lua");
