@@ -86,18 +86,7 @@ async fn flood(
 /// Script calls the server has run (EVALSHA and EVAL).
 fn script_calls(port: u16) -> u64 {
     let stats = cli(port, &["INFO", "commandstats"]).expect("INFO");
-    stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    common::redis_server::script_calls_in(&stats)
 }
 
 /// Each of the first `n` clients' monthly `used` as Redis holds it.

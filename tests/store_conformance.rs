@@ -1249,17 +1249,7 @@ async fn script_calls(url: &str) -> u64 {
         .query_async(&mut conn)
         .await
         .unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    common::redis_server::script_calls_in(&info)
 }
 
 /// Group commit: while a call for a key is in flight (here held up by a
