@@ -8,9 +8,9 @@
 //! `admit.lua`, one hash per client-day, `store::redis::layout::history_day`)
 //! so it costs no extra round trip; nothing here does I/O.
 //!
-//! Refunds land with the policies work: [`DayBook::refund`] (memory) and
-//! [`REFUND_LUA`] (Redis) are what a refund calls to add its units to the
-//! day it was counted in. Until then `refunded` stays 0.
+//! A refund moves its units from `forwarded` to `refunded` of the day it was
+//! counted in: [`DayBook::refund`] on the memory store, `settle.lua`'s
+//! `refund` mode on Redis.
 
 use std::collections::BTreeMap;
 
@@ -25,30 +25,6 @@ pub const DEFAULT_DAYS: u32 = 400;
 pub const DAYS_RANGE: std::ops::RangeInclusive<u32> = 1..=3660;
 /// Longest range one history query may ask for, in days (both ends included).
 pub const MAX_QUERY_DAYS: i32 = 400;
-
-/// The Lua a refund runs (in its own atomic script, with the client's keys):
-/// KEYS[1] the client hash, KEYS[2] the day key (`tg:{c:<id>}:h:<YYYY-MM-DD>`
-/// of the day the request was counted in: admit.lua records it at index 21
-/// of the session record), ARGV[1] the units, ARGV[2] the key's TTL in
-/// seconds should it be new. Adds the units to `refunded` (`x` of the day
-/// key) and takes them from `forwarded`, never below zero, so the sum of
-/// `forwarded` still equals `used`: from `hf` of the client hash while that
-/// day is its current day (`hday`), else from `f` of the day key.
-pub const REFUND_LUA: &str = "\
-local n = tonumber(ARGV[1])
-if n and n > 0 then
-  if redis.call('HINCRBY', KEYS[2], 'x', n) == n then
-    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
-  end
-  local h = redis.call('HMGET', KEYS[1], 'hday', 'hf')
-  local where, field = KEYS[2], 'f'
-  if h[1] == KEYS[2] then
-    where, field = KEYS[1], 'hf'
-  end
-  local f = tonumber(redis.call('HGET', where, field) or '0')
-  redis.call('HSET', where, field, string.format('%d', math.max(f - n, 0)))
-end
-";
 
 /// One day of a client's history.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -89,7 +89,8 @@ if mode == 'refund' then
   give_back(units, sec, period)
   -- Billing: ARGV[6] the history key of the day the units were counted in
   -- ("" none), ARGV[7] its TTL should it be new: `refunded` (x) up, and
-  -- `forwarded` down where it is kept (history.rs REFUND_LUA, the same).
+  -- `forwarded` down where it is kept (the client hash's `hf` while that day
+  -- is its current day `hday`, else the day key's `f`), never below zero.
   local day_key = ARGV[6]
   if day_key and day_key ~= '' and units > 0 then
     if redis.call('HINCRBY', day_key, 'x', units) == units then
