@@ -343,7 +343,11 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
 }
 
 /// One admission as plain `admit.lua`.
-async fn send_alone(store: &RedisStore, admission: &Admission, deadline: Instant) -> Reply {
+pub(super) async fn send_alone(
+    store: &RedisStore,
+    admission: &Admission,
+    deadline: Instant,
+) -> Reply {
     let mut inv = store.inner.admit.prepare_invoke();
     for k in &admission.keys {
         inv.key(k);

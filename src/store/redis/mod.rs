@@ -590,20 +590,7 @@ impl RedisStore {
                 (Some(batcher), Some(_)) if batcher.enabled() => {
                     batcher.submit(self, admission, deadline).await?
                 }
-                _ => {
-                    let mut inv = self.inner.admit.prepare_invoke();
-                    for k in &admission.keys {
-                        inv.key(k);
-                    }
-                    for a in &admission.args {
-                        inv.arg(a);
-                    }
-                    self.call_until(
-                        deadline,
-                        |mut c| async move { inv.invoke_async(&mut c).await },
-                    )
-                    .await?
-                }
+                _ => batch::send_alone(self, &admission, deadline).await?,
             };
             if let Some(store_says) = recompute(&reply) {
                 let (now_ms, cycle) = store_says.map_err(CallError::unsent)?;
