@@ -100,10 +100,12 @@ async fn used(server: &RedisServer, n: usize) -> Vec<u64> {
     for i in 0..n {
         pipe.cmd("HGET")
             .arg(format!("tg:{{c:c{i}}}:client"))
-            .arg("used");
+            .arg("ctr");
     }
-    let used: Vec<Option<u64>> = pipe.query_async(&mut raw).await.expect("used");
-    used.into_iter().map(Option::unwrap_or_default).collect()
+    let ctr: Vec<Option<Vec<u8>>> = pipe.query_async(&mut raw).await.expect("ctr");
+    ctr.iter()
+        .map(|c| common::redis_server::counter(c.as_deref(), 5))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

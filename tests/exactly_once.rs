@@ -361,18 +361,16 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
             .invoke(c)
             .expect("admit")
     };
-    let used = |c: &mut redis::Connection| -> u64 {
-        redis::cmd("HGET")
-            .arg(ck)
-            .arg("used")
-            .query::<Option<u64>>(c)
-            .expect("used")
-            .unwrap_or(0)
+    // admit.lua's counters (its header): little-endian doubles, the
+    // window's total first, `used` last.
+    let counter = |c: &mut redis::Connection, i: usize| -> u64 {
+        let ctr: Option<Vec<u8>> = redis::cmd("HGET").arg(ck).arg("ctr").query(c).expect("ctr");
+        common::redis_server::counter(ctr.as_deref(), i)
     };
+    let used = |c: &mut redis::Connection| -> u64 { counter(c, 5) };
     let settle_call = |c: &mut redis::Connection, seq: u64, mode: &str| -> Vec<i64> {
         settle
             .key(ck)
-            .key(wk)
             .arg(mode)
             .arg(SESSION)
             .arg(seq)
@@ -410,12 +408,7 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
     assert_eq!(used(&mut c), 5);
     assert_eq!(settle_call(&mut c, 12, "void"), second);
     assert_eq!(used(&mut c), 3);
-    let total: Option<u64> = redis::cmd("HGET")
-        .arg(wk)
-        .arg("t")
-        .query(&mut c)
-        .expect("window t");
-    assert_eq!(total, Some(3));
+    assert_eq!(counter(&mut c, 0), 3, "the window's total");
     assert_eq!(settle_call(&mut c, 12, "void"), vec![-1]);
     assert_eq!(run(&mut c, 12, 2), vec![-1]);
     assert_eq!(used(&mut c), 3);
@@ -427,6 +420,22 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
 
     // A session idle for over 10 minutes is pruned by a later admission of
     // the client that starts a new second (at a multiple of 16 s).
+    // So is one whose record was written before 2026-11-28 (cmsgpack, the
+    // period at index 20).
+    let legacy: Vec<u8> = redis::cmd("EVAL")
+        .arg("return cmsgpack.pack({0, tonumber(ARGV[1]), 100, 99, 0, 1000, 1, -1, 1, [20] = 202511})")
+        .arg(0)
+        .arg(now_ms)
+        .query(&mut c)
+        .expect("cmsgpack");
+    let _: () = redis::cmd("HSET")
+        .arg(ck)
+        .arg("s:00000000000000050000000000000006")
+        .arg("9")
+        .arg("r:00000000000000050000000000000006")
+        .arg(legacy)
+        .query(&mut c)
+        .expect("legacy record");
     let later_ms = ((1_764_300_000u64 + 700) / 16 * 16 * 1000).to_string();
     let other: Vec<i64> = admit
         .key(ck)
@@ -444,5 +453,11 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
     let fields: Vec<String> = redis::cmd("HKEYS").arg(ck).query(&mut c).expect("hkeys");
     assert!(!fields.contains(&SESSION.to_owned()), "{fields:?}");
     assert!(!fields.contains(&RECORD.to_owned()), "{fields:?}");
+    assert!(
+        !fields
+            .iter()
+            .any(|f| f.ends_with("00000000000000050000000000000006")),
+        "{fields:?}"
+    );
     assert!(fields.contains(&"s:00000000000000030000000000000004".to_owned()));
 }

@@ -230,7 +230,9 @@ async fn shadow_forwards_and_counts_only_limit_refusals(backend: Backend) {
     // Never shadowed: authentication, scope, suspension, revocation.
     let forwarded = env.upstream.count();
     assert_eq!(env.http.get(&env.tg.url(CP), &[]).await.status, 401);
-    let bogus = format!("{}x", &key[..key.len() - 1]);
+    // The key with its last character changed (to one it is not).
+    let last = if key.ends_with('x') { 'y' } else { 'x' };
+    let bogus = format!("{}{last}", &key[..key.len() - 1]);
     assert_eq!(env.get(CP, &bogus).await.status, 401);
     let post = env
         .http

@@ -1096,6 +1096,21 @@ async fn redis_corrupt_data_is_reported_without_its_value() {
         .exec_async(&mut raw)
         .await
         .unwrap();
+    // The window (kept in the client hash).
+    set("tg:{c:acme}:client", "ctr", "12-secret-34")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let err = store.admit(&req(None)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(!err.to_string().contains("12-secret-34"), "{err}");
+    redis::cmd("HDEL")
+        .arg("tg:{c:acme}:client")
+        .arg("ctr")
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    // A window still where tollgate kept it until 2026-11, not a hash.
     redis::cmd("SET")
         .arg("tg:{c:acme}:win")
         .arg("not a hash")
@@ -1119,7 +1134,7 @@ async fn redis_corrupt_data_is_reported_without_its_value() {
 async fn redis_key_layout() {
     let server = RedisServer::start();
     let store = redis_acme(&server.url(), STORE_TIMEOUT).await;
-    admit(&store).await;
+    let now_s = state(&admit(&store).await).now_ms.div_euclid(1000);
     let raw = redis::Client::open(server.url()).unwrap();
     let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
     let mut keys: Vec<String> = redis::cmd("KEYS")
@@ -1155,9 +1170,102 @@ async fn redis_key_layout() {
             "tg:{c:acme}:key:key_a",
             "tg:{c:acme}:keys",
             "tg:{c:acme}:names",
-            "tg:{c:acme}:win",
         ]
     );
+    // The counters are fields of the client hash (admit.lua's header): the
+    // window's total, its oldest and newest second, that second's count,
+    // the period, `used`; no text `mon` or `used`.
+    let w: Vec<u8> = redis::cmd("HGET")
+        .arg("tg:{c:acme}:client")
+        .arg("ctr")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(w.len(), 48, "{fields:?}");
+    let f = |i: usize| f64::from_le_bytes(w[i * 8..i * 8 + 8].try_into().unwrap());
+    let second = now_s as f64;
+    assert_eq!(
+        (f(0), f(1), f(2), f(3), f(5)),
+        (1.0, second, second, 1.0, 1.0)
+    );
+    assert!(f(4) > 1.7e12, "the period's start, Unix ms: {}", f(4));
+    assert!(
+        !fields.iter().any(|f| f == "used" || f == "mon"),
+        "{fields:?}"
+    );
+}
+
+/// The counters as tollgate kept them until 2026-11-28 (the window in its
+/// own hash `tg:{c:<id>}:win`, `mon` and `used` text fields of the client
+/// hash) move into the client hash's `ctr` at the client's first call after
+/// the upgrade, with their counts; a `used` a process not upgraded yet
+/// writes meanwhile is counted in by the next admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_counters_of_the_old_layout_move_into_the_client_hash() {
+    let fx = redis();
+    acme(&fx, None, None).await;
+    let raw = redis::Client::open(fx._server.as_ref().unwrap().url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    let now_s = fx.clock.now_ms().div_euclid(1000);
+    // 5 requests 30 s ago and 1 a second ago, as the old admit.lua wrote them.
+    let (a, b) = ((now_s - 30).to_string(), (now_s - 1).to_string());
+    let _: () = redis::cmd("HSET")
+        .arg("tg:{c:acme}:win")
+        .arg(&["t", "6", "o", a.as_str(), "n", b.as_str(), a.as_str(), "5"])
+        .arg(&[b.as_str(), "1"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg("tg:{c:acme}:client")
+        .arg("ctr")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // 40 counted this month (its start, Unix ms: T0 is in February 2026).
+    let month = "1769904000000";
+    let text = |used: &str| {
+        redis::cmd("HSET")
+            .arg("tg:{c:acme}:client")
+            .arg(&["mon", month, "used", used])
+            .to_owned()
+    };
+    text("40").exec_async(&mut raw).await.unwrap();
+    // A usage read moves the window (a change of representation only).
+    let u = usage(&fx).await;
+    assert_eq!(u.remaining, DEFAULTS.per_minute - 6);
+    assert_eq!(u.monthly_used, 40);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("tg:{c:acme}:win")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!exists);
+    // Room for exactly one more; the 5 leave 31 s after they were counted.
+    let d = admit(&fx.store).await;
+    assert_eq!(d.verdict, Verdict::Admitted);
+    assert_eq!(state(&d).monthly_used, 41);
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg("tg:{c:acme}:client")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!fields.contains(&"used".to_owned()), "{fields:?}");
+    let refused = admit(&fx.store).await;
+    assert_eq!(refused.verdict, Verdict::RateLimited);
+    assert_eq!(
+        state(&refused).window_retry_at_ms,
+        Some((now_s + 31) * 1000)
+    );
+    fx.clock.set_ms((now_s + 31) * 1000);
+    // A process of the old version counts 2 meanwhile (it found no text
+    // `used`: 0, and wrote 2).
+    text("2").exec_async(&mut raw).await.unwrap();
+    let d = admit(&fx.store).await;
+    assert_eq!(d.verdict, Verdict::Admitted);
+    assert_eq!(state(&d).remaining, DEFAULTS.per_minute - 3);
+    assert_eq!(state(&d).monthly_used, 44);
+    assert_eq!(usage(&fx).await.monthly_used, 44);
 }
 
 /// Both backends give the same decision, field for field, on a long random

@@ -1,4 +1,4 @@
-//! `admit-script`: the admit script's cost per call and a busy window's
+//! `admit-script`: the admit script's cost per call and a busy client's
 //! memory on one real `redis-server`, with the store's clock driven by hand
 //! (10 requests a second for 10 minutes, then the same traffic refused);
 //! then the admitted traffic again for a client on a plan (five plans in
@@ -103,22 +103,28 @@ pub async fn run() {
         assert_eq!(admit(&store).await.verdict, Verdict::Admitted);
     }
     let elapsed = started.elapsed();
-    let memory: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg("tg:{c:acme}:win")
-        .arg("SAMPLES")
-        .arg(0)
+    // The window is in the client hash (admit.lua's counters: `ctr`, and
+    // `ctw` for the seconds before the newest).
+    let (ctr, ctw): (i64, i64) = redis::pipe()
+        .cmd("HSTRLEN")
+        .arg("tg:{c:acme}:client")
+        .arg("ctr")
+        .cmd("HSTRLEN")
+        .arg("tg:{c:acme}:client")
+        .arg("ctw")
         .query_async(&mut raw)
         .await
         .unwrap();
     let fields: i64 = redis::cmd("HLEN")
-        .arg("tg:{c:acme}:win")
+        .arg("tg:{c:acme}:client")
         .query_async(&mut raw)
         .await
         .unwrap();
     let client_mem: i64 = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg("tg:{c:acme}:client")
+        .arg("SAMPLES")
+        .arg(0)
         .query_async(&mut raw)
         .await
         .unwrap();
@@ -145,8 +151,8 @@ pub async fn run() {
             .find(|l| l.starts_with("redis_version"))
             .unwrap_or("")
     );
-    println!("window: {fields} fields, MEMORY USAGE {memory} bytes");
-    println!("client hash: {client_mem} bytes, key hash: {key_mem} bytes");
+    println!("window: ctr {ctr} bytes, ctw {ctw} bytes");
+    println!("client hash: {fields} fields, {client_mem} bytes; key hash: {key_mem} bytes");
     println!(
         "{calls} admits in {elapsed:?} ({:?} per call, round trip included)",
         elapsed / calls as u32

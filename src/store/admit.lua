@@ -3,11 +3,29 @@
 -- One atomic script per request, over keys that share the client's hash tag
 -- `{c:<client_id>}`, so it runs unchanged on Redis Cluster.
 --
--- KEYS[1]  tg:{c:<id>}:client        hash: status, per_minute, monthly, mon, used, ...
+-- KEYS[1]  tg:{c:<id>}:client        hash: status, per_minute, monthly, plan, ..., and
+--                                     ctr and ctw, the counters (below)
 -- KEYS[2]  tg:{c:<id>}:key:<key_id>  hash: client_id, gen, expires_at, scopes, last_used_at,
 --                                     prev_gen, prev_until_ms, ...
--- KEYS[3]  tg:{c:<id>}:win           hash: t (total), o (oldest second), n (newest second),
---                                     and one field per second holding that second's count
+-- KEYS[3]  tg:{c:<id>}:win           the window as tollgate kept it until 2026-11 (a hash:
+--                                     t, o, n, one field per second): read only while the
+--                                     client hash has no `ctr`, then moved into it, deleted
+--
+-- The counters, fields of the client hash, little-endian doubles (struct
+-- '<d', exact integers). `ctr`: the window's total t, its oldest second o
+-- and newest second n (Unix seconds), the count of second n, the quota
+-- period `used` counts in (its start in Unix ms; YYYYMM of the UTC month
+-- without billing arguments; 0: none yet), and `used` (48 bytes). `ctw`:
+-- the counts of seconds o ..= n - 1, 0 for a second with none (at most 60 *
+-- 8 bytes). The first and last counts are not 0, t is their sum, and
+-- n - o <= 60; an empty window is t = o = n = 0 and an empty `ctw`. `ctr` is
+-- read in the client's HMGET and written in its HSET: counting costs no
+-- command of its own and no conversion from or to decimal text, and `ctw`
+-- is read and written only when the second changes (or for a refusal's
+-- retry instant); docs/rate-limiting.md. Text fields `mon` and `used` are
+-- what tollgate wrote before 2026-11-28; a process of that version may
+-- still write them during a rolling upgrade: an admission adds such a
+-- `used` in (when its `mon` is the current period) and deletes it.
 -- KEYS[4]  tg:{c:<id>}:h:<YYYY-MM-DD> hash (billing, optional): the local day's history,
 --                                     f (forwarded), r (rate_limited), q (quota_exceeded),
 --                                     x (refunded, written by the refund). The current day's
@@ -20,9 +38,11 @@
 -- tollgate store, docs/rate-limiting.md "Exactly-once admission"), two
 -- fields about the session's last call: s:<session> = its sequence number
 -- ("<seq>": applied by this script; "F<seq>": fenced, "V<seq>": voided by
--- settle.lua), and r:<session> = cmsgpack of the reply this script gave,
--- with the month it counted in at index RECORD_PERIOD (20) ({-1, now_ms}
--- for a fence).
+-- settle.lua), and r:<session> = the record of the reply this script gave:
+-- its 13 slots as little-endian doubles, then the period it counted in as
+-- decimal (RECORD_PERIOD once read), then (billing) a space and the
+-- history day key it counted under (RECORD_DAY); a fence is the two
+-- doubles -1, now_ms.
 -- A session's calls carry increasing sequence numbers, and one is sent
 -- only when the previous one is settled.
 --
@@ -55,8 +75,9 @@
 -- ARGV[19], ARGV[20] that cycle's period [start, end) containing the caller's now, Unix ms
 -- ARGV[21], ARGV[22] the local day [start, end) containing it, Unix ms (KEYS[4]'s day)
 -- ARGV[23] [history] days: KEYS[4] expires that many days after the day ends
---   When the client's cycle is not ARGV[17..18], or now (TIME) is outside either
---   range, the script counts and writes nothing and answers
+--   When the client's cycle is not ARGV[17..18], or now (TIME) is outside the
+--   day (and so, possibly, the period: the day lies within it), the script
+--   counts and writes nothing and answers
 --   {RECOMPUTE, now_ms, quota_day, quota_tz} (the fields as stored, "" when
 --   absent): the caller computes the ranges again for that instant and cycle.
 -- ARGV[24] Notifications (src/notify/, docs/billing.md), only when [notify] is set:
@@ -107,6 +128,11 @@ local SESSION_IDLE_SECS = 600
 local RECORD_PERIOD = 20
 -- Billing: where it keeps the history key its call counted in (settle.lua reads it).
 local RECORD_DAY = 21
+-- A session record: the reply's 13 slots as little-endian doubles, then text.
+local RECORD_FORMAT = '<ddddddddddddd'
+-- The counters (field `ctr`): the window's total, oldest second, newest
+-- second and that second's count, the period, used.
+local COUNTERS = '<dddddd'
 -- Billing: not a verdict: the caller's period or day is not the store's; nothing done.
 local RECOMPUTE = -2
 -- Notifications: the first lease of a pending notification (src/notify/mod.rs LEASE).
@@ -134,6 +160,28 @@ end
 
 local function corrupt(what)
   error({ err = 'TGCORRUPT ' .. what })
+end
+
+-- The reply a session record holds, its period at RECORD_PERIOD and its day
+-- key at RECORD_DAY (settle.lua reads records the same way). A fence
+-- (settle.lua) is two doubles, -1 and its instant; a record written before
+-- 2026-11-28 is cmsgpack, whose first byte is never 0 (a double of a small
+-- integer, little-endian, starts with 0).
+local function unrecord(v)
+  if string.byte(v, 1) ~= 0 then
+    return cmsgpack.unpack(v)
+  end
+  if #v == 16 then
+    local verdict, at = struct.unpack('<dd', v)
+    return { verdict, at }
+  end
+  local r = { struct.unpack(RECORD_FORMAT, v) }
+  local period, day = string.match(v, '^(%d+) ?(.*)$', r[14])
+  r[14], r[RECORD_PERIOD] = nil, tonumber(period)
+  if day ~= '' then
+    r[RECORD_DAY] = day
+  end
+  return r
 end
 
 if mode ~= 'admit' and mode ~= 'usage' then
@@ -209,12 +257,14 @@ end
 local now_s = floor(now_ms / 1000)
 
 -- The client hash (read first: a repeated call is answered from it).
--- c[7..12]: billing fields (the cycle, today's history).
+-- c[7..10]: billing fields (the cycle, today's day and forwarded count;
+-- hr and hq are read when needed); c[4], c[5] text `mon` and `used` (see
+-- the header); c[11] the counters; c[12] the session.
 local c
 if session then
   c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan',
-    'quota_day', 'quota_tz', 'hday', 'hf', 'hr', 'hq', session)
-  local last = c[13]
+    'quota_day', 'quota_tz', 'hday', 'hf', 'ctr', session)
+  local last = c[12]
   if last then
     local applied = tonumber(last)
     if applied == nil then
@@ -225,7 +275,7 @@ if session then
     elseif applied > seq then
       return { SETTLED }
     elseif applied == seq then
-      local reply = cmsgpack.unpack(call('HGET', client_key, record))
+      local reply = unrecord(call('HGET', client_key, record))
       reply[RECORD_PERIOD] = nil
       reply[RECORD_DAY] = nil
       return reply
@@ -233,7 +283,7 @@ if session then
   end
 else
   c = call('HMGET', client_key, 'status', 'per_minute', 'monthly', 'mon', 'used', 'plan',
-    'quota_day', 'quota_tz', 'hday', 'hf', 'hr', 'hq')
+    'quota_day', 'quota_tz', 'hday', 'hf', 'ctr')
 end
 
 -- The key: exists, belongs to the client, not expired, and the caller's
@@ -241,8 +291,7 @@ end
 -- strictly before its grace period ends.
 local scopes, last_used_at = '', nil
 if key_id ~= '' then
-  local k = call('HMGET', key_key, 'client_id', 'gen', 'expires_at', 'scopes', 'last_used_at',
-    'prev_gen', 'prev_until_ms')
+  local k = call('HMGET', key_key, 'client_id', 'gen', 'expires_at', 'scopes', 'last_used_at')
   if not k[1] or k[1] ~= client_id then
     return { KEY_INVALID }
   end
@@ -250,7 +299,9 @@ if key_id ~= '' then
     return { KEY_INVALID }
   end
   if k[2] ~= gen then
-    if not (k[6] and k[6] == gen and k[7] and now_ms < int(k[7], 'key prev_until_ms')) then
+    -- A rotated-out secret (read only then).
+    local p = call('HMGET', key_key, 'prev_gen', 'prev_until_ms')
+    if not (p[1] and p[1] == gen and p[2] and now_ms < int(p[2], 'key prev_until_ms')) then
       return { KEY_INVALID }
     end
   end
@@ -294,71 +345,187 @@ end
 local per_minute = limit(c[2], plan_pm ~= '' and plan_pm or ARGV[6], 'per_minute')
 local monthly = limit(c[3], plan_mo ~= '' and plan_mo or ARGV[7], 'monthly')
 
--- The month: `used` counts only while `mon` is the current month.
-local period = period_id(now_s)
-local used = 0
--- Billing: the client's quota period (and the day the history counts under).
-local billing, period_end, history_ttl, old_day_ttl = false, nil, nil, nil
-if ARGV[17] and ARGV[17] ~= '' then
-  billing = true
-  local p_start, p_end = tonumber(ARGV[19]), tonumber(ARGV[20])
-  local d_start, d_end = tonumber(ARGV[21]), tonumber(ARGV[22])
-  if (c[7] or '1') ~= ARGV[17] or (c[8] or 'UTC') ~= ARGV[18]
-      or now_ms < p_start or now_ms >= p_end or now_ms < d_start or now_ms >= d_end then
-    return { RECOMPUTE, now_ms, c[7] or '', c[8] or '' }
-  end
-  local keep = 86400 * tonumber(ARGV[23]) + 1
-  history_ttl = floor((d_end - now_ms) / 1000) + keep
-  -- An earlier day ended by this day's start at the latest.
-  old_day_ttl = floor((d_start - now_ms) / 1000) + keep
-  if c[4] then
-    local mon = int(c[4], 'client mon')
-    if mon == p_start
-        or (ARGV[17] == '1' and ARGV[18] == 'UTC' and mon == period_id(floor(p_start / 1000))) then
-      -- (YYYYMM: counted before billing cycles, in the same UTC month.)
-      used = int(c[5] or '0', 'client used')
-    else
-      -- Another period: did the cycle change while the period `used`
-      -- counts in had not ended? Then `used` carries into the new cycle's
-      -- period (docs/billing.md).
-      local m = call('HMGET', client_key, 'mend', 'mtag')
-      if m[2] ~= ARGV[17] .. ' ' .. ARGV[18] and m[1] and now_ms < int(m[1], 'client mend') then
-        used = int(c[5] or '0', 'client used')
-      end
+-- The counters (fields `ctr` and `ctw`, see the header): the window
+-- (`total`, `oldest`, `newest`, `hot` the count of second `newest`, and
+-- `cold` the counts of seconds oldest ..= newest - 1, read only when needed)
+-- and the period `used` counts in (`c_period`, `c_used` as stored); updated
+-- in these variables only, and written only if this request is admitted.
+local pack, unpack_s, rep = struct.pack, struct.unpack, string.rep
+local ZERO = pack('<d', 0)
+local cutoff = now_s - WINDOW_SECS
+local total, oldest, newest, hot = 0, nil, nil, 0
+local c_period, c_used = 0, 0
+-- `cold` as read (nil: not read yet), and whether it is to be written.
+local cold, cold_changed = nil, false
+
+-- Reads `cold` (field `ctw`), once.
+local function load_cold()
+  if cold == nil then
+    cold = call('HGET', client_key, 'ctw') or ''
+    if #cold ~= (newest - oldest) * 8 then
+      corrupt('client ctw')
     end
   end
-  period, period_end = p_start, p_end
-elseif c[4] and int(c[4], 'client mon') == period then
-  used = int(c[5] or '0', 'client used')
+end
+
+-- A client hash without `ctr`: the window of KEYS[3], where tollgate kept
+-- it until 2026-11, moves into it (a change of representation, not of the
+-- count, so a usage read or a refusal may make it too); `used` stays in
+-- its text field until an admission adds it in. Returns `ctr`.
+local function migrate_window()
+  local h = call('HGETALL', win_key)
+  local t, o, n, counts = 0, nil, nil, {}
+  for i = 1, #h, 2 do
+    local f, v = h[i], int(h[i + 1], 'window ' .. (#h[i] > 1 and 'bucket' or h[i]))
+    if f == 't' then
+      t = v
+    elseif f == 'o' then
+      o = v
+    elseif f == 'n' then
+      n = v
+    else
+      counts[int(f, 'window second')] = v
+    end
+  end
+  local moved, parts = pack(COUNTERS, 0, 0, 0, 0, 0, 0), {}
+  if o and n and o <= n and n - o <= WINDOW_SECS and counts[o] and counts[n] then
+    moved = pack(COUNTERS, t, o, n, counts[n], 0, 0)
+    for sec = o, n - 1 do
+      parts[#parts + 1] = pack('<d', counts[sec] or 0)
+    end
+  elseif #h > 0 and (t ~= 0 or o or n) then
+    corrupt('window t')
+  end
+  call('HSET', client_key, 'ctr', moved, 'ctw', table.concat(parts))
+  if #h > 0 then
+    call('DEL', win_key)
+  end
+  return moved
+end
+
+do
+  local w = c[11] or migrate_window()
+  if #w ~= 48 then
+    corrupt('client ctr')
+  end
+  total, oldest, newest, hot, c_period, c_used = unpack_s(COUNTERS, w)
+  if total < 0 or total ~= floor(total) or oldest ~= floor(oldest) or newest ~= floor(newest)
+      or newest - oldest > WINDOW_SECS or newest < oldest or c_used < 0
+      or c_used ~= floor(c_used) then
+    corrupt('client ctr')
+  end
+  if total == 0 then
+    oldest, newest, hot = nil, nil, 0
+  elseif newest < cutoff then
+    -- Every count has left (this includes an oldest one over 121 s old).
+    if newest > oldest then
+      cold, cold_changed = '', true
+    end
+    total, oldest, newest, hot = 0, nil, nil, 0
+  elseif oldest < cutoff then
+    -- The counts of seconds before the cutoff leave, then the zeros after
+    -- them (the newest second's stays: newest >= cutoff).
+    load_cold()
+    local k = cutoff - oldest
+    local v = { unpack_s('<' .. rep('d', k), cold) }
+    for i = 1, k do
+      total = total - v[i]
+    end
+    local j = k * 8 + 1
+    while string.sub(cold, j, j + 7) == ZERO do
+      j = j + 8
+    end
+    cold, cold_changed = string.sub(cold, j), true
+    oldest = newest - #cold / 8
+    if total < hot or hot <= 0 then
+      corrupt('client ctr')
+    end
+  end
+end
+
+-- The period `used` counts in: with billing, the period's start (Unix ms,
+-- ARGV[19]); else the UTC month, YYYYMM; `mon` is it in decimal. `used`
+-- counts only while the counters' period is the current one.
+local mon, period, period_end, used = nil, nil, '0', 0
+-- Billing: the client's quota period (and the day the history counts under).
+local billing = false
+if ARGV[17] and ARGV[17] ~= '' then
+  billing = true
+  -- The local day lies within the period (the caller computes both from one
+  -- cycle and instant, and a period starts at a local midnight,
+  -- src/limits/cycle.rs), so now in the day is now in the period.
+  local d_start, d_end = tonumber(ARGV[21]), tonumber(ARGV[22])
+  if (c[7] or '1') ~= ARGV[17] or (c[8] or 'UTC') ~= ARGV[18]
+      or now_ms < d_start or now_ms >= d_end then
+    return { RECOMPUTE, now_ms, c[7] or '', c[8] or '' }
+  end
+  mon, period_end = ARGV[19], ARGV[20]
+  period = tonumber(mon)
+  if c_period == period then
+    used = c_used
+  elseif c_period ~= 0 then
+    -- Another period: did the cycle change while the period `used`
+    -- counts in had not ended? Then `used` carries into the new cycle's
+    -- period (docs/billing.md).
+    local m = call('HMGET', client_key, 'mend', 'mtag')
+    if m[2] ~= ARGV[17] .. ' ' .. ARGV[18] and m[1] and now_ms < int(m[1], 'client mend') then
+      used = c_used
+    end
+  end
+else
+  period = period_id(now_s)
+  mon = str(period)
+  if c_period == period then
+    used = c_used
+  end
+end
+-- `mon` and `used` as text: written by a tollgate of before 2026-11-28 (a
+-- process not upgraded yet): counted in, and deleted by this admission's
+-- write; in the UTC month, YYYYMM, from before billing cycles.
+local text_used = c[5] and (c[4] == mon
+  or (billing and ARGV[17] == '1' and ARGV[18] == 'UTC' and c[4]
+    and int(c[4], 'client mon') == period_id(floor(period / 1000))))
+if text_used then
+  used = used + int(c[5], 'client used')
 end
 
 -- Billing: today's history counts, and whether the client hash holds another day's.
-local h_today = history_ttl and c[9] == day_key
-local h_f, h_r, h_q = 0, 0, 0
-if h_today then
-  h_f, h_r, h_q = tonumber(c[10]) or 0, tonumber(c[11]) or 0, tonumber(c[12]) or 0
+local h_today = billing and c[9] == day_key
+local h_f = h_today and tonumber(c[10]) or 0
+
+-- Billing: the client hash's rate-limited and quota-refused counts (hr, hq).
+local function day_refusals()
+  local x = call('HMGET', client_key, 'hr', 'hq')
+  return tonumber(x[1]) or 0, tonumber(x[2]) or 0
 end
 
 -- Billing: appends to `t` the client-hash fields that add df forwarded, dr
 -- rate-limited and dq quota-refused requests to today's history; a new day
 -- first adds the previous day's counts to that day's key.
 local function history(t, df, dr, dq)
-  if not history_ttl then
+  if not billing then
     return
   end
-  if not h_today then
+  local h_r, h_q = 0, 0
+  if h_today then
+    if dr > 0 or dq > 0 then
+      h_r, h_q = day_refusals()
+    end
+  else
     local old = c[9]
     if old then
-      local moved = false
+      local counts, moved = { tonumber(c[10]) or 0 }, false
+      counts[2], counts[3] = day_refusals()
       for i, f in ipairs({ 'f', 'r', 'q' }) do
-        local n = tonumber(c[9 + i]) or 0
-        if n > 0 then
-          call('HINCRBY', old, f, n)
+        if counts[i] > 0 then
+          call('HINCRBY', old, f, counts[i])
           moved = true
         end
       end
       if moved then
-        call('EXPIRE', old, max(old_day_ttl, 1))
+        -- It ended by this day's start at the latest; kept [history] days.
+        local ttl = floor((tonumber(ARGV[21]) - now_ms) / 1000) + 86400 * tonumber(ARGV[23]) + 1
+        call('EXPIRE', old, max(ttl, 1))
       end
     end
     t[#t + 1], t[#t + 2] = 'hday', day_key
@@ -383,47 +550,36 @@ local function refused(dr, dq)
   end
 end
 
--- The window, read without writing: expired buckets are collected, and
--- deleted only if this request is admitted.
-local cutoff = now_s - WINDOW_SECS
-local total, oldest, newest = 0, nil, nil
--- `o` and `n` as stored (nil when they must be written afresh).
-local read_oldest, read_newest = nil, nil
-local expired = {}
-local drop_window = false
-local w = call('HMGET', win_key, 't', 'o', 'n')
-if w[1] then
-  total = int(w[1], 'window t')
-  oldest = int(w[2], 'window o')
-  newest = int(w[3], 'window n')
-  read_oldest, read_newest = oldest, newest
-  if newest < cutoff then
-    -- Every bucket has left (this includes an oldest bucket over 121 s old).
-    drop_window = true
-    total, oldest, newest = 0, nil, nil
-    read_oldest, read_newest = nil, nil
-  elseif oldest < cutoff then
-    -- At most 61 steps while time moves forward: oldest >= newest - 60.
-    for sec = oldest, cutoff - 1 do
-      local n = call('HGET', win_key, str(sec))
-      if n then
-        total = total - int(n, 'window bucket')
-        expired[#expired + 1] = str(sec)
-      end
-    end
-    oldest = nil
-    for sec = cutoff, newest do
-      if call('HEXISTS', win_key, str(sec)) == 1 then
-        oldest = sec
-        break
-      end
-    end
-    if oldest == nil or total < 0 then
-      corrupt('window t')
-    end
+-- Adds `units` to second `sec`'s count (a clock gone back by over the
+-- window's span counts in the window's earliest second, so the bucket
+-- leaves no sooner); true when the second had none. The common case, the
+-- newest second again, touches only `hot`.
+local function count(sec, units)
+  total = total + units
+  if not oldest then
+    oldest, newest, hot = sec, sec, units
+    return true
   end
-elseif call('EXISTS', win_key) == 1 then
-  corrupt('window t')
+  sec = max(sec, newest - WINDOW_SECS)
+  if sec == newest then
+    hot = hot + units
+    return false
+  end
+  load_cold()
+  cold_changed = true
+  if sec > newest then
+    cold = cold .. pack('<d', hot) .. rep(ZERO, sec - newest - 1)
+    newest, hot = sec, units
+    return true
+  elseif sec < oldest then
+    cold = pack('<d', units) .. rep(ZERO, oldest - sec - 1) .. cold
+    oldest = sec
+    return true
+  end
+  local at = (sec - oldest) * 8
+  local b = unpack_s('<d', cold, at + 1)
+  cold = string.sub(cold, 1, at) .. pack('<d', b + units) .. string.sub(cold, at + 9)
+  return b == 0
 end
 
 -- The limit state as it stands (after the writes, when admitted), and how
@@ -443,11 +599,13 @@ local function state(verdict, admitted)
     -- The earliest departure that makes room for one more request of `cost`.
     local left, at = total, now_ms
     if oldest then
-      for sec = oldest, newest do
-        local n = call('HGET', win_key, str(sec))
-        if n then
-          left = left - int(n, 'window bucket')
-          at = (sec + BUCKET_LIFETIME_SECS) * 1000
+      load_cold()
+      local v = { unpack_s('<' .. rep('d', newest - oldest), cold) }
+      v[newest - oldest + 1] = hot
+      for i = 1, newest - oldest + 1 do
+        if v[i] > 0 then
+          left = left - v[i]
+          at = (oldest + i - 1 + BUCKET_LIFETIME_SECS) * 1000
           if left + cost <= per_minute then
             break
           end
@@ -505,34 +663,12 @@ if fits < wanted then
 end
 within = fits
 
--- The only writes of this script.
+-- The writes of this script: the key's last use (once a second), then
+-- (below) one HSET of the client hash: the count, the window, the session's
+-- record.
 local units = admitted * cost
-if drop_window then
-  call('DEL', win_key)
-elseif #expired > 0 then
-  call('HDEL', win_key, unpack(expired))
-end
 local now_str = str(now_s)
-local new_bucket = call('HINCRBY', win_key, now_str, units) == units
-total = total + units
--- `o` and `n` are written only when they move (the window was empty or
--- dropped, a bucket left, a new second began): most calls write `t` only.
-oldest = oldest and min(oldest, now_s) or now_s
-newest = newest and max(newest, now_s) or now_s
-if oldest == read_oldest and newest == read_newest then
-  call('HSET', win_key, 't', str(total))
-elseif oldest == read_oldest then
-  call('HSET', win_key, 't', str(total), 'n', str(newest))
-else
-  call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
-end
-if new_bucket then
-  -- Memory hygiene only: the window is empty once its newest bucket has
-  -- left, 61 s after that bucket's second began (later admissions in the
-  -- same second need not push the deadline further).
-  call('EXPIRE', win_key, BUCKET_LIFETIME_SECS + 1)
-end
-
+local new_bucket = count(now_s, units)
 used = used + units
 
 if last_used_at ~= now_str then
@@ -546,16 +682,19 @@ if admitted == wanted then
 else
   reply = state(refusal, admitted)
 end
--- The count, and the period it counts in when that changed (billing: with
--- the period's end and cycle); then today's history.
-local counter = { 'used', str(used) }
-local mon = str(period)
-if c[4] ~= mon then
-  counter[3], counter[4] = 'mon', mon
-  if billing then
-    counter[5], counter[6], counter[7], counter[8] = 'mend', str(period_end), 'mtag',
-      ARGV[17] .. ' ' .. ARGV[18]
-  end
+-- The counters: the window, the period and the count; when the period
+-- changed (billing), its end and cycle; then today's history.
+local counter = { 'ctr', pack(COUNTERS, total, oldest, newest, hot, period, used) }
+if cold_changed then
+  counter[3], counter[4] = 'ctw', cold
+end
+if billing and c_period ~= period then
+  counter[#counter + 1], counter[#counter + 2] = 'mend', period_end
+  counter[#counter + 1], counter[#counter + 2] = 'mtag', ARGV[17] .. ' ' .. ARGV[18]
+end
+if c[5] then
+  -- (Text `used`, counted in above or of another period.)
+  call('HDEL', client_key, 'used')
 end
 -- (Units: `forwarded` sums to `used`.)
 local rest = (wanted - admitted) * cost
@@ -575,12 +714,12 @@ if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
   for t in string.gmatch(ARGV[24], '%d+') do
     local at = tonumber(t) * monthly
     if before < at and used * 100 >= at then
-      local mark, mon = 'n' .. t, str(period)
+      local mark = 'n' .. t
       if call('HGET', client_key, mark) ~= mon then
         counter[#counter + 1], counter[#counter + 2] = mark, mon
         pending = pending or {}
         pending[#pending + 1] = mon .. ':' .. t
-        pending[#pending + 1] = str(used) .. ',' .. str(monthly) .. ',' .. str(period_end or 0)
+        pending[#pending + 1] = str(used) .. ',' .. str(monthly) .. ',' .. period_end
           .. ',' .. str(now_ms) .. ',' .. str(now_ms + NOTIFY_LEASE_MS)
         crossed = crossed + bit
       end
@@ -593,18 +732,14 @@ if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
   end
 end
 if session then
-  -- The session's record, in the same write as the monthly counter.
-  reply[RECORD_PERIOD] = period
-  if history_ttl then
-    reply[RECORD_DAY] = day_key
-  end
+  -- The session's record, in the same write as the monthly counter (see
+  -- the header).
   counter[#counter + 1] = session
   counter[#counter + 1] = ARGV[11]
   counter[#counter + 1] = record
-  counter[#counter + 1] = cmsgpack.pack(reply)
+  counter[#counter + 1] = struct.pack(RECORD_FORMAT, unpack(reply, 1, 13))
+    .. (billing and mon .. ' ' .. day_key or mon)
   call('HSET', client_key, unpack(counter))
-  reply[RECORD_PERIOD] = nil
-  reply[RECORD_DAY] = nil
   if new_bucket and now_s % 16 == 0 then
     -- About every 16 s of a busy client: forget sessions idle for long
     -- (stores that went away), so the client hash does not grow.
@@ -612,7 +747,7 @@ if session then
     local stale = {}
     local idle_since = now_ms - SESSION_IDLE_SECS * 1000
     for i = 1, #h, 2 do
-      if string.sub(h[i], 1, 2) == 'r:' and cmsgpack.unpack(h[i + 1])[2] < idle_since then
+      if string.sub(h[i], 1, 2) == 'r:' and unrecord(h[i + 1])[2] < idle_since then
         stale[#stale + 1] = h[i]
         stale[#stale + 1] = 's:' .. string.sub(h[i], 3)
       end

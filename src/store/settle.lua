@@ -2,15 +2,15 @@
 -- "Exactly-once admission").
 --
 -- admit.lua keeps, per admission session, the last call it applied (see its
--- header: s:<session> = "<seq>", r:<session> = cmsgpack of the reply, the month at index 20).
+-- header: s:<session> = "<seq>", r:<session> = the record of the reply and its period).
 -- This script asks whether call `seq` of a session was applied, and makes
 -- sure a call found not applied never will be: it leaves a fence
 -- (s:<session> = "F<seq>") that admit.lua refuses for that call and every
 -- earlier one. All keys share the client's hash tag, so it runs on Redis
 -- Cluster.
 --
--- KEYS[1]  tg:{c:<id>}:client   hash: mon, used, s:<session>, r:<session>
--- KEYS[2]  tg:{c:<id>}:win      the per-minute window (void only)
+-- KEYS[1]  tg:{c:<id>}:client   hash: ctr and ctw (the counters: admit.lua's
+--                               header), s:<session>, r:<session>
 --
 -- ARGV[1]  "check": the call's reply, if it was applied (tollgate still has
 --          time to answer its requests); "void": the call's requests were
@@ -28,54 +28,63 @@
 -- moved past it; else the recorded reply of admit.lua (for "void": the reply
 -- whose admissions were undone now).
 
-local client_key, win_key = KEYS[1], KEYS[2]
+local client_key = KEYS[1]
 local mode = ARGV[1]
 
 local function str(n)
   return string.format('%d', n)
 end
 
--- Gives back `units` counted in second `sec` of month `period` (YYYYMM): a
--- counter never goes below zero, a month that has ended keeps its count,
--- and a bucket that has left the window is gone already (one still stored
--- after it left moves with `t`, so the window's count is unchanged).
+-- Gives back `units` counted in second `sec` of period `period` (its start
+-- in Unix ms; YYYYMM of a UTC month): a counter never goes below zero, a
+-- period that has ended keeps its count, and a second's count that has left
+-- the window is gone already (one still stored after it left moves with the
+-- total, so the window's count is unchanged). The counters are admit.lua's
+-- `ctr` and `ctw` (see its header); text `mon` and `used` (a tollgate of before
+-- 2026-11-28, during a rolling upgrade) give back what the counters cannot.
 local function give_back(units, sec, period)
-  local c = redis.call('HMGET', client_key, 'mon', 'used')
-  if c[1] and tonumber(c[1]) == period then
-    local used = math.max((tonumber(c[2]) or 0) - units, 0)
-    redis.call('HSET', client_key, 'used', str(used))
-  end
-
-  local b = tonumber(redis.call('HGET', win_key, str(sec)))
-  if b then
-    local w = redis.call('HMGET', win_key, 't', 'o', 'n')
-    local total = math.max((tonumber(w[1]) or 0) - math.min(units, b), 0)
-    local oldest, newest = tonumber(w[2]), tonumber(w[3])
-    if b > units then
-      redis.call('HSET', win_key, str(sec), str(b - units), 't', str(total))
-    elseif total == 0 or oldest == nil or newest == nil then
-      redis.call('DEL', win_key)
-    else
-      -- The bucket is gone: move `o` or `n` to the next bucket that remains.
-      redis.call('HDEL', win_key, str(sec))
-      if sec == oldest then
-        for s = sec + 1, newest do
-          if redis.call('HEXISTS', win_key, str(s)) == 1 then
-            oldest = s
-            break
-          end
-        end
-      end
-      if sec == newest then
-        for s = sec - 1, oldest, -1 do
-          if redis.call('HEXISTS', win_key, str(s)) == 1 then
-            newest = s
-            break
-          end
-        end
-      end
-      redis.call('HSET', win_key, 't', str(total), 'o', str(oldest), 'n', str(newest))
+  local c = redis.call('HMGET', client_key, 'ctr', 'mon', 'used')
+  local w = {}
+  -- What `used` has still to give back.
+  local left = units
+  if c[1] and #c[1] == 48 then
+    local zero = struct.pack('<d', 0)
+    local total, oldest, newest, hot, p, used = struct.unpack('<dddddd', c[1])
+    if p == period then
+      local give = math.min(left, used)
+      used, left = used - give, left - give
     end
+    if total > 0 and sec >= oldest and sec <= newest then
+      -- The window's counts of seconds oldest ..= newest, the last one hot.
+      local counts = (redis.call('HGET', client_key, 'ctw') or '') .. struct.pack('<d', hot)
+      local at = (sec - oldest) * 8
+      local b = struct.unpack('<d', counts, at + 1)
+      local give = math.min(units, b)
+      total = math.max(total - give, 0)
+      counts = string.sub(counts, 1, at) .. struct.pack('<d', b - give)
+        .. string.sub(counts, at + 9)
+      -- The first and last counts are not 0.
+      while #counts > 0 and string.sub(counts, 1, 8) == zero do
+        counts, oldest = string.sub(counts, 9), oldest + 1
+      end
+      while #counts > 0 and string.sub(counts, -8) == zero do
+        counts, newest = string.sub(counts, 1, -9), newest - 1
+      end
+      if #counts == 0 then
+        total, oldest, newest, hot = 0, 0, 0, 0
+      else
+        hot = struct.unpack('<d', counts, #counts - 7)
+        counts = string.sub(counts, 1, -9)
+      end
+      w[3], w[4] = 'ctw', counts
+    end
+    w[1], w[2] = 'ctr', struct.pack('<dddddd', total, oldest, newest, hot, p, used)
+  end
+  if left > 0 and c[3] and tonumber(c[2]) == period then
+    w[#w + 1], w[#w + 2] = 'used', str(math.max((tonumber(c[3]) or 0) - left, 0))
+  end
+  if #w > 0 then
+    redis.call('HSET', client_key, unpack(w))
   end
 end
 
@@ -127,7 +136,7 @@ if not last or (applied and applied < seq) or (settled and settled < seq) then
       local t = redis.call('TIME')
       now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     end
-    redis.call('HSET', client_key, session, 'F' .. ARGV[3], record, cmsgpack.pack({ -1, now_ms }))
+    redis.call('HSET', client_key, session, 'F' .. ARGV[3], record, struct.pack('<dd', -1, now_ms))
   end
   return {}
 end
@@ -138,14 +147,23 @@ if settled then
   -- Fenced at this very call.
   return {}
 end
-local reply = cmsgpack.unpack(redis.call('HGET', client_key, record))
--- admit.lua's RECORD_PERIOD: the month the call counted in.
-local period = reply[20]
-reply[20] = nil
--- Billing: admit.lua's RECORD_DAY, the history key the call counted under
--- (tg:{c:<id>}:h:<date>: the client's hash tag, so the same slot as KEYS[1]).
-local day_key = reply[21]
-reply[21] = nil
+-- The record (admit.lua's `unrecord`): the reply's 13 slots, little-endian
+-- doubles, then the period the call counted in, then (billing) a space and
+-- the history key it counted under (tg:{c:<id>}:h:<date>: the client's hash tag, so the
+-- same slot as KEYS[1]); cmsgpack when written before 2026-11-28.
+local v = redis.call('HGET', client_key, record)
+local reply, period, day_key
+if string.byte(v, 1) ~= 0 then
+  reply = cmsgpack.unpack(v)
+  period, day_key, reply[20], reply[21] = reply[20], reply[21], nil, nil
+else
+  reply = { struct.unpack('<ddddddddddddd', v) }
+  local p, day = string.match(v, '^(%d+) ?(.*)$', reply[14])
+  period, reply[14] = tonumber(p), nil
+  if day ~= '' then
+    day_key = day
+  end
+end
 if mode == 'check' then
   return reply
 end

@@ -187,6 +187,16 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
+/// Counter `i` of a client hash's `ctr` field (admit.lua's header:
+/// little-endian doubles, 0 the window's total, 5 the quota's `used`); 0
+/// when the field is absent.
+#[allow(dead_code)]
+pub fn counter(ctr: Option<&[u8]>, i: usize) -> u64 {
+    ctr.and_then(|b| b.get(i * 8..i * 8 + 8)).map_or(0, |b| {
+        f64::from_le_bytes(b.try_into().unwrap_or_default()) as u64
+    })
+}
+
 /// Script calls (`EVALSHA` and `EVAL`) counted in an `INFO commandstats` text.
 pub fn script_calls_in(commandstats: &str) -> u64 {
     commandstats

@@ -124,11 +124,14 @@ pub(super) fn optional_num<T: std::str::FromStr>(
 /// A hash as Redis returns it, values not yet decoded.
 pub(super) type RawHash = HashMap<String, redis::Value>;
 
-/// The text fields of a client hash: its admission sessions (binary
-/// records, `cf::SESSION_PREFIXES`) left out.
+/// The text fields of a client hash: its binary fields, the admission
+/// sessions (`cf::SESSION_PREFIXES`) and the counters (`cf::COUNTERS`), left out.
 pub(super) fn client_text_fields(raw: RawHash) -> Result<HashMap<String, String>, StoreError> {
     raw.into_iter()
-        .filter(|(field, _)| !cf::SESSION_PREFIXES.iter().any(|p| field.starts_with(p)))
+        .filter(|(field, _)| {
+            !cf::COUNTERS.contains(&field.as_str())
+                && !cf::SESSION_PREFIXES.iter().any(|p| field.starts_with(p))
+        })
         .map(
             |(field, value)| match redis::from_redis_value::<String>(value) {
                 Ok(v) => Ok((field, v)),

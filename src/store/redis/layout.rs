@@ -24,7 +24,9 @@ pub fn keys(client_id: &str) -> String {
 pub fn names(client_id: &str) -> String {
     format!("tg:{{c:{client_id}}}:names")
 }
-/// Hash: the per-minute window (see `admit.lua`).
+/// Hash: the per-minute window as tollgate kept it until 2026-11; `admit.lua`
+/// now keeps the window in the client hash and moves this one there (and
+/// deletes it) at the client's first admission after an upgrade.
 pub fn window(client_id: &str) -> String {
     format!("tg:{{c:{client_id}}}:win")
 }
@@ -57,9 +59,9 @@ pub mod client_field {
     /// The billing cycle (SPEC.md "Billing cycles"); absent: 1 and "UTC".
     pub const QUOTA_DAY: &str = "quota_day";
     pub const QUOTA_TZ: &str = "quota_tz";
-    /// The id of the quota period `USED` counts, its start in Unix
-    /// milliseconds (`YYYYMM` of the UTC month before billing cycles, still
-    /// read for the default cycle); written by `admit.lua`.
+    /// The id of the quota period `USED` counts and the count, as text:
+    /// written by tollgate before 2026-11-28 (`admit.lua` moves them into
+    /// `COUNTERS`).
     pub const MONTH: &str = "mon";
     pub const USED: &str = "used";
     /// The end (Unix ms) of the period `USED` counts and the cycle tag it
@@ -74,6 +76,10 @@ pub mod client_field {
     /// `r:<session>`, written by `admit.lua` and `settle.lua`; see
     /// `store::once`). The `r:` field is binary.
     pub const SESSION_PREFIXES: [&str; 2] = ["s:", "r:"];
+    /// The counters, binary: the per-minute window, the quota period and
+    /// its count, and the window's older seconds (`admit.lua`'s header;
+    /// they replace `MONTH` and `USED`).
+    pub const COUNTERS: [&str; 2] = ["ctr", "ctw"];
 }
 
 /// Fields of a key hash.

@@ -718,7 +718,6 @@ impl RedisStore {
     ) -> Result<Settled, StoreError> {
         let mut inv = self.inner.settle.prepare_invoke();
         inv.key(layout::client(client_id))
-            .key(layout::window(client_id))
             .arg(mode)
             .arg(&call.session.state)
             .arg(call.seq.to_string())

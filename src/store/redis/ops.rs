@@ -334,7 +334,6 @@ impl Store for RedisStore {
         let ttl = (day_end_ms - r.at_ms).div_euclid(1000) + days * 86_400 + 1;
         let mut inv = self.inner.settle.prepare_invoke();
         inv.key(layout::client(&r.client_id))
-            .key(layout::window(&r.client_id))
             .arg("refund")
             .arg(r.units.to_string())
             .arg(sec.to_string())
