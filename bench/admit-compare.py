@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Two (or more) versions of admit.lua side by side on one redis-server:
+Redis's own cost per admission, in alternating rounds. Not part of CI;
+quoted in docs/billing.md ("Cost") and bench/results/.
+
+    git show a8ae216:src/store/admit.lua > /tmp/before.lua
+    python3 bench/admit-compare.py /tmp/before.lua src/store/admit.lua
+
+A fresh redis-server (persistence off) on a free port; CLIENTS clients
+(default 16) with one key each; per row, CALLS admissions (default 150000)
+spread over the clients in turn, each with its own session and an
+increasing sequence number, all admitted, sent with `redis-cli --pipe`
+(deep pipelining: syscalls spread thin, so this isolates the script). Every
+script gets the same KEYS and ARGV, billing arguments included (the UTC
+month and today's history key: a script from before billing ignores them).
+The clock is Redis TIME, so windows fill as a production client's would.
+Each row prints `INFO commandstats` µs and redis-server CPU µs per
+admission; ROUNDS (default 5) rounds alternate the scripts.
+
+CALLGRIND=1 runs redis-server under valgrind's callgrind instead and prints
+the instructions redis-server executed per admission (deterministic where
+time is not: the figure to compare on a noisy machine; use CALLS=4000).
+"""
+import datetime, glob, os, socket, subprocess, sys, tempfile, time
+
+CLIENTS = int(os.environ.get("CLIENTS", "16"))
+CALLS = int(os.environ.get("CALLS", "150000"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+CALLGRIND = os.environ.get("CALLGRIND") == "1"
+
+
+def resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def billing_args():
+    """ARGV[17..23] and the day key's date: the UTC month and today (UTC)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = (month + datetime.timedelta(days=32)).replace(day=1)
+    ms = lambda d: str(int(d.timestamp() * 1000))
+    return day.date().isoformat(), ["1", "UTC", ms(month), ms(next_month), ms(day),
+                                    ms(day + datetime.timedelta(days=1)), "400"]
+
+
+SEQ = [0]
+DAY, BILLING = billing_args()
+
+
+def admission(i):
+    cid = f"c{i}"
+    SEQ[0] += 1
+    sess = f"{7:016x}{i:016x}"
+    keys = [f"tg:{{c:{cid}}}:client", f"tg:{{c:{cid}}}:key:k1", f"tg:{{c:{cid}}}:win",
+            f"tg:{{c:{cid}}}:h:{DAY}"]
+    argv = ["admit", cid, "k1", "1", "", "1000000000", "1000000000000", "", "1",
+            f"s:{sess}", str(SEQ[0]), f"r:{sess}", "", "", "", ""] + BILLING
+    return keys, argv
+
+
+def row(port, pid, name, sha, outdir):
+    cli(port, "CONFIG", "RESETSTAT")
+    buf = bytearray()
+    for n in range(CALLS):
+        keys, argv = admission(n % CLIENTS)
+        buf += resp("EVALSHA", sha, len(keys), *keys, *argv)
+    path = tempfile.mktemp(suffix=".resp")
+    open(path, "wb").write(buf)
+    if CALLGRIND:
+        subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True)
+    before, t = cpu(pid), time.time()
+    out = subprocess.run(f"redis-cli -p {port} --pipe < {path}", shell=True,
+                         capture_output=True, text=True).stdout
+    wall, used = time.time() - t, cpu(pid) - before
+    os.unlink(path)
+    extra = ""
+    if CALLGRIND:
+        for f in glob.glob(f"{outdir}/cg.out*"):
+            os.unlink(f)
+        subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True)
+        total = 0
+        for f in glob.glob(f"{outdir}/cg.out*"):
+            for line in open(f):
+                if line.startswith(("summary:", "totals:")):
+                    total = max(total, int(line.split()[1]))
+        extra = f" {total / CALLS:.0f} |"
+    stats = cli(port, "INFO", "commandstats")
+    line = next(l for l in stats.splitlines() if l.startswith("cmdstat_evalsha"))
+    usec = float(line.split("usec=")[1].split(",")[0])
+    errors = out.split("errors: ")[1].split(",")[0] if "errors: " in out else "?"
+    print(f"| {name} | {usec / CALLS:.2f} | {used * 1e6 / CALLS:.2f} | {CALLS / wall:.0f} | "
+          f"{errors} |{extra}", flush=True)
+
+
+def main():
+    scripts = sys.argv[1:]
+    if not scripts:
+        sys.exit(__doc__)
+    port, d = free_port(), tempfile.mkdtemp()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", d]
+    if CALLGRIND:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out"] + cmd
+    srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                if cli(port, "PING") == "PONG":
+                    break
+            except subprocess.CalledProcessError:
+                pass
+            time.sleep(0.05)
+        seed = bytearray()
+        for i in range(CLIENTS):
+            seed += resp("HSET", f"tg:{{c:c{i}}}:client", "status", "active", "created_at", "0")
+            seed += resp("HSET", f"tg:{{c:c{i}}}:key:k1", "client_id", f"c{i}", "gen", "1",
+                         "scopes", "read")
+        subprocess.run(f"redis-cli -p {port} --pipe", shell=True, input=seed,
+                       capture_output=True, check=True)
+        shas = [(os.path.basename(s), cli(port, "SCRIPT", "LOAD", open(s).read()))
+                for s in scripts]
+        print(f"redis {cli(port, 'INFO', 'server').split('redis_version:')[1].split()[0]}, "
+              f"{CLIENTS} clients, {CALLS} admissions per row, "
+              f"load {open('/proc/loadavg').read().split()[:3]}")
+        print("| script | commandstats µs per admission | redis CPU µs per admission "
+              "| admissions/s | errors |" + (" instructions per admission |" if CALLGRIND else ""))
+        print("|---|---|---|---|---|" + ("---|" if CALLGRIND else ""))
+        for _ in range(ROUNDS):
+            for name, sha in shas:
+                row(port, srv.pid, name, sha, d)
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
+main()
