@@ -78,8 +78,12 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
+# The tree the binary is built from, as it is now (edits made while the
+# bench runs are not in the binary).
+BUILT_FROM="built from \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- src Cargo.toml || echo ' (with uncommitted changes)')"
 if [ -n "${TG_BIN:-}" ]; then
   # An earlier build, for a before/after pair in one sitting.
+  BUILT_FROM="the binary $TG_BIN (TG_BIN)"
   log "tollgate is $TG_BIN"
   [ -x target/release/examples/bench-tool ] ||
     cargo build --release --quiet --example bench-tool
@@ -968,7 +972,7 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
 {
   echo "# tollgate benchmark, $(date -u '+%F %H:%M') UTC"
   echo
-  echo "Made by \`bench/run.sh\` at commit \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- src Cargo.toml || echo ' (with uncommitted changes)')."
+  echo "Made by \`bench/run.sh\` at commit \`$(git rev-parse --short HEAD)\`; tollgate: $BUILT_FROM."
   echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(free -g | awk '/Mem:/ { print $2 }') GiB, Linux $(uname -r)."
   echo "Tools: $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(redis-server --version | cut -d' ' -f1-3)."
   echo
