@@ -21,38 +21,14 @@ CALLGRIND=1 runs redis-server under valgrind's callgrind instead and prints
 the instructions redis-server executed per admission (deterministic where
 time is not: the figure to compare on a noisy machine; use CALLS=4000).
 """
-import datetime, glob, os, socket, subprocess, sys, tempfile, time
+import datetime, glob, os, subprocess, sys, tempfile, time
+
+from redis_pipe import cli, cpu, free_port, resp, start
 
 CLIENTS = int(os.environ.get("CLIENTS", "16"))
 CALLS = int(os.environ.get("CALLS", "150000"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 CALLGRIND = os.environ.get("CALLGRIND") == "1"
-
-
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def billing_args():
@@ -120,26 +96,9 @@ def main():
     if not scripts:
         sys.exit(__doc__)
     port, d = free_port(), tempfile.mkdtemp()
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--dir", d]
-    if CALLGRIND:
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out"] + cmd
-    srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out"] if CALLGRIND else []
+    srv = start(port, d, CLIENTS, wrapper)
     try:
-        for _ in range(600):
-            try:
-                if cli(port, "PING") == "PONG":
-                    break
-            except subprocess.CalledProcessError:
-                pass
-            time.sleep(0.05)
-        seed = bytearray()
-        for i in range(CLIENTS):
-            seed += resp("HSET", f"tg:{{c:c{i}}}:client", "status", "active", "created_at", "0")
-            seed += resp("HSET", f"tg:{{c:c{i}}}:key:k1", "client_id", f"c{i}", "gen", "1",
-                         "scopes", "read")
-        subprocess.run(f"redis-cli -p {port} --pipe", shell=True, input=seed,
-                       capture_output=True, check=True)
         shas = [(os.path.basename(s), cli(port, "SCRIPT", "LOAD", open(s).read()))
                 for s in scripts]
         print(f"redis {cli(port, 'INFO', 'server').split('redis_version:')[1].split()[0]}, "

@@ -15,7 +15,9 @@ redis-server's CPU (utime+stime from /proc) over the run.
     python3 bench/admit-cost.py            # CLIENTS=1000 CALLS=100000
     VARIANT_LUA=/tmp/x.lua python3 bench/admit-cost.py   # also a variant of admit.lua
 """
-import os, socket, subprocess, sys, tempfile, time
+import os, subprocess, sys, tempfile, time
+
+from redis_pipe import cli, cpu, free_port, resp, start, used
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = int(os.environ.get("CLIENTS", "1000"))
@@ -29,32 +31,6 @@ STRIPPED = "return {0, 1, 2, 3, 4, 5, 6, -1, 1}"
 
 def batch_script(admit):
     return "local function admit_one(KEYS, ARGV)\n" + admit + "\nend\n" + DRIVER
-
-
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 SEQ = [0]
@@ -120,25 +96,8 @@ def run(port, pid, name, sha, per_call):
 
 def main():
     port = free_port()
-    d = tempfile.mkdtemp()
-    srv = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", d],
-                           stdout=subprocess.DEVNULL)
+    srv = start(port, tempfile.mkdtemp(), CLIENTS)
     try:
-        for _ in range(100):
-            try:
-                if cli(port, "PING") == "PONG":
-                    break
-            except subprocess.CalledProcessError:
-                pass
-            time.sleep(0.05)
-        seed = bytearray()
-        for i in range(CLIENTS):
-            seed += resp("HSET", f"tg:{{c:c{i}}}:client", "status", "active", "created_at", "0")
-            seed += resp("HSET", f"tg:{{c:c{i}}}:key:k1", "client_id", f"c{i}", "gen", "1",
-                         "scopes", "read")
-        subprocess.run(f"redis-cli -p {port} --pipe", shell=True, input=seed,
-                       capture_output=True, check=True)
         print(f"redis {cli(port, 'INFO', 'server').split('redis_version:')[1].split()[0]}, "
               f"{CLIENTS} clients, {CALLS} admissions per row, load {open('/proc/loadavg').read().split()[:3]}")
         print("| script | admissions per call | admissions | commandstats µs per admission "
@@ -161,8 +120,7 @@ def main():
             if name == "admit.lua":
                 for b in [1, 16]:
                     run(port, srv.pid, "admit_batch.lua over stripped", (sbsha, True), b)
-        used = cli(port, "HGET", "tg:{c:c0}:client", "used")
-        print(f"client c0 used = {used}")
+        print(f"client c0 used = {used(port, 'c0')}")
     finally:
         srv.terminate()
         srv.wait()

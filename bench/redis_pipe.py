@@ -1,0 +1,83 @@
+"""A throwaway redis-server fed with `redis-cli --pipe`, for the scripts in
+bench/ that measure admit.lua on Redis alone (admit-cost.py,
+admit-compare.py): RESP encoding, a free port, the server started and
+seeded with clients, its CPU, a client's `used`."""
+import os, socket, struct, subprocess, time
+
+
+def resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def cpu(pid):
+    """redis-server's CPU seconds (user + system) so far."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(port, workdir, clients, wrapper=()):
+    """redis-server on `port` (persistence off; `wrapper`, e.g. valgrind,
+    in front), answering PING, with `clients` clients c0.. of one key k1
+    each (scope read). Returns the process."""
+    srv = subprocess.Popen([*wrapper, "redis-server", "--port", str(port), "--bind",
+                            "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            if cli(port, "PING") == "PONG":
+                break
+        except subprocess.CalledProcessError:
+            pass
+        time.sleep(0.05)
+    seed = bytearray()
+    for i in range(clients):
+        seed += resp("HSET", f"tg:{{c:c{i}}}:client", "status", "active", "created_at", "0")
+        seed += resp("HSET", f"tg:{{c:c{i}}}:key:k1", "client_id", f"c{i}", "gen", "1",
+                     "scopes", "read")
+    subprocess.run(f"redis-cli -p {port} --pipe", shell=True, input=seed,
+                   capture_output=True, check=True)
+    return srv
+
+
+def hget(port, key, field):
+    """HGET over a socket: the value's bytes as stored (binary safe), or None."""
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(resp("HGET", key, field))
+        buf = b""
+        while b"\r\n" not in buf:
+            buf += c.recv(65536)
+        head, rest = buf.split(b"\r\n", 1)
+        if head == b"$-1":
+            return None
+        n = int(head[1:])
+        while len(rest) < n + 2:
+            rest += c.recv(65536)
+        return rest[:n]
+
+
+def used(port, client):
+    """The client's `used`: admit.lua's counters (`ctr`, its header: the
+    sixth little-endian double), else the text field of older scripts."""
+    key = f"tg:{{c:{client}}}:client"
+    ctr = hget(port, key, "ctr")
+    if ctr is not None and len(ctr) == 48:
+        return int(struct.unpack("<6d", ctr)[5])
+    text = hget(port, key, "used")
+    return text and int(text)
