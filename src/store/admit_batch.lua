@@ -12,10 +12,6 @@
 -- Returns one reply per admission, in order: admit.lua's reply, or
 -- {"E", message} for an admission that raised an error (its data corrupt, a
 -- bad argument); the others are not affected.
---
--- The clock is read once for the call (its admissions run as one atomic
--- step, at one instant): an admission whose ARGV[8] is "" (read `TIME`)
--- gets that reading, as a number, instead of one `TIME` call each.
 
 local n = tonumber(ARGV[1])
 if n == nil or n < 1 or #ARGV < 2 * n + 1 then
@@ -23,7 +19,6 @@ if n == nil or n < 1 or #ARGV < 2 * n + 1 then
 end
 local replies = {}
 local k, a = 0, 2 * n + 1
-local now_ms = nil
 for i = 1, n do
   local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   local keys, argv = {}, {}
@@ -32,13 +27,6 @@ for i = 1, n do
   end
   for j = 1, na do
     argv[j] = ARGV[a + j]
-  end
-  if argv[8] == '' then
-    if not now_ms then
-      local t = redis.call('TIME')
-      now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    end
-    argv[8] = now_ms
   end
   k, a = k + nk, a + na
   local ok, reply = pcall(admit_one, keys, argv)
