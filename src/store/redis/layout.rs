@@ -26,7 +26,7 @@ pub fn names(client_id: &str) -> String {
 }
 /// Hash: the per-minute window as tollgate kept it until 2026-11; `admit.lua`
 /// now keeps the window in the client hash and moves this one there (and
-/// deletes it) at the client's first admission after an upgrade.
+/// deletes it) at the client's first call after an upgrade.
 pub fn window(client_id: &str) -> String {
     format!("tg:{{c:{client_id}}}:win")
 }
