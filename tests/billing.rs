@@ -20,7 +20,6 @@ use tollgate::store::{AdmitRequest, Store, TimeSource};
 
 use common::admin::call;
 use common::env::Env;
-use common::tollgate::{command, ADMIN_TOKEN};
 use common::two::alternate;
 use common::Backend;
 
@@ -108,20 +107,12 @@ async fn cycle_fields_are_validated_shown_and_patched(backend: Backend) {
     );
 
     // The CLI: the same rules before anything is sent, then the update.
-    let cli = |args: &[&str]| {
-        command()
-            .args(args)
-            .env("TOLLGATE_ADMIN_URL", format!("http://{}", tg.admin))
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .expect("run tollgate")
-    };
-    let o = cli(&["clients", "update", "acme", "--quota-day", "32"]);
+    let o = tg.cli(&["clients", "update", "acme", "--quota-day", "32"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--quota-day"));
-    let o = cli(&["clients", "update", "acme", "--quota-tz", "Nope/Nope"]);
+    let o = tg.cli(&["clients", "update", "acme", "--quota-tz", "Nope/Nope"]);
     assert_eq!(o.status.code(), Some(2));
-    let o = cli(&[
+    let o = tg.cli(&[
         "clients",
         "update",
         "acme",
@@ -227,15 +218,7 @@ async fn history_endpoint_answers_and_refuses_bad_ranges(backend: Backend) {
     assert_eq!(r.status, 404);
 
     // The CLI: CSV of the same day, and a bad date refused before sending.
-    let cli = |args: &[&str]| {
-        command()
-            .args(args)
-            .env("TOLLGATE_ADMIN_URL", format!("http://{}", tg.admin))
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .expect("run tollgate")
-    };
-    let o = cli(&[
+    let o = tg.cli(&[
         "usage",
         "--client",
         "acme",
@@ -251,7 +234,7 @@ async fn history_endpoint_answers_and_refuses_bad_ranges(backend: Backend) {
         String::from_utf8_lossy(&o.stdout),
         format!("date,forwarded,rate_limited,quota_exceeded,refunded\n{today},3,2,0,0\n")
     );
-    let o = cli(&[
+    let o = tg.cli(&[
         "usage",
         "--client",
         "acme",

@@ -799,13 +799,9 @@ async fn rotation_through_admin_api_and_cli(b: Backend) {
     }
 
     // The CLI: --json prints the admin API's body.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["keys", "rotate", &id, "--grace-seconds", "0", "--json"])
-        .env("TOLLGATE_ADMIN_URL", format!("http://{}", env.tg.admin))
-        .env("TOLLGATE_ADMIN_TOKEN", common::tollgate::ADMIN_TOKEN)
-        .env_remove("TOLLGATE_CONFIG")
-        .output()
-        .expect("run tollgate keys rotate");
+    let out = env
+        .tg
+        .cli(&["keys", "rotate", &id, "--grace-seconds", "0", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -818,13 +814,7 @@ async fn rotation_through_admin_api_and_cli(b: Backend) {
     assert_eq!(env.get(CP, &admin_new).await.status, 401);
     assert_eq!(env.get(CP, cli_new).await.status, 200);
     // Human output: the secret, labelled as shown once.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["keys", "rotate", &id])
-        .env("TOLLGATE_ADMIN_URL", format!("http://{}", env.tg.admin))
-        .env("TOLLGATE_ADMIN_TOKEN", common::tollgate::ADMIN_TOKEN)
-        .env_remove("TOLLGATE_CONFIG")
-        .output()
-        .expect("run tollgate keys rotate");
+    let out = env.tg.cli(&["keys", "rotate", &id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(text.contains("it cannot be shown again"), "{text}");

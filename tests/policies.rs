@@ -19,7 +19,7 @@ use common::admin::{call, create_key, revoke, set_status};
 use common::env::Env;
 use common::http::Reply;
 use common::redis_server::RedisServer;
-use common::tollgate::{command, config, ADMIN_TOKEN};
+use common::tollgate::config;
 use common::Backend;
 use http::Method;
 use serde_json::{json, Value};
@@ -476,15 +476,6 @@ async fn a_full_refund_queue_drops_and_counts() {
     assert!(dropped(&metrics) >= 7, "{}", metrics.encode());
 }
 
-fn cli(env: &Env, args: &[&str]) -> Output {
-    command()
-        .args(args)
-        .env("TOLLGATE_ADMIN_URL", format!("http://{}", env.tg.admin))
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .expect("run tollgate")
-}
-
 fn json_of(o: &Output) -> Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("one JSON document")
@@ -493,42 +484,41 @@ fn json_of(o: &Output) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_sets_and_clears_the_plan() {
     let env = start(Backend::Memory, "", POLICIES).await;
-    let c = json_of(&cli(
-        &env,
-        &["clients", "create", "acme", "--plan", "free", "--json"],
-    ));
+    let c = json_of(
+        &env.tg
+            .cli(&["clients", "create", "acme", "--plan", "free", "--json"]),
+    );
     assert_eq!(
         (c["plan"].clone(), c["per_minute"].clone()),
         (json!("free"), json!(25))
     );
-    let c = json_of(&cli(
-        &env,
-        &["clients", "update", "acme", "--plan", "pro", "--json"],
-    ));
+    let c = json_of(
+        &env.tg
+            .cli(&["clients", "update", "acme", "--plan", "pro", "--json"]),
+    );
     assert_eq!(
         c["limit_sources"],
         json!({"per_minute": "plan", "monthly": "plan"})
     );
-    let out = cli(&env, &["clients", "show", "acme"]);
+    let out = env.tg.cli(&["clients", "show", "acme"]);
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(shown.contains("plan:        pro"), "{shown}");
     assert!(shown.contains("per minute:  1000 (from plan)"), "{shown}");
-    let c = json_of(&cli(
-        &env,
-        &["clients", "update", "acme", "--no-plan", "--json"],
-    ));
+    let c = json_of(
+        &env.tg
+            .cli(&["clients", "update", "acme", "--no-plan", "--json"]),
+    );
     assert_eq!(
         (c["plan"].clone(), c["per_minute"].clone()),
         (Value::Null, json!(100))
     );
     // An unknown plan: the server's 400, exit 2; both flags at once: usage error.
-    let bad = cli(&env, &["clients", "update", "acme", "--plan", "gold"]);
+    let bad = env.tg.cli(&["clients", "update", "acme", "--plan", "gold"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"free\", \"pro\""));
-    let both = cli(
-        &env,
-        &["clients", "update", "acme", "--plan", "pro", "--no-plan"],
-    );
+    let both = env
+        .tg
+        .cli(&["clients", "update", "acme", "--plan", "pro", "--no-plan"]);
     assert_eq!(both.status.code(), Some(2));
 }
 

@@ -187,6 +187,17 @@ pub struct Tollgate {
 }
 
 impl Tollgate {
+    /// Runs the CLI (`command()`) against this process's admin listener
+    /// with the test token.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        command()
+            .args(args)
+            .env("TOLLGATE_ADMIN_URL", format!("http://{}", self.admin))
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("run tollgate")
+    }
+
     /// Starts the binary with `config_text`; panics (with its output) if it does not come up.
     pub fn start(config_text: &str) -> Tollgate {
         Self::start_with_env(config_text, &[])
