@@ -108,6 +108,29 @@ async fn used(server: &RedisServer, n: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Every admission of `results` admitted or rate limited (nothing else),
+/// and each of the first `n` clients admitted and counted exactly `limit`.
+async fn each_admitted_and_counted_exactly(
+    results: &[(usize, Result<Decision, StoreError>, Duration)],
+    server: &RedisServer,
+    n: usize,
+    limit: u64,
+) {
+    let mut admitted = vec![0u64; n];
+    for (i, d, _) in results {
+        match d.as_ref().map(|d| d.verdict) {
+            Ok(Verdict::Admitted) => admitted[*i] += 1,
+            Ok(Verdict::RateLimited) => {}
+            other => panic!("client {i}: {other:?}"),
+        }
+    }
+    let counted = used(server, n).await;
+    for (i, a) in admitted.iter().enumerate() {
+        assert_eq!(*a, limit, "client {i} admitted");
+        assert_eq!(counted[i], limit, "client {i} counted");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_keys_over_two_stores_admit_exactly_the_limit_in_shared_calls() {
     const CLIENTS: usize = 200;
@@ -122,19 +145,7 @@ async fn many_keys_over_two_stores_admit_exactly_the_limit_in_shared_calls() {
 
     let results = flood(&[a, b], CLIENTS, 8).await;
     let calls = script_calls(server.port()) - before;
-    let mut admitted = vec![0u64; CLIENTS];
-    for (i, d, _) in &results {
-        match d.as_ref().map(|d| d.verdict) {
-            Ok(Verdict::Admitted) => admitted[*i] += 1,
-            Ok(Verdict::RateLimited) => {}
-            other => panic!("client {i}: {other:?}"),
-        }
-    }
-    let counted = used(&server, CLIENTS).await;
-    for (i, n) in admitted.iter().enumerate() {
-        assert_eq!(*n, LIMIT, "client {i} admitted");
-        assert_eq!(counted[i], LIMIT, "client {i} counted");
-    }
+    each_admitted_and_counted_exactly(&results, &server, CLIENTS, LIMIT).await;
     eprintln!(
         "{} admissions of {CLIENTS} keys over two stores in {calls} script calls",
         results.len()
@@ -165,22 +176,9 @@ async fn a_lost_batch_reply_is_settled_per_admission_and_counts_once() {
     let in_lost = lost.iter().filter(|a| *a == "admit").count();
     eprintln!("the lost call carried {in_lost} admissions");
     assert!(in_lost > 1, "the lost call was a batch: {in_lost}");
-    let mut admitted = vec![0u64; CLIENTS];
-    let mut slowest = Duration::ZERO;
-    for (i, d, took) in &results {
-        slowest = slowest.max(*took);
-        match d.as_ref().map(|d| d.verdict) {
-            Ok(Verdict::Admitted) => admitted[*i] += 1,
-            Ok(Verdict::RateLimited) => {}
-            other => panic!("client {i}: {other:?}"),
-        }
-    }
     // Counted exactly once, and the lost call's requests still answered.
-    let counted = used(&server, CLIENTS).await;
-    for (i, n) in admitted.iter().enumerate() {
-        assert_eq!(*n, LIMIT, "client {i} admitted");
-        assert_eq!(counted[i], LIMIT, "client {i} counted");
-    }
+    each_admitted_and_counted_exactly(&results, &server, CLIENTS, LIMIT).await;
+    let slowest = results.iter().map(|r| r.2).max().unwrap_or_default();
     assert!(
         slowest < STORE_TIMEOUT + Duration::from_secs(2),
         "{slowest:?}"
