@@ -152,7 +152,7 @@ impl Http1Pool {
                 None => return Err(UpstreamError::Send(e.into_error())),
             },
         };
-        let mut tx = self.open().await?;
+        let mut tx = Box::pin(self.open()).await?;
         match tx.try_send_request(req).await {
             Ok(resp) => Ok((resp, self.lend(tx))),
             Err(e) => Err(UpstreamError::Send(e.into_error())),
@@ -171,7 +171,10 @@ impl Http1Pool {
         loop {
             let idle = self.inner.idle.lock().pop_back();
             let Some(Idle { mut tx, since }) = idle else {
-                return self.open().await;
+                // Boxed: opening (a connect, maybe a TLS handshake) is a
+                // large future, and every request's future would carry its
+                // size even though most never open a connection.
+                return Box::pin(self.open()).await;
             };
             if tx.is_closed() || since.elapsed() > self.inner.idle_timeout {
                 continue;
@@ -339,6 +342,14 @@ impl Http2Pool {
         if let Some(live) = self.live() {
             return Ok(live);
         }
+        // Boxed, as HTTP/1.1's `open`: the rare path's large future stays
+        // out of every request's.
+        Box::pin(self.open()).await
+    }
+
+    /// Opens the shared connection (one opener at a time) unless another
+    /// request just did.
+    async fn open(&self) -> Result<(u64, H2Sender), UpstreamError> {
         let _one = self.inner.opening.lock().await;
         if let Some(live) = self.live() {
             return Ok(live);
