@@ -1,15 +1,20 @@
-//! The HTTP/1.1 upstream pool of src/proxy/pool.rs, end to end: the real
-//! binary in front of a raw upstream that records which TCP connection each
-//! request came on (tests/common/raw_upstream.rs). Discarding a connection
-//! after a malformed response is in tests/hostile_http.rs.
+//! The upstream pools of src/proxy/pool.rs, end to end: the real binary in
+//! front of a raw HTTP/1.1 upstream that records which TCP connection each
+//! request came on (tests/common/raw_upstream.rs), and of a real h2c
+//! upstream (tests/common/refusing_h2.rs) for the HTTP/2 connection's idle
+//! timeout. Discarding a connection after a malformed response is in
+//! tests/hostile_http.rs.
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::admin::{create_client, create_key};
+use common::fault_proxy::eventually;
 use common::http::Http;
 use common::raw_upstream::{After, RawUpstream};
+use common::refusing_h2::RefusingH2;
 use common::tollgate::{memory_store, Parts, Tollgate};
 use serde_json::json;
 
@@ -63,4 +68,36 @@ async fn a_connection_idle_past_the_timeout_is_replaced() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(http.get_key(&tg.url("/x"), &key).await.status, 200);
     assert_eq!(conns(&raw), [0, 0, 1]);
+}
+
+/// The shared HTTP/2 connection is closed once no request has started on it
+/// for `pool_idle_timeout_ms` (within half of it more), and the next request
+/// opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_timeout() {
+    let up = RefusingH2::start().await;
+    let lines = format!(
+        "url = \"{}\"\nprotocol = \"http2\"\npool_idle_timeout_ms = 300",
+        up.url()
+    );
+    let tg = Tollgate::start(&common::grpc::config(&lines, ""));
+    let http = Http::default();
+    create_client(&http, &tg, "acme", json!({})).await;
+    let (_, key) = create_key(&http, &tg, "acme", &["echo:call"]).await;
+    for _ in 0..3 {
+        assert_eq!(http.get_key(&tg.url("/api/v1/x"), &key).await.status, 200);
+    }
+    assert_eq!(up.seen.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(up.seen.closed.load(Ordering::SeqCst), 0);
+    assert!(
+        eventually(Duration::from_secs(5), || up
+            .seen
+            .closed
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the idle HTTP/2 connection was not closed"
+    );
+    assert_eq!(http.get_key(&tg.url("/api/v1/x"), &key).await.status, 200);
+    assert_eq!(up.seen.connections.load(Ordering::SeqCst), 2);
 }

@@ -175,7 +175,7 @@ impl Upstream {
                 cfg.pool_max_idle_per_host,
                 cfg.pool_idle_timeout,
             ),
-            http2: Http2Pool::new(connector(true), target),
+            http2: Http2Pool::new(connector(true), target, cfg.pool_idle_timeout),
             protocol: cfg.protocol,
             scheme,
             authority: cfg.authority.clone(),

@@ -11,7 +11,9 @@
 //! (the connection closed under it) is sent once more on a new connection.
 //!
 //! HTTP/2: every request shares one connection; a closed one (after GOAWAY,
-//! or an error) is replaced on the next request. A stream the upstream
+//! or an error) is replaced on the next request, and one no request has
+//! started on for `upstream.pool_idle_timeout_ms` is let go (closed once
+//! its streams in flight end). A stream the upstream
 //! refused unprocessed is sent once more on a new connection, its body
 //! replayed from [`Replay`]'s buffer (docs/protocols.md).
 
@@ -260,10 +262,15 @@ struct H2Inner {
     /// Held while a connection is being opened: one at a time.
     opening: tokio::sync::Mutex<()>,
     opened: AtomicU64,
+    /// Requests started so far (the reaper's sign of use: one relaxed
+    /// increment per request, no clock read).
+    started: AtomicU64,
+    idle_timeout: Duration,
+    reaper: AtomicBool,
 }
 
 impl Http2Pool {
-    pub fn new(connector: Connector, target: Uri) -> Self {
+    pub fn new(connector: Connector, target: Uri, idle_timeout: Duration) -> Self {
         Http2Pool {
             inner: Arc::new(H2Inner {
                 connector,
@@ -271,6 +278,9 @@ impl Http2Pool {
                 current: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
                 opened: AtomicU64::new(0),
+                started: AtomicU64::new(0),
+                idle_timeout,
+                reaper: AtomicBool::new(false),
             }),
         }
     }
@@ -339,6 +349,7 @@ impl Http2Pool {
 
     /// The shared connection, opened if there is none or it closed.
     async fn sender(&self) -> Result<(u64, H2Sender), UpstreamError> {
+        self.inner.started.fetch_add(1, Ordering::Relaxed);
         if let Some(live) = self.live() {
             return Ok(live);
         }
@@ -367,7 +378,35 @@ impl Http2Pool {
         });
         let id = self.inner.opened.fetch_add(1, Ordering::Relaxed);
         *self.inner.current.lock() = Some((id, tx.clone()));
+        self.start_reaper();
         Ok((id, tx))
+    }
+
+    /// Lets the connection go once no request has started on it for the
+    /// idle timeout (noticed within half of it more): hyper closes it when
+    /// its last sender is dropped and its streams in flight have ended.
+    /// Ends with the pool.
+    fn start_reaper(&self) {
+        if self.inner.reaper.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool: Weak<H2Inner> = Arc::downgrade(&self.inner);
+        let every = (self.inner.idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut seen, mut quiet_since) = (u64::MAX, Instant::now());
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let started = pool.started.load(Ordering::Relaxed);
+                if started != seen {
+                    (seen, quiet_since) = (started, Instant::now());
+                } else if quiet_since.elapsed() >= pool.idle_timeout {
+                    pool.current.lock().take();
+                }
+            }
+        });
     }
 
     fn live(&self) -> Option<(u64, H2Sender)> {

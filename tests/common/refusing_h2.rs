@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 #[derive(Debug, Default)]
 pub struct Seen {
     pub connections: AtomicUsize,
+    /// Connections that ended (the client closed or went away).
+    pub closed: AtomicUsize,
     /// Streams reset with `REFUSED_STREAM`.
     pub refused: AtomicUsize,
     /// Streams answered 200.
@@ -48,6 +50,7 @@ impl RefusingH2 {
                     while let Some(Ok((req, respond))) = conn.accept().await {
                         tokio::spawn(answer(req, respond, s.clone()));
                     }
+                    s.closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
