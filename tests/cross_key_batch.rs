@@ -408,3 +408,36 @@ async fn two_processes_many_keys_admit_exactly_the_limit() {
     }
     assert_eq!(upstream.count(), CLIENTS * 5);
 }
+
+/// A server that lost its scripts (`SCRIPT FLUSH`, as after a restart or a
+/// failover to a replica that never loaded them) answers the next calls
+/// `NOSCRIPT`: each such call, batched or alone, loads its script and goes
+/// once more, so every admission is decided and counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_scripts_are_loaded_again_and_count_once() {
+    const CLIENTS: usize = 200;
+    let server = RedisServer::start();
+    let store = open(&server.url(), STORE_TIMEOUT);
+    clients(&store, CLIENTS, 3).await;
+    let one_each: SharedStore = Arc::new(
+        RedisStore::new(&server.url(), STORE_TIMEOUT, TimeSource::Store)
+            .expect("store")
+            .with_batch_keys(1),
+    );
+    let mut results = Vec::new();
+    for stores in [
+        vec![store.clone()],
+        vec![one_each.clone()],
+        vec![store, one_each],
+    ] {
+        assert_eq!(
+            cli(server.port(), &["SCRIPT", "FLUSH"])
+                .as_deref()
+                .map(str::trim),
+            Some("OK")
+        );
+        results.extend(flood(&stores, CLIENTS, 1).await);
+    }
+    // Three rounds of one admission each, a limit of 3: all admitted, 3 counted.
+    each_admitted_and_counted_exactly(&results, &server, CLIENTS, 3).await;
+}

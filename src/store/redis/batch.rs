@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 use redis::Script;
 use tokio::sync::oneshot;
 
+use super::scripts::{evalsha, invoke};
 use super::settle::CallError;
 use super::{Inner, RedisStore, StoreError};
 
@@ -311,24 +312,27 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
     if let [one] = batch {
         return vec![send_alone(store, &one.admission, deadline).await];
     }
-    let mut inv = store.inner.admit_batch.prepare_invoke();
-    inv.arg(batch.len());
-    for p in batch {
-        inv.arg(p.admission.keys.len()).arg(p.admission.args.len());
-    }
-    for p in batch {
-        for k in &p.admission.keys {
-            inv.key(k);
+    // KEYS: every admission's, in order; ARGV: the count, each admission's
+    // number of keys and of arguments, then every admission's arguments.
+    let keys = batch.iter().map(|p| p.admission.keys.len()).sum();
+    let args = 1 + 2 * batch.len() + batch.iter().map(|p| p.admission.args.len()).sum::<usize>();
+    let script = &store.inner.admit_batch;
+    let cmd = evalsha(script, (keys, args), |cmd| {
+        for p in batch {
+            cmd.arg(&p.admission.keys);
         }
-        for a in &p.admission.args {
-            inv.arg(a);
+        cmd.arg(batch.len());
+        for p in batch {
+            cmd.arg(p.admission.keys.len()).arg(p.admission.args.len());
         }
-    }
+        for p in batch {
+            cmd.arg(&p.admission.args);
+        }
+    });
     let replies: Vec<redis::Value> = match store
-        .call_until(
-            deadline,
-            |mut c| async move { inv.invoke_async(&mut c).await },
-        )
+        .call_until(deadline, |mut c| async move {
+            invoke(script, &cmd, &mut c).await
+        })
         .await
     {
         Ok(r) => r,
@@ -348,18 +352,15 @@ pub(super) async fn send_alone(
     admission: &Admission,
     deadline: Instant,
 ) -> Reply {
-    let mut inv = store.inner.admit.prepare_invoke();
-    for k in &admission.keys {
-        inv.key(k);
-    }
-    for a in &admission.args {
-        inv.arg(a);
-    }
+    let script = &store.inner.admit;
+    let (keys, args) = (&admission.keys, &admission.args);
+    let cmd = evalsha(script, (keys.len(), args.len()), |cmd| {
+        cmd.arg(keys).arg(args);
+    });
     store
-        .call_until(
-            deadline,
-            |mut c| async move { inv.invoke_async(&mut c).await },
-        )
+        .call_until(deadline, |mut c| async move {
+            invoke(script, &cmd, &mut c).await
+        })
         .await
 }
 

@@ -37,3 +37,37 @@ pub(super) const ROTATE_KEY_LUA: &str = include_str!("../rotate_key.lua");
 /// client's notify hash. ARGV: now ("" for `TIME`), lease ms, one field or ""
 /// for every expired lease. Returns field, value pairs. See that file.
 pub(super) const NOTIFY_CLAIM_LUA: &str = include_str!("../notify_claim.lua");
+
+/// `EVALSHA` of `script` as one command built in place: `fill` writes the
+/// keys and then the arguments straight into the command's buffer.
+/// (`redis::ScriptInvocation` first copies each key and argument into a
+/// `Vec` of its own, then copies them all again into the command: two
+/// allocations per argument, and an admission has some thirty.)
+pub(super) fn evalsha(
+    script: &redis::Script,
+    (keys, args): (usize, usize),
+    fill: impl FnOnce(&mut redis::Cmd),
+) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(3 + keys + args, 64 * (keys + args));
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+    fill(&mut cmd);
+    cmd
+}
+
+/// Runs a command made by [`evalsha`]; a server that does not have the
+/// script (`NOSCRIPT`: restarted, flushed, a new replica promoted) is given
+/// it with `SCRIPT LOAD` and the command goes once more, as
+/// `ScriptInvocation::invoke_async` does.
+pub(super) async fn invoke<T: redis::FromRedisValue>(
+    script: &redis::Script,
+    cmd: &redis::Cmd,
+    con: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<T> {
+    match cmd.query_async(con).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(con).await?;
+            cmd.query_async(con).await
+        }
+        other => other,
+    }
+}
