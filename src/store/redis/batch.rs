@@ -61,7 +61,47 @@ pub(super) fn batch_script(admit: &str, driver: &str) -> Script {
 #[derive(Debug, Clone)]
 pub(super) struct Admission {
     pub(super) keys: Vec<String>,
-    pub(super) args: Vec<String>,
+    pub(super) args: Args,
+}
+
+/// A call's arguments, each written in place into one buffer as it is
+/// pushed (numbers formatted without a `String` of their own): an
+/// admission has some twenty, and a `Vec<String>` made each an allocation.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Args {
+    buf: redis::Cmd,
+    len: usize,
+}
+
+impl Args {
+    /// Appends one argument (a `&str`, a number; `Option` writes nothing for `None`).
+    pub(super) fn push(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        let before = self.buf.args_iter().len();
+        self.buf.arg(arg);
+        self.len += self.buf.args_iter().len() - before;
+        self
+    }
+
+    /// Appends one argument formatted from `arg`.
+    pub(super) fn push_fmt(&mut self, arg: std::fmt::Arguments<'_>) -> &mut Self {
+        redis::RedisWrite::write_arg_fmt(&mut self.buf, arg);
+        self.len += 1;
+        self
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl redis::ToRedisArgs for Args {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        for arg in self.buf.args_iter() {
+            if let redis::Arg::Simple(bytes) = arg {
+                out.write_arg(bytes);
+            }
+        }
+    }
 }
 
 type Reply = Result<redis::Value, CallError>;

@@ -79,21 +79,19 @@ impl Guess {
     pub(super) fn add_to(
         &self,
         keys: &mut Vec<String>,
-        args: &mut Vec<String>,
+        args: &mut Args,
         client_id: &str,
         days: u32,
     ) {
         keys.push(layout::history_day(client_id, &self.day.to_string()));
-        args.extend([
-            String::new(),
-            self.cycle.day().to_string(),
-            self.cycle.zone_name().to_owned(),
-            self.period.start_ms.to_string(),
-            self.period.end_ms.to_string(),
-            self.day_start_ms.to_string(),
-            self.day_end_ms.to_string(),
-            days.to_string(),
-        ]);
+        args.push("")
+            .push(self.cycle.day())
+            .push(self.cycle.zone_name())
+            .push(self.period.start_ms)
+            .push(self.period.end_ms)
+            .push(self.day_start_ms)
+            .push(self.day_end_ms)
+            .push(days);
     }
 }
 

@@ -80,7 +80,7 @@ mod scripts;
 mod settle;
 
 pub use batch::DEFAULT_BATCH_KEYS;
-use batch::{Admission, Batcher};
+use batch::{Admission, Args, Batcher};
 use billing::*;
 use conn::*;
 pub use conn::{Access, Bounds, Conn, Topology, DEFAULT_MAX_IN_FLIGHT};
@@ -549,31 +549,29 @@ impl RedisStore {
         // cycle or Redis TIME says otherwise, and the call goes again.
         let mut guess = Guess::new(self.inner.cycles.get(client_id), self.guess_now_ms());
         for _ in 0..PERIOD_ATTEMPTS {
-            let mut args = vec![
-                mode.to_owned(),
-                client_id.to_owned(),
-                key_id.to_owned(),
-                gen.to_string(),
-                scope.map(|s| format!("+{s}")).unwrap_or_default(),
-                defaults.per_minute.to_string(),
-                defaults.monthly.to_string(),
-                self.now_arg(),
-                n.to_string(),
-            ];
+            let mut args = Args::default();
+            args.push(mode).push(client_id).push(key_id).push(gen);
+            match scope {
+                Some(s) => args.push_fmt(format_args!("+{s}")),
+                None => args.push(""),
+            };
+            args.push(defaults.per_minute).push(defaults.monthly);
+            match self.inner.clock.as_ref() {
+                Some(c) => args.push(c.now_ms()),
+                None => args.push(""),
+            };
+            args.push(n);
             match call {
-                Some(call) => args.extend([
-                    call.session.state.clone(),
-                    call.seq.to_string(),
-                    call.session.record.clone(),
-                ]),
-                None => args.extend([String::new(), String::new(), String::new()]),
-            }
+                Some(call) => args
+                    .push(call.session.state.as_str())
+                    .push(call.seq)
+                    .push(call.session.record.as_str()),
+                None => args.push("").push("").push(""),
+            };
             // Policies: ARGV[13] cost, ARGV[14] the route's shadow, ARGV[15] the plans.
-            args.extend([
-                policy.cost.to_string(),
-                route_shadow.to_owned(),
-                policy.plans.encoded().to_string(),
-            ]);
+            args.push(policy.cost)
+                .push(route_shadow)
+                .push(policy.plans.encoded());
             let mut keys = vec![
                 layout::client(client_id),
                 layout::key(client_id, key_id),
@@ -582,7 +580,7 @@ impl RedisStore {
             guess.add_to(&mut keys, &mut args, client_id, days);
             // Notifications: ARGV[24], only when [notify] is set.
             if let Some(n) = self.inner.notifier.get() {
-                args.push(n.encoded().to_owned());
+                args.push(n.encoded());
             }
             let admission = Admission { keys, args };
             let reply: redis::Value = match (&self.inner.batch, call) {
