@@ -96,6 +96,12 @@ impl Cycle {
         format!("{} {}", self.day, self.zone_name)
     }
 
+    /// Whether `tag` is this cycle's [`Cycle::tag`], without making one.
+    pub fn is_tag(&self, tag: &str) -> bool {
+        tag.split_once(' ')
+            .is_some_and(|(day, zone)| zone == self.zone_name && day.parse() == Ok(self.day))
+    }
+
     /// The local day containing `now_ms`: its date and `[start, end)` in
     /// Unix milliseconds (a day is 23 or 25 hours long across DST).
     pub fn day_at(&self, now_ms: i64) -> (Date, i64, i64) {
@@ -184,6 +190,25 @@ mod tests {
 
     fn date(s: &str) -> Date {
         s.parse().expect("test date")
+    }
+
+    #[test]
+    fn is_tag_matches_exactly_the_cycles_own_tag() {
+        let berlin = Cycle::new(15, "Europe/Berlin").expect("cycle");
+        assert!(berlin.is_tag(&berlin.tag()));
+        for other in [
+            "",
+            "15",
+            "15 ",
+            "5 Europe/Berlin",
+            "15 Europe/Paris",
+            "1 UTC",
+            "15 europe/berlin",
+            "x Europe/Berlin",
+        ] {
+            assert!(!berlin.is_tag(other), "{other:?}");
+        }
+        assert!(Cycle::utc_month().is_tag(&Cycle::utc_month().tag()));
     }
 
     /// Numbered cases: (zone, quota_day, now, period start, period end, first day, last day).

@@ -122,9 +122,9 @@ impl ClientEntry {
 
     /// Requests counted in `period` of the client's cycle (tag `tag`) at
     /// `now_ms`, without rolling anything over.
-    fn month_used(&self, period: &Period, tag: &str, now_ms: i64) -> u64 {
+    fn month_used(&self, period: &Period, cycle: &Cycle, now_ms: i64) -> u64 {
         let m = &self.month;
-        if m.start_ms == period.start_ms || (m.tag != tag && now_ms < m.end_ms) {
+        if m.start_ms == period.start_ms || (!cycle.is_tag(&m.tag) && now_ms < m.end_ms) {
             m.used
         } else {
             0
@@ -143,7 +143,7 @@ impl ClientEntry {
             remaining: w.remaining,
             reset_at: w.reset_at,
             monthly: limits.monthly,
-            monthly_used: self.month_used(&period, &cycle.tag(), now_ms),
+            monthly_used: self.month_used(&period, cycle, now_ms),
             window_retry_at_ms: w.retry_at_ms,
             period,
         }
@@ -408,12 +408,12 @@ impl Store for MemoryStore {
 
         // Admitted: count it against both limits, and in the day's history.
         entry.window.add(now_ms, cost);
-        entry.month = Counted {
-            start_ms: state.period.start_ms,
-            end_ms: state.period.end_ms,
-            tag: cycle.tag(),
-            used: state.monthly_used + cost,
-        };
+        let m = &mut entry.month;
+        (m.start_ms, m.end_ms) = (state.period.start_ms, state.period.end_ms);
+        m.used = state.monthly_used + cost;
+        if !cycle.is_tag(&m.tag) {
+            m.tag = cycle.tag();
+        }
         entry.history.add(day, Day::Forwarded, cost, keep);
         key.last_used_at = Some(now_s);
         if let Some(n) = self.notifier.get() {
