@@ -35,6 +35,15 @@ fn open(url: &str, timeout: Duration) -> SharedStore {
     Arc::new(RedisStore::new(url, timeout, TimeSource::Store).expect("store"))
 }
 
+/// A store that sends each admission in a call of its own (`batch_keys = 1`).
+fn open_one_call_each(url: &str) -> SharedStore {
+    Arc::new(
+        RedisStore::new(url, STORE_TIMEOUT, TimeSource::Store)
+            .expect("store")
+            .with_batch_keys(1),
+    )
+}
+
 /// Clients `c0..c{n}`, each with `per_minute` and key `k<i>`.
 async fn clients(store: &SharedStore, n: usize, per_minute: u64) {
     futures_util::stream::iter(0..n)
@@ -337,11 +346,7 @@ async fn batch_keys_1_sends_one_call_per_admission() {
     let server = RedisServer::start();
     let store = open(&server.url(), STORE_TIMEOUT);
     clients(&store, CLIENTS, 1000).await;
-    let one_each: SharedStore = Arc::new(
-        RedisStore::new(&server.url(), STORE_TIMEOUT, TimeSource::Store)
-            .expect("store")
-            .with_batch_keys(1),
-    );
+    let one_each = open_one_call_each(&server.url());
     // The script loaded (a first call answered NOSCRIPT counts as a call).
     assert!(admit(one_each.clone(), 0).await.1.is_ok());
     let before = script_calls(server.port());
@@ -419,11 +424,7 @@ async fn flushed_scripts_are_loaded_again_and_count_once() {
     let server = RedisServer::start();
     let store = open(&server.url(), STORE_TIMEOUT);
     clients(&store, CLIENTS, 3).await;
-    let one_each: SharedStore = Arc::new(
-        RedisStore::new(&server.url(), STORE_TIMEOUT, TimeSource::Store)
-            .expect("store")
-            .with_batch_keys(1),
-    );
+    let one_each = open_one_call_each(&server.url());
     let mut results = Vec::new();
     for stores in [
         vec![store.clone()],

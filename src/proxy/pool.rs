@@ -209,18 +209,30 @@ impl Http1Pool {
         if self.inner.max_idle == 0 || self.inner.reaper.swap(true, Ordering::Relaxed) {
             return;
         }
-        let pool: Weak<H1Inner> = Arc::downgrade(&self.inner);
-        let every = (self.inner.idle_timeout / 2).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(pool) = pool.upgrade() else { return };
-                pool.expire(Instant::now());
-            }
+        reap_every(&self.inner, self.inner.idle_timeout, |pool| {
+            pool.expire(Instant::now())
         });
     }
+}
+
+/// Calls `reap` on `pool` every half `idle_timeout` (at least every 100 ms)
+/// from a task of its own, which ends with the pool.
+fn reap_every<P: Send + Sync + 'static>(
+    pool: &Arc<P>,
+    idle_timeout: Duration,
+    mut reap: impl FnMut(&P) + Send + 'static,
+) {
+    let pool: Weak<P> = Arc::downgrade(pool);
+    let every = (idle_timeout / 2).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            reap(&pool);
+        }
+    });
 }
 
 impl H1Inner {
@@ -390,21 +402,13 @@ impl Http2Pool {
         if self.inner.reaper.swap(true, Ordering::Relaxed) {
             return;
         }
-        let pool: Weak<H2Inner> = Arc::downgrade(&self.inner);
-        let every = (self.inner.idle_timeout / 2).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut seen, mut quiet_since) = (u64::MAX, Instant::now());
-            loop {
-                tick.tick().await;
-                let Some(pool) = pool.upgrade() else { return };
-                let started = pool.started.load(Ordering::Relaxed);
-                if started != seen {
-                    (seen, quiet_since) = (started, Instant::now());
-                } else if quiet_since.elapsed() >= pool.idle_timeout {
-                    pool.current.lock().take();
-                }
+        let (mut seen, mut quiet_since) = (u64::MAX, Instant::now());
+        reap_every(&self.inner, self.inner.idle_timeout, move |pool| {
+            let started = pool.started.load(Ordering::Relaxed);
+            if started != seen {
+                (seen, quiet_since) = (started, Instant::now());
+            } else if quiet_since.elapsed() >= pool.idle_timeout {
+                pool.current.lock().take();
             }
         });
     }
