@@ -1,37 +1,99 @@
 #!/usr/bin/env bash
-# CPU per request of two (or more) tollgate builds, alternated: tollgate on
-# the memory store behind `wrk -t1 -c32 -d8s` (after a 2 s warm-up), a static
-# nginx upstream, every access line written to a file (stderr). CPU is the
-# process's utime + stime from /proc/<pid>/stat over the 8 s run. Short and
-# targeted: use it for an A/B of one change, not as the benchmark (bench/run.sh).
+# CPU per request of two (or more) tollgate builds, alternated, for an A/B
+# of one change (not the benchmark: that is bench/run.sh). Each run starts a
+# static nginx upstream (51-byte JSON body) and tollgate, one tokio worker,
+# every access line written to a file; with PIN=1 (the default) the load
+# side is pinned to core 0 and tollgate (and its redis-server) to core 1, as
+# bench/run.sh does. CPU is the process's utime + stime from /proc over the
+# measured run.
+#
 # Usage: bench/ab-cpu.sh ROUNDS BIN_A BIN_B ...   (one line per run)
-# Needs nginx, wrk, curl, python3. Work files in ${WORK:-/tmp/tollgate-ab-cpu}.
+# Knobs (environment):
+#   STORE=memory|redis  the store (redis: a fresh redis-server per run)
+#   KEYS=N              clients with one key each, rotated by wrk (1)
+#   DURATION=S          measured seconds after a 2 s warm-up (8)
+#   CONNS=N             wrk connections (32)
+#   GRPC=1              unary gRPC calls instead: h2load -c32 -m4, GRPC_N
+#                       calls (100000) after 20000, to bench-tool's h2c
+#                       upstream with upstream.protocol = "http2"
+#   CALLGRIND=1         run tollgate under valgrind's callgrind and report
+#                       the instructions per request of its request thread
+#                       (deterministic within ~1 %: for changes smaller than
+#                       the wall-clock noise; use CONNS=8 DURATION=10)
+#   PIN=0               no pinning
+# Needs nginx, wrk, curl, redis-server (STORE=redis), h2load (GRPC=1),
+# valgrind (CALLGRIND=1); builds bench-tool if missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 ROUNDS=$1; shift
-W=${WORK:-/tmp/tollgate-ab-cpu}; rm -rf "$W"; mkdir -p "$W/up/tmp" "$W/up/logs"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port)
-cat > "$W/up/nginx.conf" <<NG
-worker_processes 1; daemon off; pid $W/up/nginx.pid; error_log $W/up/error.log;
-events { worker_connections 1024; }
+STORE=${STORE:-memory} KEYS=${KEYS:-1} DURATION=${DURATION:-8} CONNS=${CONNS:-32}
+GRPC=${GRPC:-0} GRPC_N=${GRPC_N:-100000} CALLGRIND=${CALLGRIND:-0} PIN=${PIN:-1}
+[ -x target/release/examples/bench-tool ] || cargo build --release --quiet --example bench-tool
+TOOL=$PWD/target/release/examples/bench-tool
+export TOLLGATE_ADMIN_TOKEN=ab-cpu-token # tollgate's and bench-tool mint's
+ROTATE=$PWD/bench/rotate.lua
+LOAD=() SUT=()
+[ "$PIN" = 1 ] && LOAD=(taskset -c 0) SUT=(taskset -c 1)
+W=$(mktemp -d /tmp/tollgate-ab-cpu.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+mkdir -p "$W/up/tmp"
+UP=$("$TOOL" free-port)
+cat >"$W/up/nginx.conf" <<NG
+worker_processes 1; master_process off; daemon off; pid $W/up/nginx.pid;
+events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $W/up/tmp; proxy_temp_path $W/up/tmp;
   fastcgi_temp_path $W/up/tmp; uwsgi_temp_path $W/up/tmp; scgi_temp_path $W/up/tmp;
   keepalive_requests 10000000;
   server { listen 127.0.0.1:$UP; location / { default_type application/json;
     return 200 '{"id":"CP-1","status":"Available","connectors":2}\n'; } } }
 NG
-nginx -p "$W/up" -c "$W/up/nginx.conf" & NGX=$!
-PID=; trap 'kill $NGX $PID 2>/dev/null || true' EXIT
+"${LOAD[@]}" nginx -p "$W/up" -c "$W/up/nginx.conf" -e "$W/up/error.log" &
+PIDS+=($!)
+UPSTREAM="url = \"http://127.0.0.1:$UP\""
+if [ "$GRPC" = 1 ]; then
+  GU=$("$TOOL" free-port)
+  "${LOAD[@]}" "$TOOL" grpc-upstream --port "$GU" &
+  PIDS+=($!)
+  UPSTREAM="url = \"http://127.0.0.1:$GU\"
+protocol = \"http2\""
+  until curl -fsS --http2-prior-knowledge "http://127.0.0.1:$GU/calls" >/dev/null 2>&1; do sleep 0.1; done
+  printf '\0\0\0\0\0' >"$W/empty.bin" # one empty gRPC message
+fi
 until curl -fsS "http://127.0.0.1:$UP/" >/dev/null 2>&1; do sleep 0.1; done
-cat > "$W/t.toml" <<TOML
+
+# One run of one binary: prints its line.
+run() { # round bin
+  local r=$1 bin=$2 store redis_pid=
+  store='backend = "memory"'
+  if [ "$STORE" = redis ]; then
+    local rp
+    rp=$("$TOOL" free-port)
+    "${SUT[@]}" redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
+      --logfile "$W/redis.log" &
+    redis_pid=$!
+    PIDS+=("$redis_pid")
+    until redis-cli -p "$rp" ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
+    store="backend = \"redis\"
+url = \"redis://127.0.0.1:$rp/0\""
+  fi
+  cat >"$W/t.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 [upstream]
-url = "http://127.0.0.1:$UP"
+$UPSTREAM
 [store]
-backend = "memory"
+$store
 [limits]
 per_minute = 100000000
 monthly = 1000000000
@@ -42,31 +104,62 @@ bcrypt_cost = 4
 path = "/api/v1/charge_points"
 methods = ["GET"]
 scope = "read:charge_points"
+[[routes]]
+path = "/bench.Bench"
+methods = ["POST"]
+scope = "read:charge_points"
 TOML
-TCK=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
+  local log=$W/access-$r-$(basename "$bin").log vg=() cg=$W/callgrind.out
+  [ "$CALLGRIND" = 1 ] && vg=(valgrind --tool=callgrind "--callgrind-out-file=$cg")
+  TOKIO_WORKER_THREADS=1 "${SUT[@]}" "${vg[@]}" "$bin" serve \
+    --config "$W/t.toml" 2>"$log" &
+  local pid=$!
+  PIDS+=("$pid")
+  until grep -q 'listening public=' "$log"; do sleep 0.1; done
+  local pub adm
+  pub=http://$(grep -o 'public=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
+  adm=http://$(grep -o 'admin=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
+  "$TOOL" mint --admin "$adm" --prefix ab --clients "$KEYS" --out "$W/keys.txt" >/dev/null
+  local c0 c1 n out what
+  if [ "$GRPC" = 1 ]; then
+    local args=(-t1 -c"$CONNS" -m4 -d "$W/empty.bin" -H "content-type: application/grpc"
+      -H "te: trailers" -H "x-api-key: $(head -1 "$W/keys.txt")")
+    "${LOAD[@]}" h2load "${args[@]}" -n 20000 "$pub/bench.Bench/Unary" >/dev/null
+    [ "$CALLGRIND" = 1 ] && callgrind_control -z "$pid" >/dev/null
+    c0=$(cpu "$pid")
+    out=$("${LOAD[@]}" h2load "${args[@]}" -n "$GRPC_N" "$pub/bench.Bench/Unary")
+    c1=$(cpu "$pid")
+    n=$(awk '/^status codes:/ {print $3}' <<<"$out")
+    what="calls_2xx=$n $(grep -o '[0-9.]* req/s' <<<"$out" | tr -d ' ')"
+  else
+    "${LOAD[@]}" wrk -t1 -c"$CONNS" -d2s -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt" >/dev/null
+    [ "$CALLGRIND" = 1 ] && callgrind_control -z "$pid" >/dev/null
+    c0=$(cpu "$pid")
+    out=$("${LOAD[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt")
+    c1=$(cpu "$pid")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    what="requests=$n non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' <<<"$out") req_per_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  fi
+  local extra
+  extra="us_per_req=$(python3 -c "print(f'{($c1-$c0)/$TCK/$n*1e6:.2f}')")"
+  if [ "$CALLGRIND" = 1 ]; then
+    callgrind_control -d "$pid" >/dev/null
+    # The request thread is the runtime's (main) thread: bcrypt and the log
+    # writer run on threads of their own and are left out.
+    local ir
+    ir=$(callgrind_annotate --inclusive=yes --threshold=100 "$cg".1 2>/dev/null |
+      awk '/tollgate::server::serve_blocking/ && !ir { gsub(",", "", $1); ir = $1 } END { print ir + 0 }')
+    extra="instructions_per_req=$((ir / n)) (under valgrind: CPU figures meaningless)"
+    rm -f "$cg"*
+  fi
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+  [ -n "$redis_pid" ] && { kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; }
+  echo "round=$r bin=$(basename "$bin") store=$STORE keys=$KEYS $what $extra load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+}
+
 for r in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
-    log=$W/access-$r-$(basename "$bin").log
-    TOLLGATE_ADMIN_TOKEN=tok "$bin" serve --config "$W/t.toml" 2>"$log" & PID=$!
-    until grep -q 'listening public=' "$log"; do sleep 0.05; done
-    PUB=$(grep -o 'public=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
-    ADM=$(grep -o 'admin=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
-    curl -fsS -X POST -H 'Authorization: Bearer tok' -H 'Content-Type: application/json' \
-      -d '{"id":"acme"}' "http://$ADM/admin/v1/clients" >/dev/null
-    KEY=$(curl -fsS -X POST -H 'Authorization: Bearer tok' -H 'Content-Type: application/json' \
-      -d '{"name":"k","scopes":["read:charge_points"]}' "http://$ADM/admin/v1/clients/acme/keys" \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-    URL="http://$PUB/api/v1/charge_points/CP-1"
-    wrk -t1 -c32 -d2s -H "X-API-Key: $KEY" "$URL" >/dev/null
-    c0=$(cpu $PID)
-    out=$(wrk -t1 -c32 -d8s -H "X-API-Key: $KEY" "$URL")
-    c1=$(cpu $PID)
-    n=$(awk '/requests in/ {print $1}' <<<"$out")
-    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    kill -TERM $PID; wait $PID || true
-    lines=$(grep -c 'tollgate::access' "$log" || true)
-    us=$(python3 -c "print(f'{($c1-$c0)/$TCK/$n*1e6:.2f}')")
-    echo "round=$r bin=$(basename "$bin") requests=$n non2xx=${non2xx:-0} cpu_ticks=$((c1-c0)) us_per_req=$us access_lines=$lines load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+    run "$r" "$(realpath "$bin")"
   done
 done
