@@ -120,8 +120,8 @@ impl ClientEntry {
         )
     }
 
-    /// Requests counted in `period` of the client's cycle (tag `tag`) at
-    /// `now_ms`, without rolling anything over.
+    /// Requests counted in `period` of the client's `cycle` at `now_ms`,
+    /// without rolling anything over.
     fn month_used(&self, period: &Period, cycle: &Cycle, now_ms: i64) -> u64 {
         let m = &self.month;
         if m.start_ms == period.start_ms || (!cycle.is_tag(&m.tag) && now_ms < m.end_ms) {
