@@ -68,35 +68,29 @@ pub(super) struct Admission {
 /// pushed (numbers formatted without a `String` of their own): an
 /// admission has some twenty, and a `Vec<String>` made each an allocation.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Args {
-    buf: redis::Cmd,
-    len: usize,
-}
+pub(super) struct Args(redis::Cmd);
 
 impl Args {
     /// Appends one argument (a `&str`, a number; `Option` writes nothing for `None`).
     pub(super) fn push(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
-        let before = self.buf.args_iter().len();
-        self.buf.arg(arg);
-        self.len += self.buf.args_iter().len() - before;
+        self.0.arg(arg);
         self
     }
 
     /// Appends one argument formatted from `arg`.
     pub(super) fn push_fmt(&mut self, arg: std::fmt::Arguments<'_>) -> &mut Self {
-        redis::RedisWrite::write_arg_fmt(&mut self.buf, arg);
-        self.len += 1;
+        redis::RedisWrite::write_arg_fmt(&mut self.0, arg);
         self
     }
 
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.0.args_iter().len()
     }
 }
 
 impl redis::ToRedisArgs for Args {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        for arg in self.buf.args_iter() {
+        for arg in self.0.args_iter() {
             if let redis::Arg::Simple(bytes) = arg {
                 out.write_arg(bytes);
             }
