@@ -358,7 +358,8 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
             .arg(SESSION)
             .arg(seq)
             .arg(RECORD)
-            .invoke(c)
+            .invoke::<redis::Value>(c)
+            .map(common::redis_server::admit_slots)
             .expect("admit")
     };
     // admit.lua's counters (its header): little-endian doubles, the
@@ -437,7 +438,7 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
         .query(&mut c)
         .expect("legacy record");
     let later_ms = ((1_764_300_000u64 + 700) / 16 * 16 * 1000).to_string();
-    let other: Vec<i64> = admit
+    let other = admit
         .key(ck)
         .key(kk)
         .key(wk)
@@ -447,7 +448,8 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
         .arg("s:00000000000000030000000000000004")
         .arg(1)
         .arg("r:00000000000000030000000000000004")
-        .invoke(&mut c)
+        .invoke::<redis::Value>(&mut c)
+        .map(common::redis_server::admit_slots)
         .expect("admit");
     assert_eq!(other[0], 0);
     let fields: Vec<String> = redis::cmd("HKEYS").arg(ck).query(&mut c).expect("hkeys");

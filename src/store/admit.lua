@@ -92,9 +92,13 @@
 --          process may take it. Reply slot 13: bit i set for the (i+1)-th
 --          threshold crossed by this admission (0: none).
 --
--- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else
+-- Returns {verdict} for KEY_INVALID and CLIENT_MISSING, else the 13 slots
 -- {verdict, now_ms, per_minute, remaining, reset_at, monthly, monthly_used, retry_at_ms or -1,
---  admitted, shadow_verdict, cost, within * 2 + plan_unknown}: the state after the
+--  admitted, shadow_verdict, cost, within * 2 + plan_unknown, crossed} as one
+-- string of little-endian doubles (RECORD_FORMAT, the session record's first
+-- 104 bytes: one bulk reply, which tollgate parses and Redis writes for less
+-- than an array of 13 integers; a session record of before 2026-11-28 is
+-- replayed as the array it holds): the state after the
 -- writes; `admitted` requests (the first ones of the n) were counted, and
 -- `verdict` is the answer to the others (ADMITTED when all n were). Policies:
 -- of the admitted, the first `within` fitted the limits and the rest were
@@ -102,9 +106,9 @@
 -- (0 when none was shadowed); `cost` is the units per request; `plan_unknown`
 -- is 1 when the client names a plan ARGV[15] does not define (it is then
 -- served with the defaults). Slot 13: the thresholds this admission crossed
--- (ARGV[24]; 0 otherwise). Reply slots 14..19 are for further fields (a reply is an
--- array: it ends at its first nil, so every slot before the last one used is
--- filled); slot 20 is the session record's month, never returned.
+-- (ARGV[24]; 0 otherwise). Slots 14..19 are for further fields (tollgate
+-- reads any whole number of doubles from 9 on); slot 20 is the session
+-- record's month, never returned.
 -- Corrupt data raises an error whose message starts with TGCORRUPT and names
 -- the field, never its value.
 --
@@ -130,6 +134,10 @@ local RECORD_PERIOD = 20
 local RECORD_DAY = 21
 -- A session record: the reply's 13 slots as little-endian doubles, then text.
 local RECORD_FORMAT = '<ddddddddddddd'
+-- A reply of the state's 13 slots, packed (see the header).
+local function packed(r)
+  return struct.pack(RECORD_FORMAT, unpack(r, 1, 13))
+end
 -- The counters (field `ctr`): the window's total, oldest second, newest
 -- second and that second's count, the period, used.
 local COUNTERS = '<dddddd'
@@ -275,7 +283,12 @@ if session then
     elseif applied > seq then
       return { SETTLED }
     elseif applied == seq then
-      local reply = unrecord(call('HGET', client_key, record))
+      local v = call('HGET', client_key, record)
+      if v and #v > 104 and string.byte(v, 1) == 0 then
+        -- The reply as it was packed (the record's first 104 bytes).
+        return string.sub(v, 1, 104)
+      end
+      local reply = unrecord(v)
       reply[RECORD_PERIOD] = nil
       reply[RECORD_DAY] = nil
       return reply
@@ -620,13 +633,13 @@ end
 
 if mode == 'usage' then
   if key_id ~= '' and c[1] ~= 'active' then
-    return state(CLIENT_SUSPENDED, 0)
+    return packed(state(CLIENT_SUSPENDED, 0))
   end
-  return state(ADMITTED, 0)
+  return packed(state(ADMITTED, 0))
 end
 
 if c[1] ~= 'active' then
-  return state(CLIENT_SUSPENDED, 0)
+  return packed(state(CLIENT_SUSPENDED, 0))
 end
 if scope then
   local found = false
@@ -637,7 +650,7 @@ if scope then
     end
   end
   if not found then
-    return state(SCOPE_DENIED, 0)
+    return packed(state(SCOPE_DENIED, 0))
   end
 end
 
@@ -658,7 +671,7 @@ if fits < wanted then
     else
       refused(wanted * cost, 0)
     end
-    return state(refusal, 0)
+    return packed(state(refusal, 0))
   end
 end
 within = fits
@@ -731,14 +744,14 @@ if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
     reply[13] = crossed
   end
 end
+local out = packed(reply)
 if session then
   -- The session's record, in the same write as the monthly counter (see
-  -- the header).
+  -- the header): the reply, then its period (and day).
   counter[#counter + 1] = session
   counter[#counter + 1] = ARGV[11]
   counter[#counter + 1] = record
-  counter[#counter + 1] = struct.pack(RECORD_FORMAT, unpack(reply, 1, 13))
-    .. (billing and mon .. ' ' .. day_key or mon)
+  counter[#counter + 1] = out .. (billing and mon .. ' ' .. day_key or mon)
   call('HSET', client_key, unpack(counter))
   if new_bucket and now_s % 16 == 0 then
     -- About every 16 s of a busy client: forget sessions idle for long
@@ -759,4 +772,4 @@ if session then
 else
   call('HSET', client_key, unpack(counter))
 end
-return reply
+return out

@@ -197,6 +197,19 @@ pub fn counter(ctr: Option<&[u8]>, i: usize) -> u64 {
     })
 }
 
+/// An `admit.lua` reply as its integer slots: a state reply is one string
+/// of little-endian doubles (admit.lua's header), a short one an array.
+#[allow(dead_code)]
+pub fn admit_slots(reply: redis::Value) -> Vec<i64> {
+    match reply {
+        redis::Value::BulkString(b) => b
+            .chunks_exact(8)
+            .map(|d| f64::from_le_bytes(d.try_into().expect("8 bytes")) as i64)
+            .collect(),
+        other => redis::from_redis_value(other).expect("an array of integers"),
+    }
+}
+
 /// Script calls (`EVALSHA` and `EVAL`) counted in an `INFO commandstats` text.
 pub fn script_calls_in(commandstats: &str) -> u64 {
     commandstats

@@ -398,13 +398,15 @@ pub(super) async fn send_alone(
         .await
 }
 
-/// One admission's reply in a batch: `admit.lua`'s integers, or
-/// `{"E", message}` for an admission that raised an error (it wrote
-/// nothing that counts: admit.lua raises before its writes).
+/// One admission's reply in a batch: `admit.lua`'s (its packed state or
+/// its array), or `{"E", message}` for an admission that raised an error
+/// (it wrote nothing that counts: admit.lua raises before its writes).
 fn decode_one(store: &RedisStore, reply: redis::Value) -> Reply {
     let bad = || CallError::unsent(StoreError::Corrupt("unexpected admit reply".into()));
-    let redis::Value::Array(items) = reply else {
-        return Err(bad());
+    let items = match reply {
+        redis::Value::Array(items) => items,
+        state @ redis::Value::BulkString(_) => return Ok(state),
+        _ => return Err(bad()),
     };
     if let [redis::Value::BulkString(tag), redis::Value::BulkString(msg)] = items.as_slice() {
         if tag.as_slice() == b"E" {

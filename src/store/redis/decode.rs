@@ -19,6 +19,32 @@ pub(super) const VERDICTS: [Verdict; 7] = [
 /// The error code `admit.lua` raises for data it cannot read.
 pub(super) const CORRUPT_CODE: &str = "TGCORRUPT";
 
+/// The slots of an `admit.lua` reply: its state replies are one string of
+/// little-endian doubles (whole numbers), its short ones (and a session
+/// record replayed from before 2026-11-28) an array of integers.
+pub(super) fn admit_slots(reply: redis::Value) -> Result<Vec<i64>, StoreError> {
+    let bad = || corrupt("admit reply");
+    let redis::Value::BulkString(bytes) = reply else {
+        return redis::from_redis_value(reply).map_err(|_| bad());
+    };
+    // Slots 1..=9 are always there (decode_batch); any further ones are read.
+    if bytes.len() % 8 != 0 || bytes.len() < 9 * 8 {
+        return Err(bad());
+    }
+    bytes
+        .chunks_exact(8)
+        .map(|b| {
+            let mut d = [0; 8];
+            d.copy_from_slice(b);
+            let v = f64::from_le_bytes(d);
+            // Exact integers only: admit.lua keeps every number below 2^53.
+            (v.fract() == 0.0 && v.abs() < 2f64.powi(53))
+                .then_some(v as i64)
+                .ok_or_else(bad)
+        })
+        .collect()
+}
+
 /// An `admit.lua` reply; `cycle` is the client's, which the script
 /// confirmed, so the period is the one containing the reply's instant.
 pub(super) fn decode_batch(reply: &[i64], cycle: &Cycle) -> Result<Batch, StoreError> {

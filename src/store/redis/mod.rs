@@ -596,8 +596,7 @@ impl RedisStore {
                 guess = Guess::new(cycle, now_ms);
                 continue;
             }
-            let reply: Vec<i64> = redis::from_redis_value(reply)
-                .map_err(|_| CallError::unsent(corrupt("admit reply")))?;
+            let reply = admit_slots(reply).map_err(CallError::unsent)?;
             if reply.first() == Some(&SETTLED) {
                 // Only a repeat of a call tollgate has given up on gets this.
                 return Err(CallError::unsent(StoreError::Unavailable(
