@@ -34,11 +34,18 @@ impl Session {
     pub fn of(prefix: u64, group: &GroupKey) -> Session {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         group.hash(&mut h);
-        let name = format!("{prefix:016x}{:016x}", h.finish());
-        Session {
-            state: format!("s:{name}"),
-            record: format!("r:{name}"),
+        // "s:" and 32 hex digits, written digit by digit (no formatting
+        // machinery: this runs for every admission call).
+        let mut state = String::with_capacity(34);
+        state.push_str("s:");
+        for n in [prefix, h.finish()] {
+            for shift in (0..16).rev() {
+                let digit = (n >> (shift * 4)) as u32 & 0xf;
+                state.push(char::from_digit(digit, 16).unwrap_or('0'));
+            }
         }
+        let record = ["r:", &state[2..]].concat();
+        Session { state, record }
     }
 
     /// A fresh random prefix for a store's sessions.
@@ -121,6 +128,12 @@ mod tests {
         assert_eq!(a.state[..18], b.state[..18]);
         assert_eq!(a.state.len(), 34);
         assert_eq!(a.state[2..], a.record[2..]);
+        let named = Session::of(0x0123_4567_89ab_cdef, &group("k1"));
+        assert!(named.state.starts_with("s:0123456789abcdef"), "{named:?}");
+        assert!(named.record.starts_with("r:0123456789abcdef"), "{named:?}");
+        assert!(named.state[2..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         let (x, y) = (CallId::next(&a), CallId::next(&a));
         assert!(y.seq > x.seq);
         assert!(VOID_WINDOW < SESSION_IDLE);

@@ -83,7 +83,7 @@ impl Guess {
         client_id: &str,
         days: u32,
     ) {
-        keys.push(layout::history_day(client_id, &self.day.to_string()));
+        keys.push(layout::history_day(client_id, &iso_day(self.day)));
         args.push("")
             .push(self.cycle.day())
             .push(self.cycle.zone_name())
@@ -93,6 +93,26 @@ impl Guess {
             .push(self.day_end_ms)
             .push(days);
     }
+}
+
+/// `day` as `YYYY-MM-DD`, as its `Display` writes it, without the
+/// formatting machinery for the years 0..=9999 (every admission names its
+/// day's key).
+fn iso_day(day: Date) -> String {
+    let (y, m, d) = (day.year(), day.month(), day.day());
+    if !(0..=9999).contains(&y) {
+        return day.to_string();
+    }
+    let mut s = String::with_capacity(10);
+    for (n, width) in [(y as u32, 4), (m as u32, 2), (d as u32, 2)] {
+        if width == 2 {
+            s.push('-');
+        }
+        for place in (0..width).rev() {
+            s.push(char::from_digit(n / 10u32.pow(place) % 10, 10).unwrap_or('0'));
+        }
+    }
+    s
 }
 
 /// A `RECOMPUTE` answer: the store's instant and the client's cycle, or
@@ -192,5 +212,24 @@ impl RedisStore {
             Some(c) => c.now_ms(),
             None => crate::clock::SystemClock.now_ms(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso_day;
+    use jiff::civil::date;
+
+    #[test]
+    fn iso_day_writes_what_display_writes() {
+        for d in [
+            date(2026, 11, 28),
+            date(2027, 1, 1),
+            date(9999, 12, 31),
+            date(1, 2, 3),
+        ] {
+            assert_eq!(iso_day(d), d.to_string());
+        }
+        assert_eq!(iso_day(date(-5, 1, 1)), date(-5, 1, 1).to_string());
     }
 }

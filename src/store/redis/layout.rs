@@ -5,46 +5,62 @@
 //! keys (`tg:clients`, `tg:keyidx:<key_id>`) are written by separate
 //! commands.
 
+/// `tg:{c:<client_id>}:` and then `rest`: built by copying, not by the
+/// formatting machinery (each admission names three or four keys).
+fn tagged(client_id: &str, rest: &[&str]) -> String {
+    const OPEN: &str = "tg:{c:";
+    const CLOSE: &str = "}:";
+    let len = OPEN.len() + client_id.len() + CLOSE.len();
+    let mut s = String::with_capacity(len + rest.iter().map(|p| p.len()).sum::<usize>());
+    s.push_str(OPEN);
+    s.push_str(client_id);
+    s.push_str(CLOSE);
+    for part in rest {
+        s.push_str(part);
+    }
+    s
+}
+
 /// Set of all client ids.
 pub const CLIENTS: &str = "tg:clients";
 
 /// Hash: the client's fields and its monthly counter.
 pub fn client(client_id: &str) -> String {
-    format!("tg:{{c:{client_id}}}:client")
+    tagged(client_id, &["client"])
 }
 /// Hash: one API key.
 pub fn key(client_id: &str, key_id: &str) -> String {
-    format!("tg:{{c:{client_id}}}:key:{key_id}")
+    tagged(client_id, &["key:", key_id])
 }
 /// Sorted set: the client's key ids, scored by `created_at`.
 pub fn keys(client_id: &str) -> String {
-    format!("tg:{{c:{client_id}}}:keys")
+    tagged(client_id, &["keys"])
 }
 /// Hash: key name → key id, for per-client name uniqueness.
 pub fn names(client_id: &str) -> String {
-    format!("tg:{{c:{client_id}}}:names")
+    tagged(client_id, &["names"])
 }
 /// Hash: the per-minute window as tollgate kept it until 2026-11; `admit.lua`
 /// now keeps the window in the client hash and moves this one there (and
 /// deletes it) at the client's first call after an upgrade.
 pub fn window(client_id: &str) -> String {
-    format!("tg:{{c:{client_id}}}:win")
+    tagged(client_id, &["win"])
 }
 /// Hash: one local day of the client's usage history (`history.rs`):
 /// fields `f`, `r`, `q`, `x` (forwarded, rate_limited, quota_exceeded,
 /// refunded); expires `[history] days` after the day ends.
 pub fn history_day(client_id: &str, date: &str) -> String {
-    format!("tg:{{c:{client_id}}}:h:{date}")
+    tagged(client_id, &["h:", date])
 }
 /// Hash: the client's pending quota notifications (`admit.lua` writes
 /// them, `notify_claim.lua` leases them; removed once delivered):
 /// `<period start ms>:<threshold>` → `<used>,<limit>,<period end ms>,<at ms>,<lease ms>`.
 pub fn notify(client_id: &str) -> String {
-    format!("tg:{{c:{client_id}}}:notify")
+    tagged(client_id, &["notify"])
 }
 /// String: key id → client id, to find a key from its id alone.
 pub fn key_index(key_id: &str) -> String {
-    format!("tg:keyidx:{key_id}")
+    ["tg:keyidx:", key_id].concat()
 }
 
 /// Fields of the client hash.
@@ -102,4 +118,18 @@ pub mod key_field {
     pub const PREV_HASH: &str = "prev_hash";
     pub const PREV_GEN: &str = "prev_gen";
     pub const PREV_UNTIL_MS: &str = "prev_until_ms";
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_carry_the_clients_hash_tag() {
+        assert_eq!(super::client("acme"), "tg:{c:acme}:client");
+        assert_eq!(super::key("acme", "k1"), "tg:{c:acme}:key:k1");
+        assert_eq!(
+            super::history_day("a", "2026-11-28"),
+            "tg:{c:a}:h:2026-11-28"
+        );
+        assert_eq!(super::key_index("k1"), "tg:keyidx:k1");
+    }
 }
