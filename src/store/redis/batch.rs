@@ -71,6 +71,12 @@ pub(super) struct Admission {
 pub(super) struct Args(redis::Cmd);
 
 impl Args {
+    /// Room for `count` arguments of `bytes` bytes in all, so that pushing
+    /// them does not grow the buffers step by step.
+    pub(super) fn with_capacity(count: usize, bytes: usize) -> Args {
+        Args(redis::Cmd::with_capacity(count, bytes))
+    }
+
     /// Appends one argument (a `&str`, a number; `Option` writes nothing for `None`).
     pub(super) fn push(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
         self.0.arg(arg);

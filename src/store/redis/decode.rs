@@ -31,18 +31,19 @@ pub(super) fn admit_slots(reply: redis::Value) -> Result<Vec<i64>, StoreError> {
     if bytes.len() % 8 != 0 || bytes.len() < 9 * 8 {
         return Err(bad());
     }
-    bytes
-        .chunks_exact(8)
-        .map(|b| {
-            let mut d = [0; 8];
-            d.copy_from_slice(b);
-            let v = f64::from_le_bytes(d);
-            // Exact integers only: admit.lua keeps every number below 2^53.
-            (v.fract() == 0.0 && v.abs() < 2f64.powi(53))
-                .then_some(v as i64)
-                .ok_or_else(bad)
-        })
-        .collect()
+    // Exact integers only: admit.lua keeps every number below 2^53.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let mut slots = Vec::with_capacity(bytes.len() / 8);
+    for b in bytes.chunks_exact(8) {
+        let mut d = [0; 8];
+        d.copy_from_slice(b);
+        let v = f64::from_le_bytes(d);
+        if v.fract() != 0.0 || v.abs() >= EXACT {
+            return Err(bad());
+        }
+        slots.push(v as i64);
+    }
+    Ok(slots)
 }
 
 /// An `admit.lua` reply; `cycle` is the client's, which the script
@@ -293,4 +294,46 @@ pub(super) fn key_fields(k: &KeyRecord) -> Vec<(&'static str, String)> {
         f.push((kf::PREV_UNTIL_MS, p.until_ms.to_string()));
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admit_slots;
+    use redis::Value;
+
+    fn packed(slots: &[f64]) -> Value {
+        Value::BulkString(slots.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    #[test]
+    fn admit_slots_reads_packed_doubles_and_arrays() {
+        let state = [
+            0.0,
+            1_764_300_000_500.0,
+            100.0,
+            99.0,
+            1_764_300_061.0,
+            1000.0,
+            1.0,
+            -1.0,
+            1.0,
+        ];
+        let want: Vec<i64> = state.iter().map(|&v| v as i64).collect();
+        assert_eq!(admit_slots(packed(&state)).ok(), Some(want));
+        assert_eq!(
+            admit_slots(Value::Array(vec![Value::Int(1)])).ok(),
+            Some(vec![1])
+        );
+        // Not whole numbers, too few slots, a torn double: corrupt.
+        let mut torn = state;
+        torn[3] = 0.5;
+        assert!(admit_slots(packed(&torn)).is_err());
+        assert!(admit_slots(packed(&state[..8])).is_err());
+        let Value::BulkString(mut bytes) = packed(&state) else {
+            unreachable!()
+        };
+        bytes.pop();
+        assert!(admit_slots(Value::BulkString(bytes)).is_err());
+        assert!(admit_slots(packed(&[9.1e15; 9])).is_err());
+    }
 }

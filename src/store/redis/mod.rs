@@ -549,7 +549,8 @@ impl RedisStore {
         // cycle or Redis TIME says otherwise, and the call goes again.
         let mut guess = Guess::new(self.inner.cycles.get(client_id), self.guess_now_ms());
         for _ in 0..PERIOD_ATTEMPTS {
-            let mut args = Args::default();
+            // ARGV[1..=24]: some twenty short ones, and the plans.
+            let mut args = Args::with_capacity(24, 320 + policy.plans.encoded().len());
             args.push(mode).push(client_id).push(key_id).push(gen);
             match scope {
                 Some(s) => args.push_fmt(format_args!("+{s}")),
@@ -572,11 +573,12 @@ impl RedisStore {
             args.push(policy.cost)
                 .push(route_shadow)
                 .push(policy.plans.encoded());
-            let mut keys = vec![
+            let mut keys = Vec::with_capacity(4);
+            keys.extend([
                 layout::client(client_id),
                 layout::key(client_id, key_id),
                 layout::window(client_id),
-            ];
+            ]);
             guess.add_to(&mut keys, &mut args, client_id, days);
             // Notifications: ARGV[24], only when [notify] is set.
             if let Some(n) = self.inner.notifier.get() {
