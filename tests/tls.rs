@@ -31,7 +31,14 @@ async fn start(upstream_lines: &str, extra: &str) -> (Tollgate, String) {
     let tg = Tollgate::start(&common::grpc::config(upstream_lines, extra));
     let http = Http::default();
     // A limit no test here reaches: the load test makes many requests.
-    create_client(&http, &tg, "acme", json!({"per_minute": 1_000_000})).await;
+    // (The quota too: a fast machine makes over the default 10,000 a month.)
+    create_client(
+        &http,
+        &tg,
+        "acme",
+        json!({"per_minute": 1_000_000, "monthly": 1_000_000_000}),
+    )
+    .await;
     let (_, key) = create_key(&http, &tg, "acme", &[SCOPE]).await;
     (tg, key)
 }
