@@ -384,8 +384,9 @@ end
 -- A client hash without `ctr`: the window of KEYS[3], where tollgate kept
 -- it until 2026-11, moves into it (a change of representation, not of the
 -- count, so a usage read or a refusal may make it too); `used` stays in
--- its text field until an admission adds it in. Returns `ctr`.
-local function migrate_window()
+-- its text field until an admission adds it in. Returns `ctr`. (Made only
+-- for such a hash: every closure a call makes costs Redis time.)
+local migrate_window = not c[11] and function()
   local h = call('HGETALL', win_key)
   local t, o, n, counts = 0, nil, nil, {}
   for i = 1, #h, 2 do
@@ -506,94 +507,9 @@ end
 local h_today = billing and c[9] == day_key
 local h_f = h_today and tonumber(c[10]) or 0
 
--- Billing: the client hash's rate-limited and quota-refused counts (hr, hq).
-local function day_refusals()
-  local x = call('HMGET', client_key, 'hr', 'hq')
-  return tonumber(x[1]) or 0, tonumber(x[2]) or 0
-end
-
--- Billing: appends to `t` the client-hash fields that add df forwarded, dr
--- rate-limited and dq quota-refused requests to today's history; a new day
--- first adds the previous day's counts to that day's key.
-local function history(t, df, dr, dq)
-  if not billing then
-    return
-  end
-  local h_r, h_q = 0, 0
-  if h_today then
-    if dr > 0 or dq > 0 then
-      h_r, h_q = day_refusals()
-    end
-  else
-    local old = c[9]
-    if old then
-      local counts, moved = { tonumber(c[10]) or 0 }, false
-      counts[2], counts[3] = day_refusals()
-      for i, f in ipairs({ 'f', 'r', 'q' }) do
-        if counts[i] > 0 then
-          call('HINCRBY', old, f, counts[i])
-          moved = true
-        end
-      end
-      if moved then
-        -- It ended by this day's start at the latest; kept [history] days.
-        local ttl = floor((tonumber(ARGV[21]) - now_ms) / 1000) + 86400 * tonumber(ARGV[23]) + 1
-        call('EXPIRE', old, max(ttl, 1))
-      end
-    end
-    t[#t + 1], t[#t + 2] = 'hday', day_key
-  end
-  if df > 0 or not h_today then
-    t[#t + 1], t[#t + 2] = 'hf', str(h_f + df)
-  end
-  if dr > 0 or not h_today then
-    t[#t + 1], t[#t + 2] = 'hr', str(h_r + dr)
-  end
-  if dq > 0 or not h_today then
-    t[#t + 1], t[#t + 2] = 'hq', str(h_q + dq)
-  end
-end
-
--- Billing: a refusal by the limits, counted in today's history.
-local function refused(dr, dq)
-  local t = {}
-  history(t, 0, dr, dq)
-  if #t > 0 then
-    call('HSET', client_key, unpack(t))
-  end
-end
-
--- Adds `units` to second `sec`'s count (a clock gone back by over the
--- window's span counts in the window's earliest second, so the bucket
--- leaves no sooner); true when the second had none. The common case, the
--- newest second again, touches only `hot`.
-local function count(sec, units)
-  total = total + units
-  if not oldest then
-    oldest, newest, hot = sec, sec, units
-    return true
-  end
-  sec = max(sec, newest - WINDOW_SECS)
-  if sec == newest then
-    hot = hot + units
-    return false
-  end
-  load_cold()
-  cold_changed = true
-  if sec > newest then
-    cold = cold .. pack('<d', hot) .. rep(ZERO, sec - newest - 1)
-    newest, hot = sec, units
-    return true
-  elseif sec < oldest then
-    cold = pack('<d', units) .. rep(ZERO, oldest - sec - 1) .. cold
-    oldest = sec
-    return true
-  end
-  local at = (sec - oldest) * 8
-  local b = unpack_s('<d', cold, at + 1)
-  cold = string.sub(cold, 1, at) .. pack('<d', b + units) .. string.sub(cold, at + 9)
-  return b == 0
-end
+-- Billing: the helpers of today's history, made below only when a write
+-- needs them (a new day, a refusal): the common admission makes none.
+local day_refusals, history, refused
 
 -- The limit state as it stands (after the writes, when admitted), and how
 -- many requests were admitted.
@@ -660,15 +576,70 @@ end
 local month_room = max(monthly - used, 0)
 local fits = min(wanted, floor(max(per_minute - total, 0) / cost), floor(month_room / cost))
 local admitted, refusal = fits, ADMITTED
+if billing and (not h_today or fits < wanted) then
+  -- Billing: the client hash's rate-limited and quota-refused counts (hr, hq).
+  day_refusals = function()
+    local x = call('HMGET', client_key, 'hr', 'hq')
+    return tonumber(x[1]) or 0, tonumber(x[2]) or 0
+  end
+
+  -- Billing: appends to `t` the client-hash fields that add df forwarded, dr
+  -- rate-limited and dq quota-refused requests to today's history; a new day
+  -- first adds the previous day's counts to that day's key.
+  history = function(t, df, dr, dq)
+    local h_r, h_q = 0, 0
+    if h_today then
+      if dr > 0 or dq > 0 then
+        h_r, h_q = day_refusals()
+      end
+    else
+      local old = c[9]
+      if old then
+        local counts, moved = { tonumber(c[10]) or 0 }, false
+        counts[2], counts[3] = day_refusals()
+        for i, f in ipairs({ 'f', 'r', 'q' }) do
+          if counts[i] > 0 then
+            call('HINCRBY', old, f, counts[i])
+            moved = true
+          end
+        end
+        if moved then
+          -- It ended by this day's start at the latest; kept [history] days.
+          local ttl = floor((tonumber(ARGV[21]) - now_ms) / 1000) + 86400 * tonumber(ARGV[23]) + 1
+          call('EXPIRE', old, max(ttl, 1))
+        end
+      end
+      t[#t + 1], t[#t + 2] = 'hday', day_key
+    end
+    if df > 0 or not h_today then
+      t[#t + 1], t[#t + 2] = 'hf', str(h_f + df)
+    end
+    if dr > 0 or not h_today then
+      t[#t + 1], t[#t + 2] = 'hr', str(h_r + dr)
+    end
+    if dq > 0 or not h_today then
+      t[#t + 1], t[#t + 2] = 'hq', str(h_q + dq)
+    end
+  end
+
+  -- Billing: a refusal by the limits, counted in today's history.
+  refused = function(dr, dq)
+    local t = {}
+    history(t, 0, dr, dq)
+    if #t > 0 then
+      call('HSET', client_key, unpack(t))
+    end
+  end
+end
 if fits < wanted then
   refusal = (month_room - fits * cost < cost) and QUOTA_EXHAUSTED or RATE_LIMITED
   if shadow then
     shadow_verdict, admitted = refusal, wanted
   elseif fits == 0 then
     -- Billing: the refused units, in today's history.
-    if refusal == QUOTA_EXHAUSTED then
+    if billing and refusal == QUOTA_EXHAUSTED then
       refused(0, wanted * cost)
-    else
+    elseif billing then
       refused(wanted * cost, 0)
     end
     return packed(state(refusal, 0))
@@ -681,7 +652,42 @@ within = fits
 -- record.
 local units = admitted * cost
 local now_str = str(now_s)
-local new_bucket = count(now_s, units)
+local new_bucket
+do
+  -- Adds `units` to this second's count (a clock gone back by over the
+  -- window's span counts in the window's earliest second, so the bucket
+  -- leaves no sooner); new_bucket: the second had none. The common case,
+  -- the newest second again, touches only `hot`.
+  local sec = now_s
+  total = total + units
+  if not oldest then
+    oldest, newest, hot = sec, sec, units
+    new_bucket = true
+  else
+    sec = max(sec, newest - WINDOW_SECS)
+    if sec == newest then
+      hot = hot + units
+      new_bucket = false
+    else
+      load_cold()
+      cold_changed = true
+      if sec > newest then
+        cold = cold .. pack('<d', hot) .. rep(ZERO, sec - newest - 1)
+        newest, hot = sec, units
+        new_bucket = true
+      elseif sec < oldest then
+        cold = pack('<d', units) .. rep(ZERO, oldest - sec - 1) .. cold
+        oldest = sec
+        new_bucket = true
+      else
+        local at = (sec - oldest) * 8
+        local b = unpack_s('<d', cold, at + 1)
+        cold = string.sub(cold, 1, at) .. pack('<d', b + units) .. string.sub(cold, at + 9)
+        new_bucket = b == 0
+      end
+    end
+  end
+end
 used = used + units
 
 if last_used_at ~= now_str then
@@ -711,12 +717,12 @@ if c[5] then
 end
 -- (Units: `forwarded` sums to `used`.)
 local rest = (wanted - admitted) * cost
-if h_today and rest == 0 then
+if billing and h_today and rest == 0 then
   -- The common case: one more field in the counter's write.
   counter[#counter + 1], counter[#counter + 2] = 'hf', str(h_f + units)
-elseif refusal == QUOTA_EXHAUSTED then
+elseif billing and refusal == QUOTA_EXHAUSTED then
   history(counter, units, 0, rest)
-else
+elseif billing then
   history(counter, units, rest, 0)
 end
 -- Notifications: the thresholds crossed for the first time in this period
