@@ -53,7 +53,8 @@
 -- ARGV[4]  key generation the caller verified (decimal)
 -- ARGV[5]  "+" followed by the scope the route needs; "" for none
 -- ARGV[6]  default per-minute limit, ARGV[7] default monthly quota
--- ARGV[8]  now in Unix milliseconds; "" to read the server's TIME (production)
+-- ARGV[8]  now in Unix milliseconds; "" to read the server's TIME (production; a batch
+--          call reads it once for all its admissions, admit_batch.lua)
 -- ARGV[9]  admit only: how many requests of this key and scope to admit (n >= 1;
 --          "" means 1). Concurrent requests of one key go together in one call
 --          (group commit, src/store/group.rs): the script admits
