@@ -26,7 +26,8 @@ http { access_log off; client_body_temp_path $W/up; proxy_temp_path $W/up; fastc
 NG
 nginx -p "$W/up" -c "$W/up/nginx.conf" -e "$W/up/err.log" &
 NPID=$!
-sleep 0.5
+until curl -fsS "http://127.0.0.1:$UP/" >/dev/null 2>&1; do sleep 0.1; done
+until redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
 cat >"$W/t.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
