@@ -20,6 +20,11 @@ admission; ROUNDS (default 5) rounds alternate the scripts.
 CALLGRIND=1 runs redis-server under valgrind's callgrind instead and prints
 the instructions redis-server executed per admission (deterministic where
 time is not: the figure to compare on a noisy machine; use CALLS=4000).
+
+BATCH=16 sends the admissions 16 to a call, as tollgate's cross-key batch
+does: each script is wrapped in src/store/admit_batch.lua (the batch
+driver), or, given as DRIVER+ADMIT (`/tmp/driver.lua+src/store/admit.lua`),
+in that driver; the figures stay per admission.
 """
 import datetime, glob, os, subprocess, sys, tempfile, time
 
@@ -29,6 +34,8 @@ CLIENTS = int(os.environ.get("CLIENTS", "16"))
 CALLS = int(os.environ.get("CALLS", "150000"))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 CALLGRIND = os.environ.get("CALLGRIND") == "1"
+BATCH = int(os.environ.get("BATCH", "0"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def billing_args():
@@ -60,9 +67,19 @@ def admission(i):
 def row(port, pid, name, sha, outdir):
     cli(port, "CONFIG", "RESETSTAT")
     buf = bytearray()
-    for n in range(CALLS):
-        keys, argv = admission(n % CLIENTS)
-        buf += resp("EVALSHA", sha, len(keys), *keys, *argv)
+    if BATCH:
+        for first in range(0, CALLS, BATCH):
+            keys, header, argv = [], [], []
+            for n in range(first, min(first + BATCH, CALLS)):
+                k, a = admission(n % CLIENTS)
+                keys += k
+                argv += a
+                header += [str(len(k)), str(len(a))]
+            buf += resp("EVALSHA", sha, len(keys), *keys, str(len(header) // 2), *header, *argv)
+    else:
+        for n in range(CALLS):
+            keys, argv = admission(n % CLIENTS)
+            buf += resp("EVALSHA", sha, len(keys), *keys, *argv)
     path = tempfile.mktemp(suffix=".resp")
     open(path, "wb").write(buf)
     if CALLGRIND:
@@ -91,6 +108,16 @@ def row(port, pid, name, sha, outdir):
           f"{errors} |{extra}", flush=True)
 
 
+def source(arg):
+    """The script to load for `arg`: the file, or with BATCH, the batch script."""
+    if not BATCH:
+        return open(arg).read()
+    driver, _, admit = arg.rpartition("+")
+    driver = driver or os.path.join(ROOT, "src/store/admit_batch.lua")
+    return ("local function admit_one(KEYS, ARGV)\n" + open(admit).read() + "\nend\n"
+            + open(driver).read())
+
+
 def main():
     scripts = sys.argv[1:]
     if not scripts:
@@ -99,8 +126,7 @@ def main():
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out"] if CALLGRIND else []
     srv = start(port, d, CLIENTS, wrapper)
     try:
-        shas = [(os.path.basename(s), cli(port, "SCRIPT", "LOAD", open(s).read()))
-                for s in scripts]
+        shas = [(os.path.basename(s), cli(port, "SCRIPT", "LOAD", source(s))) for s in scripts]
         print(f"redis {cli(port, 'INFO', 'server').split('redis_version:')[1].split()[0]}, "
               f"{CLIENTS} clients, {CALLS} admissions per row, "
               f"load {open('/proc/loadavg').read().split()[:3]}")

@@ -14,7 +14,14 @@ redis-server's CPU (utime+stime from /proc) over the run.
 
     python3 bench/admit-cost.py            # CLIENTS=1000 CALLS=100000
     VARIANT_LUA=/tmp/x.lua python3 bench/admit-cost.py   # also a variant of admit.lua
+    BILLING=0 python3 bench/admit-cost.py   # without ARGV[13..23] and KEYS[4]
+
+By default each admission carries every argument tollgate sends (BILLING=1:
+cost, the plans, the billing cycle, its period and day, the day's history
+key); BILLING=0 sends the first 12 only (the script's non-billing path,
+which tollgate never takes: it always sends the cycle).
 """
+import datetime as dt
 import os, subprocess, sys, tempfile, time
 
 from redis_pipe import cli, cpu, free_port, resp, start, used
@@ -34,6 +41,15 @@ def batch_script(admit):
 
 
 SEQ = [0]
+BILLING = os.environ.get("BILLING", "1") == "1"
+_NOW = dt.datetime.now(dt.timezone.utc)
+_DAY = _NOW.replace(hour=0, minute=0, second=0, microsecond=0)
+_MONTH = _DAY.replace(day=1)
+_MS = lambda d: str(int(d.timestamp() * 1000))
+# ARGV[13..23] as tollgate sends them (src/store/redis/mod.rs, billing.rs).
+BILLING_ARGV = ["1", "", "", "", "1", "UTC", _MS(_MONTH),
+                _MS((_MONTH + dt.timedelta(days=32)).replace(day=1)),
+                _MS(_DAY), _MS(_DAY + dt.timedelta(days=1)), "90"]
 
 
 def admission(i):
@@ -44,6 +60,9 @@ def admission(i):
     keys = [f"tg:{{c:{cid}}}:client", f"tg:{{c:{cid}}}:key:k1", f"tg:{{c:{cid}}}:win"]
     argv = ["admit", cid, "k1", "1", "+read", "1000000000", "1000000000000", "", "1",
             f"s:{sess}", str(SEQ[0]), f"r:{sess}"]
+    if BILLING:
+        keys.append(f"tg:{{c:{cid}}}:h:{_DAY:%Y-%m-%d}")
+        argv += BILLING_ARGV
     return keys, argv
 
 

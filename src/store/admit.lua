@@ -210,12 +210,12 @@ local function str(n)
   return format('%d', n)
 end
 
-local function limit(own, default, what)
+local function limit(own, default, what, default_what)
   local n
   if own and own ~= '' then
     n = int(own, what)
   else
-    n = int(default, 'default ' .. what)
+    n = int(default, default_what)
   end
   return min(n, MAX_LIMIT)
 end
@@ -237,7 +237,9 @@ local function period_id(secs)
   return y * 100 + m
 end
 
-if ARGV[9] and ARGV[9] ~= '' then
+-- (The common "1" and "" are not converted: each `tonumber` of a string
+-- costs Redis two `strtod`s.)
+if ARGV[9] and ARGV[9] ~= '' and ARGV[9] ~= '1' then
   wanted = tonumber(ARGV[9])
   if wanted == nil or wanted < 1 or wanted ~= floor(wanted) then
     error({ err = 'ERR tollgate admit.lua: bad admit count' })
@@ -246,7 +248,7 @@ end
 
 -- Policies: the route's cost and shadow setting, the plans table.
 local cost = 1
-if ARGV[13] and ARGV[13] ~= '' then
+if ARGV[13] and ARGV[13] ~= '' and ARGV[13] ~= '1' then
   cost = tonumber(ARGV[13])
   if cost == nil or cost < 1 or cost ~= floor(cost) then
     error({ err = 'ERR tollgate admit.lua: bad cost' })
@@ -356,8 +358,9 @@ elseif plan_shadow ~= '' then
 else
   shadow = string.sub(plans, 1, 1) == '1'
 end
-local per_minute = limit(c[2], plan_pm ~= '' and plan_pm or ARGV[6], 'per_minute')
-local monthly = limit(c[3], plan_mo ~= '' and plan_mo or ARGV[7], 'monthly')
+local per_minute = limit(c[2], plan_pm ~= '' and plan_pm or ARGV[6], 'per_minute',
+  'default per_minute')
+local monthly = limit(c[3], plan_mo ~= '' and plan_mo or ARGV[7], 'monthly', 'default monthly')
 
 -- The counters (fields `ctr` and `ctw`, see the header): the window
 -- (`total`, `oldest`, `newest`, `hot` the count of second `newest`, and
@@ -704,7 +707,10 @@ else
 end
 -- The counters: the window, the period and the count; when the period
 -- changed (billing), its end and cycle; then today's history.
-local counter = { 'ctr', pack(COUNTERS, total, oldest, newest, hot, period, used) }
+-- (Sized for the common write's fields up front, the nils included: a
+-- table that grows is rehashed at each power of two.)
+local counter = { 'ctr', pack(COUNTERS, total, oldest, newest, hot, period, used),
+  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }
 if cold_changed then
   counter[3], counter[4] = 'ctw', cold
 end

@@ -27,13 +27,8 @@ local now_ms
 local k, a = 0, 2 * n + 1
 for i = 1, n do
   local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local keys, argv = {}, {}
-  for j = 1, nk do
-    keys[j] = KEYS[k + j]
-  end
-  for j = 1, na do
-    argv[j] = ARGV[a + j]
-  end
+  -- (Table constructors over `unpack`: sized once, filled in C.)
+  local keys, argv = { unpack(KEYS, k + 1, k + nk) }, { unpack(ARGV, a + 1, a + na) }
   k, a = k + nk, a + na
   if argv[8] == '' then
     if not now_ms then
