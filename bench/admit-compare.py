@@ -28,7 +28,7 @@ in that driver; the figures stay per admission.
 """
 import datetime, glob, os, subprocess, sys, tempfile, time
 
-from redis_pipe import cli, cpu, free_port, resp, start
+from redis_pipe import batch_call, cli, cpu, free_port, resp, start
 
 CLIENTS = int(os.environ.get("CLIENTS", "16"))
 CALLS = int(os.environ.get("CALLS", "150000"))
@@ -69,13 +69,8 @@ def row(port, pid, name, sha, outdir):
     buf = bytearray()
     if BATCH:
         for first in range(0, CALLS, BATCH):
-            keys, header, argv = [], [], []
-            for n in range(first, min(first + BATCH, CALLS)):
-                k, a = admission(n % CLIENTS)
-                keys += k
-                argv += a
-                header += [str(len(k)), str(len(a))]
-            buf += resp("EVALSHA", sha, len(keys), *keys, str(len(header) // 2), *header, *argv)
+            buf += batch_call(sha, [admission(n % CLIENTS)
+                                    for n in range(first, min(first + BATCH, CALLS))])
     else:
         for n in range(CALLS):
             keys, argv = admission(n % CLIENTS)

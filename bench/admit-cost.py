@@ -24,7 +24,7 @@ which tollgate never takes: it always sends the cycle).
 import datetime as dt
 import os, subprocess, sys, tempfile, time
 
-from redis_pipe import cli, cpu, free_port, resp, start, used
+from redis_pipe import batch_call, cli, cpu, free_port, resp, start, used
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = int(os.environ.get("CLIENTS", "1000"))
@@ -72,18 +72,12 @@ def run(port, pid, name, sha, per_call):
     calls = CALLS // per_call
     i = 0
     for _ in range(calls):
-        keys, argv, header = [], [], [str(per_call)]
-        for _ in range(per_call):
-            k, a = admission(i % CLIENTS)
-            i += 1
-            if per_call == 0:
-                pass
-            keys += k
-            argv += a
-            header += [str(len(k)), str(len(a))]
+        admissions = [admission((i + j) % CLIENTS) for j in range(per_call)]
+        i += per_call
         if sha[1]:
-            buf += resp("EVALSHA", sha[0], len(keys), *keys, *header, *argv)
+            buf += batch_call(sha[0], admissions)
         else:
+            (keys, argv), = admissions
             buf += resp("EVALSHA", sha[0], len(keys), *keys, *argv)
     path = tempfile.mktemp(suffix=".resp")
     open(path, "wb").write(buf)

@@ -13,6 +13,21 @@ def resp(*args):
     return b"".join(out)
 
 
+def batch_call(sha, admissions):
+    """One EVALSHA of admit_batch.lua (src/store/admit_batch.lua's header)
+    over `admissions`, a list of (KEYS, ARGV) of one shape: the count, the
+    shape, the positions whose arguments differ between admissions, the
+    first admission's ARGV, then each further admission's differing ones."""
+    (k0, a0), rest = admissions[0], admissions[1:]
+    vary = [j for j in range(len(a0)) if any(a[j] != a0[j] for _, a in rest)]
+    keys = [k for ks, _ in admissions for k in ks]
+    argv = [str(len(admissions)), str(len(k0)), str(len(a0)), str(len(vary))]
+    argv += [str(j + 1) for j in vary] + a0
+    for _, a in rest:
+        argv += [a[j] for j in vary]
+    return resp("EVALSHA", sha, len(keys), *keys, *argv)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -98,6 +98,14 @@ fn script_calls(port: u16) -> u64 {
     common::redis_server::script_calls_in(&stats)
 }
 
+/// How many admissions an `EVALSHA` carried: a batch call's ARGV[1] (the
+/// count `admit_batch.lua`'s header starts with), 1 for a lone `admit.lua`
+/// call (whose ARGV[1] is its mode).
+fn admissions_in(cmd: &[String]) -> usize {
+    let keys: usize = cmd.get(2).and_then(|k| k.parse().ok()).expect("numkeys");
+    cmd.get(3 + keys).and_then(|n| n.parse().ok()).unwrap_or(1)
+}
+
 /// Each of the first `n` clients' monthly `used` as Redis holds it.
 async fn used(server: &RedisServer, n: usize) -> Vec<u64> {
     let raw = redis::Client::open(server.url()).expect("url");
@@ -166,6 +174,76 @@ async fn many_keys_over_two_stores_admit_exactly_the_limit_in_shared_calls() {
     );
 }
 
+/// Admissions whose arguments differ where they are usually alike (the
+/// route's cost, the scope, the default limits) share calls, and each is
+/// admitted and counted under its own: a batch call sends an argument once
+/// only where every admission in it has the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_differing_in_cost_scope_and_defaults_share_calls_each_under_its_own() {
+    // (800 admissions at once: within the store's queue bound.)
+    const CLIENTS: usize = 100;
+    const PER_MINUTE: u64 = 6;
+    let server = RedisServer::start();
+    let store = open(&server.url(), STORE_TIMEOUT);
+    clients(&store, CLIENTS, PER_MINUTE).await;
+    let before = script_calls(server.port());
+
+    // Client i: its requests cost 1 + i % 3 units; even clients' route needs
+    // the key's scope, odd ones' none; each sends its own default quota.
+    let tasks: Vec<_> = (0..CLIENTS * 8)
+        .map(|j| {
+            let (store, i) = (store.clone(), j % CLIENTS);
+            tokio::spawn(async move {
+                let (client_id, key_id) = (format!("c{i}"), format!("k{i}"));
+                let req = AdmitRequest {
+                    client_id: &client_id,
+                    key_id: &key_id,
+                    gen: 1,
+                    scope: (i % 2 == 0).then_some("read:x"),
+                    defaults: Limits {
+                        per_minute: 1_000_000,
+                        monthly: 1_000_000 + i as u64,
+                    },
+                    policy: Policy {
+                        cost: 1 + (i % 3) as u64,
+                        ..Policy::default()
+                    },
+                };
+                (i, store.admit(&req).await)
+            })
+        })
+        .collect();
+    let mut admitted = vec![0u64; CLIENTS];
+    for t in tasks {
+        let (i, d) = t.await.expect("admission task");
+        let d = d.unwrap_or_else(|e| panic!("client {i}: {e}"));
+        match d.verdict {
+            Verdict::Admitted => {
+                admitted[i] += 1;
+                let monthly = d.state.as_ref().map(|s| s.monthly);
+                assert_eq!(monthly, Some(1_000_000 + i as u64), "client {i}'s default");
+            }
+            Verdict::RateLimited => {}
+            other => panic!("client {i}: {other:?}"),
+        }
+    }
+    let calls = script_calls(server.port()) - before;
+    let counted = used(&server, CLIENTS).await;
+    for i in 0..CLIENTS {
+        let cost = 1 + (i % 3) as u64;
+        assert_eq!(
+            admitted[i],
+            PER_MINUTE / cost,
+            "client {i} admitted at cost {cost}"
+        );
+        assert_eq!(counted[i], PER_MINUTE, "client {i} counted in units");
+    }
+    assert!(
+        calls < CLIENTS as u64,
+        "{calls} script calls for {CLIENTS} keys: no cross-key batching"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_batch_reply_is_settled_per_admission_and_counts_once() {
     const CLIENTS: usize = 200;
@@ -182,7 +260,7 @@ async fn a_lost_batch_reply_is_settled_per_admission_and_counts_once() {
     let results = flood(&[through, direct], CLIENTS, 8).await;
     assert_eq!(proxy.dropped(), 1, "a reply was lost");
     let lost = proxy.dropped_commands().pop().expect("the lost call");
-    let in_lost = lost.iter().filter(|a| *a == "admit").count();
+    let in_lost = admissions_in(&lost);
     eprintln!("the lost call carried {in_lost} admissions");
     assert!(in_lost > 1, "the lost call was a batch: {in_lost}");
     // Counted exactly once, and the lost call's requests still answered.

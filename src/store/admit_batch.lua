@@ -5,9 +5,21 @@
 -- so each admission runs exactly admit.lua, with its own KEYS and ARGV
 -- (its own session and sequence number), and its own reply.
 --
+-- The admissions of one call have as many KEYS and as many ARGV each, and
+-- most of their arguments are alike (the store's defaults, plans, billing
+-- cycle and day, the route's cost): those travel once. Every argument costs
+-- Redis a string object and a Lua string (~850 instructions, measured), so
+-- an admission's share of the call is its KEYS and the few arguments that
+-- vary (client, key, generation, session, sequence number, ...).
+--
 -- ARGV[1]  n, the number of admissions
--- ARGV[2i], ARGV[2i+1]  (i = 1..n) how many KEYS and how many ARGV admission i has
--- ARGV[2n+2 ..]  the admissions' arguments, one after the other; KEYS likewise
+-- ARGV[2]  nk, how many KEYS each admission has; ARGV[3] na, how many ARGV
+-- ARGV[4]  v, how many of an admission's ARGV differ between admissions of the
+--          call; ARGV[5 .. 4+v] their positions (1..na, ascending)
+-- ARGV[5+v .. 4+v+na]  the first admission's ARGV, whole; then, for each further
+--          admission in order, its v varying arguments, in the order of the positions
+--          (its other arguments are the first admission's)
+-- KEYS     the admissions' KEYS, one admission after the other
 --
 -- One `TIME` for the call: an admission whose ARGV[8] (now) is "" (Redis's
 -- clock, as tollgate sends it) is given the call's instant, read as
@@ -18,18 +30,33 @@
 -- {"E", message} for an admission that raised an error (its data corrupt, a
 -- bad argument); the others are not affected.
 
-local n = tonumber(ARGV[1])
-if n == nil or n < 1 or #ARGV < 2 * n + 1 then
+local n, nk, na, v = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if n == nil or nk == nil or na == nil or v == nil or n < 1 or v > na
+    or #KEYS ~= n * nk or #ARGV ~= 4 + v + na + (n - 1) * v then
   return redis.error_reply('ERR tollgate admit_batch.lua: bad header')
 end
+local at = {}
+for j = 1, v do
+  at[j] = tonumber(ARGV[4 + j])
+  if at[j] == nil or at[j] < 1 or at[j] > na then
+    return redis.error_reply('ERR tollgate admit_batch.lua: bad header')
+  end
+end
+local first = 4 + v
 local replies = {}
 local now_ms
-local k, a = 0, 2 * n + 1
+-- Where the next admission's varying arguments start (after ARGV[a]).
+local a = first + na
 for i = 1, n do
-  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   -- (Table constructors over `unpack`: sized once, filled in C.)
-  local keys, argv = { unpack(KEYS, k + 1, k + nk) }, { unpack(ARGV, a + 1, a + na) }
-  k, a = k + nk, a + na
+  local keys = { unpack(KEYS, (i - 1) * nk + 1, i * nk) }
+  local argv = { unpack(ARGV, first + 1, first + na) }
+  if i > 1 then
+    for j = 1, v do
+      argv[at[j]] = ARGV[a + j]
+    end
+    a = a + v
+  end
   if argv[8] == '' then
     if not now_ms then
       local t = redis.call('TIME')

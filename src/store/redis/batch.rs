@@ -92,14 +92,28 @@ impl Args {
     pub(super) fn len(&self) -> usize {
         self.0.args_iter().len()
     }
+
+    /// The arguments, in order.
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.args_iter().filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+    }
+}
+
+impl Admission {
+    /// How many KEYS and ARGV it has: the admissions of one batch call
+    /// have the same ([`Batcher::take`]).
+    fn shape(&self) -> (usize, usize) {
+        (self.keys.len(), self.args.len())
+    }
 }
 
 impl redis::ToRedisArgs for Args {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        for arg in self.0.args_iter() {
-            if let redis::Arg::Simple(bytes) = arg {
-                out.write_arg(bytes);
-            }
+        for arg in self.iter() {
+            out.write_arg(arg);
         }
     }
 }
@@ -226,9 +240,13 @@ impl Batcher {
         }
     }
 
-    /// Up to `per_call` calls from the front of the queue,
-    /// answering at once those past their deadline; `None` (and the runner
-    /// counted out, under the same lock) when none are left.
+    /// Up to `per_call` calls from the front of the queue, all of one shape
+    /// (as many KEYS and ARGV as the first: `admit_batch.lua` sends an
+    /// admission's arguments as differences from the first's; one of
+    /// another shape, e.g. queued across a reload that set `[notify]`,
+    /// starts the next call), answering at once those past their deadline;
+    /// `None` (and the runner counted out, under the same lock) when none
+    /// are left.
     fn take(&self, store: &RedisStore) -> Option<Vec<Pending>> {
         let now = Instant::now();
         let most = self.per_call.load(Ordering::Relaxed);
@@ -242,6 +260,13 @@ impl Batcher {
             if p.deadline <= now {
                 let _ = p.tx.send(Err(CallError::unsent(timed_out(store))));
                 continue;
+            }
+            if batch
+                .first()
+                .is_some_and(|f: &Pending| f.admission.shape() != p.admission.shape())
+            {
+                s.queue.push_front(p);
+                break;
             }
             batch.push(p);
         }
@@ -349,26 +374,14 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
             })
             .collect()
     };
-    if let [one] = batch {
-        return vec![send_alone(store, &one.admission, deadline).await];
+    let [first, rest @ ..] = batch else {
+        return Vec::new();
+    };
+    if rest.is_empty() {
+        return vec![send_alone(store, &first.admission, deadline).await];
     }
-    // KEYS: every admission's, in order; ARGV: the count, each admission's
-    // number of keys and of arguments, then every admission's arguments.
-    let keys = batch.iter().map(|p| p.admission.keys.len()).sum();
-    let args = 1 + 2 * batch.len() + batch.iter().map(|p| p.admission.args.len()).sum::<usize>();
     let script = &store.inner.admit_batch;
-    let cmd = evalsha(script, (keys, args), |cmd| {
-        for p in batch {
-            cmd.arg(&p.admission.keys);
-        }
-        cmd.arg(batch.len());
-        for p in batch {
-            cmd.arg(p.admission.keys.len()).arg(p.admission.args.len());
-        }
-        for p in batch {
-            cmd.arg(&p.admission.args);
-        }
-    });
+    let cmd = batch_command(script, &first.admission, rest);
     let replies: Vec<redis::Value> = match store
         .call_until(deadline, |mut c| async move {
             invoke(script, &cmd, &mut c).await
@@ -384,6 +397,41 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
         )));
     }
     replies.into_iter().map(|r| decode_one(store, r)).collect()
+}
+
+/// The `admit_batch.lua` call of `first` and `rest` (admissions of one
+/// shape): KEYS every admission's, in order; ARGV the count, the shape, the
+/// positions of the arguments that differ between admissions, the first
+/// admission's arguments, then each further admission's differing ones
+/// (the layout is the script's header).
+fn batch_command(script: &Script, first: &Admission, rest: &[Pending]) -> redis::Cmd {
+    let (nk, na) = first.shape();
+    let n = 1 + rest.len();
+    let mut varies = vec![false; na];
+    let template: Vec<&[u8]> = first.args.iter().collect();
+    for p in rest {
+        for ((arg, same), varies) in p.admission.args.iter().zip(&template).zip(&mut varies) {
+            *varies |= arg != *same;
+        }
+    }
+    let v = varies.iter().filter(|&&x| x).count();
+    let args = 4 + v + na + rest.len() * v;
+    evalsha(script, (n * nk, args), |cmd| {
+        cmd.arg(&first.keys);
+        for p in rest {
+            cmd.arg(&p.admission.keys);
+        }
+        cmd.arg(n).arg(nk).arg(na).arg(v);
+        for (at, _) in varies.iter().enumerate().filter(|(_, &x)| x) {
+            cmd.arg(at + 1);
+        }
+        cmd.arg(&first.args);
+        for p in rest {
+            for (arg, _) in p.admission.args.iter().zip(&varies).filter(|(_, &x)| x) {
+                cmd.arg(arg);
+            }
+        }
+    })
 }
 
 /// One admission as plain `admit.lua`.
