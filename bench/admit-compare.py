@@ -24,7 +24,8 @@ time is not: the figure to compare on a noisy machine; use CALLS=4000).
 BATCH=16 sends the admissions 16 to a call, as tollgate's cross-key batch
 does: each script is wrapped in src/store/admit_batch.lua (the batch
 driver), or, given as DRIVER+ADMIT (`/tmp/driver.lua+src/store/admit.lua`),
-in that driver; the figures stay per admission.
+in that driver; the figures stay per admission. Every script runs after
+src/store/admit_lib.lua (LIB=path for another, LIB=/dev/null for none).
 """
 import datetime, glob, os, subprocess, sys, tempfile, time
 
@@ -36,6 +37,10 @@ ROUNDS = int(os.environ.get("ROUNDS", "5"))
 CALLGRIND = os.environ.get("CALLGRIND") == "1"
 BATCH = int(os.environ.get("BATCH", "0"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Put before every script: admit.lua runs after admit_lib.lua. A script from
+# before that split (one file) defines again what it uses, so it runs
+# unchanged after it; LIB=/dev/null leaves the library out.
+LIB = os.environ.get("LIB", os.path.join(ROOT, "src/store/admit_lib.lua"))
 
 
 def billing_args():
@@ -104,12 +109,14 @@ def row(port, pid, name, sha, outdir):
 
 
 def source(arg):
-    """The script to load for `arg`: the file, or with BATCH, the batch script."""
+    """The script to load for `arg`: LIB then the file, or with BATCH, the
+    batch script (LIB, the file as `admit_one`, the driver)."""
+    lib = open(LIB).read()
     if not BATCH:
-        return open(arg).read()
+        return lib + open(arg).read()
     driver, _, admit = arg.rpartition("+")
     driver = driver or os.path.join(ROOT, "src/store/admit_batch.lua")
-    return ("local function admit_one(KEYS, ARGV)\n" + open(admit).read() + "\nend\n"
+    return (lib + "\nlocal function admit_one(KEYS, ARGV)\n" + open(admit).read() + "\nend\n"
             + open(driver).read())
 
 

@@ -30,6 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = int(os.environ.get("CLIENTS", "1000"))
 CALLS = int(os.environ.get("CALLS", "100000"))
 BATCHES = [int(b) for b in os.environ.get("BATCHES", "1 4 16 32").split()]
+# admit.lua runs after admit_lib.lua (src/store/redis/scripts.rs); a batch
+# call runs the library once, before its admissions.
+LIB = open(os.path.join(ROOT, "src/store/admit_lib.lua")).read()
 ADMIT = open(os.path.join(ROOT, "src/store/admit.lua")).read()
 DRIVER = open(os.environ.get("DRIVER_LUA", os.path.join(ROOT, "src/store/admit_batch.lua"))).read()
 # Fixed cost only: the same KEYS/ARGV, no redis.call, a reply of admit.lua's shape.
@@ -37,7 +40,7 @@ STRIPPED = "return {0, 1, 2, 3, 4, 5, 6, -1, 1}"
 
 
 def batch_script(admit):
-    return "local function admit_one(KEYS, ARGV)\n" + admit + "\nend\n" + DRIVER
+    return LIB + "\nlocal function admit_one(KEYS, ARGV)\n" + admit + "\nend\n" + DRIVER
 
 
 SEQ = [0]
@@ -121,7 +124,7 @@ def main():
             scripts.append((os.path.basename(os.environ["VARIANT_LUA"]),
                             open(os.environ["VARIANT_LUA"]).read()))
         for name, src in scripts:
-            sha = cli(port, "SCRIPT", "LOAD", src)
+            sha = cli(port, "SCRIPT", "LOAD", LIB + src)
             stripped = cli(port, "SCRIPT", "LOAD", STRIPPED)
             bsha = cli(port, "SCRIPT", "LOAD", batch_script(src))
             sbsha = cli(port, "SCRIPT", "LOAD", batch_script(STRIPPED))

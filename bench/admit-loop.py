@@ -25,6 +25,11 @@ from redis_pipe import cli, free_port, start, used
 
 N = int(os.environ.get("N", "20000"))
 TIME_ONCE = os.environ.get("TIME_ONCE", "1") == "1"
+# Run once before the loop, as a batch call runs it (admit.lua runs after
+# admit_lib.lua); a one-file admit.lua from before the split defines again
+# what it uses. LIB=/dev/null leaves it out.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIB = open(os.environ.get("LIB", os.path.join(ROOT, "src/store/admit_lib.lua"))).read()
 
 
 def driver(body):
@@ -43,7 +48,7 @@ def driver(body):
     time_once = ("local t = redis.call('TIME')\n"
                  "argv[8] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
                  if TIME_ONCE else "")
-    return (f"local function admit_one(KEYS, ARGV)\n{body}\nend\n"
+    return (f"{LIB}\nlocal function admit_one(KEYS, ARGV)\n{body}\nend\n"
             f"local keys, argv = {lua(keys)}, {lua(args)}\n{time_once}"
             "local base = tonumber(ARGV[2])\n"
             "for i = 1, tonumber(ARGV[1]) do\n"

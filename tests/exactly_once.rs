@@ -321,7 +321,10 @@ fn a_repeated_call_counts_once_and_a_settled_one_never() {
     let server = RedisServer::start();
     let client = redis::Client::open(server.url()).expect("url");
     let mut c = client.get_connection().expect("connection");
-    let admit = redis::Script::new(include_str!("../src/store/admit.lua"));
+    let admit = redis::Script::new(concat!(
+        include_str!("../src/store/admit_lib.lua"),
+        include_str!("../src/store/admit.lua")
+    ));
     let settle = redis::Script::new(include_str!("../src/store/settle.lua"));
     let (ck, kk, wk) = (
         "tg:{c:acme}:client",

@@ -49,11 +49,12 @@ pub const DEFAULT_BATCH_KEYS: usize = 64;
 /// Batch calls in flight at once on the connection (pipelined by it).
 const RUNNERS: usize = 1;
 
-/// `admit.lua` wrapped as `admit_one(KEYS, ARGV)`, followed by the driver
-/// loop of `admit_batch.lua`.
-pub(super) fn batch_script(admit: &str, driver: &str) -> Script {
+/// `admit_lib.lua`, then `admit.lua` wrapped as `admit_one(KEYS, ARGV)`,
+/// then the driver loop of `admit_batch.lua`: the library's constants and
+/// helpers are made once per call and shared by its admissions.
+pub(super) fn batch_script(lib: &str, admit: &str, driver: &str) -> Script {
     Script::new(&format!(
-        "local function admit_one(KEYS, ARGV)\n{admit}\nend\n{driver}"
+        "{lib}\nlocal function admit_one(KEYS, ARGV)\n{admit}\nend\n{driver}"
     ))
 }
 

@@ -307,7 +307,7 @@ impl RedisStore {
                 addr,
                 password,
                 admit: Script::new(ADMIT_LUA),
-                admit_batch: batch::batch_script(ADMIT_LUA, ADMIT_BATCH_LUA),
+                admit_batch: batch::batch_script(ADMIT_LIB_LUA, ADMIT_ONE_LUA, ADMIT_BATCH_LUA),
                 batch,
                 settle: Script::new(SETTLE_LUA),
                 notifier: std::sync::OnceLock::new(),

@@ -1,10 +1,22 @@
 //! The Lua scripts, each in its own file beside `admit.lua` (src/store/).
 
-/// Check and count (or only read) one request. See the header of that file.
-pub(super) const ADMIT_LUA: &str = include_str!("../admit.lua");
+/// Check and count (or only read) one request: `admit_lib.lua` (constants
+/// and helpers) then `admit.lua` (one admission), one chunk. See the
+/// headers of those files.
+pub(super) const ADMIT_LUA: &str = concat!(
+    include_str!("../admit_lib.lua"),
+    include_str!("../admit.lua")
+);
+
+/// `admit_lib.lua` alone: a batch call runs it once, before its admissions.
+pub(super) const ADMIT_LIB_LUA: &str = include_str!("../admit_lib.lua");
+
+/// One admission, after `admit_lib.lua`.
+pub(super) const ADMIT_ONE_LUA: &str = include_str!("../admit.lua");
 
 /// The driver that runs `admit.lua` once per admission of a batch call
-/// (`batch.rs` prepends `admit.lua` as a function). See the header of that file.
+/// (`batch.rs` prepends `admit_lib.lua` and `admit.lua` as a function). See
+/// the header of that file.
 pub(super) const ADMIT_BATCH_LUA: &str = include_str!("../admit_batch.lua");
 
 /// Was an admission call whose reply was lost applied? See the header of that file.
