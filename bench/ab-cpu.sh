@@ -5,7 +5,7 @@
 # every access line written to a file; with PIN=1 (the default) the load
 # side is pinned to core 0 and tollgate (and its redis-server) to core 1, as
 # bench/run.sh does. CPU is the process's utime + stime from /proc over the
-# measured run.
+# measured run (STORE=redis: redis-server's too, as redis_us_per_req).
 #
 # Usage: bench/ab-cpu.sh ROUNDS BIN_A BIN_B ...   (one line per run)
 # Knobs (environment):
@@ -120,7 +120,7 @@ TOML
   pub=http://$(grep -o 'public=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
   adm=http://$(grep -o 'admin=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
   "$TOOL" mint --admin "$adm" --prefix ab --clients "$KEYS" --out "$W/keys.txt" >/dev/null
-  local c0 c1 n out what
+  local c0 c1 rc0= rc1= n out what
   if [ "$GRPC" = 1 ]; then
     local args=(-t1 -c"$CONNS" -m4 -d "$W/empty.bin" -H "content-type: application/grpc"
       -H "te: trailers" -H "x-api-key: $(head -1 "$W/keys.txt")")
@@ -135,13 +135,17 @@ TOML
     "${LOAD[@]}" wrk -t1 -c"$CONNS" -d2s -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt" >/dev/null
     [ "$CALLGRIND" = 1 ] && callgrind_control -z "$pid" >/dev/null
     c0=$(cpu "$pid")
+    [ -n "$redis_pid" ] && rc0=$(cpu "$redis_pid")
     out=$("${LOAD[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt")
     c1=$(cpu "$pid")
+    [ -n "$redis_pid" ] && rc1=$(cpu "$redis_pid")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     what="requests=$n non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' <<<"$out") req_per_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   fi
   local extra
   extra="us_per_req=$(python3 -c "print(f'{($c1-$c0)/$TCK/$n*1e6:.2f}')")"
+  [ -n "$redis_pid" ] && [ -n "$rc1" ] &&
+    extra="$extra redis_us_per_req=$(python3 -c "print(f'{($rc1-$rc0)/$TCK/$n*1e6:.2f}')")"
   if [ "$CALLGRIND" = 1 ]; then
     callgrind_control -d "$pid" >/dev/null
     # The request thread is the runtime's (main) thread: bcrypt and the log
