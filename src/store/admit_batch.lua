@@ -43,6 +43,21 @@ for j = 1, v do
   end
 end
 local first = 4 + v
+-- The first admission's ARGV, the others' template. admit.lua reads ARGV[6],
+-- ARGV[7] (the default limits), ARGV[21] and ARGV[22] (the local day) only
+-- with `tonumber`, which costs two `strtod`s for a string and nothing for a
+-- number: where the admissions share them, they are converted here, once
+-- for the call (text that is no number stays text, for admit.lua to refuse).
+local template = { unpack(ARGV, first + 1, first + na) }
+local shared = { [6] = true, [7] = true, [21] = true, [22] = true }
+for j = 1, v do
+  shared[at[j]] = nil
+end
+for j in pairs(shared) do
+  if template[j] then
+    template[j] = tonumber(template[j]) or template[j]
+  end
+end
 local replies = {}
 local now_ms
 -- Where the next admission's varying arguments start (after ARGV[a]).
@@ -50,7 +65,7 @@ local a = first + na
 for i = 1, n do
   -- (Table constructors over `unpack`: sized once, filled in C.)
   local keys = { unpack(KEYS, (i - 1) * nk + 1, i * nk) }
-  local argv = { unpack(ARGV, first + 1, first + na) }
+  local argv = { unpack(template, 1, na) }
   if i > 1 then
     for j = 1, v do
       argv[at[j]] = ARGV[a + j]
