@@ -419,9 +419,10 @@ local h_f = h_today and tonumber(c[10]) or 0
 -- needs them (a new day, a refusal): the common admission makes none.
 local day_refusals, history, refused
 
--- The limit state as it stands (after the writes, when admitted), and how
--- many requests were admitted.
-local function state(verdict, admitted)
+-- The reply: the limit state as it stands (after the writes, when
+-- admitted), how many requests were admitted and the thresholds crossed,
+-- packed (RECORD_FORMAT).
+local function state(verdict, admitted, crossed)
   local reset_at
   if oldest then
     reset_at = oldest + BUCKET_LIFETIME_SECS
@@ -451,19 +452,20 @@ local function state(verdict, admitted)
     end
     retry_at_ms = at
   end
-  return { verdict, now_ms, per_minute, max(per_minute - total, 0), reset_at,
-    monthly, used, retry_at_ms, admitted, shadow_verdict, cost, within * 2 + plan_unknown, 0 }
+  return struct.pack(RECORD_FORMAT, verdict, now_ms, per_minute, max(per_minute - total, 0),
+    reset_at, monthly, used, retry_at_ms, admitted, shadow_verdict, cost,
+    within * 2 + plan_unknown, crossed)
 end
 
 if mode == 'usage' then
   if key_id ~= '' and c[1] ~= 'active' then
-    return packed(state(CLIENT_SUSPENDED, 0))
+    return state(CLIENT_SUSPENDED, 0, 0)
   end
-  return packed(state(ADMITTED, 0))
+  return state(ADMITTED, 0, 0)
 end
 
 if c[1] ~= 'active' then
-  return packed(state(CLIENT_SUSPENDED, 0))
+  return state(CLIENT_SUSPENDED, 0, 0)
 end
 if scope then
   local found = false
@@ -474,7 +476,7 @@ if scope then
     end
   end
   if not found then
-    return packed(state(SCOPE_DENIED, 0))
+    return state(SCOPE_DENIED, 0, 0)
   end
 end
 
@@ -550,7 +552,7 @@ if fits < wanted then
     elseif billing then
       refused(wanted * cost, 0)
     end
-    return packed(state(refusal, 0))
+    return state(refusal, 0, 0)
   end
 end
 within = fits
@@ -602,13 +604,6 @@ if last_used_at ~= now_str then
   call('HSET', key_key, 'last_used_at', now_str)
 end
 
--- The requests beyond `admitted` are refused, as the next call would refuse them.
-local reply
-if admitted == wanted then
-  reply = state(ADMITTED, admitted)
-else
-  reply = state(refusal, admitted)
-end
 -- The counters: the window, the period and the count; when the period
 -- changed (billing), its end and cycle; then today's history.
 -- (Sized for the common write's fields up front, the nils included: a
@@ -639,8 +634,9 @@ end
 -- Notifications: the thresholds crossed for the first time in this period
 -- (after the fixed slots of `counter` above)
 -- (integer arithmetic: used * 100 >= T * monthly; exact below 2^53).
+local crossed = 0
 if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
-  local before, bit, crossed, pending = (used - units) * 100, 1, 0, nil
+  local before, bit, pending = (used - units) * 100, 1, nil
   for t in string.gmatch(ARGV[24], '%d+') do
     local at = tonumber(t) * monthly
     if before < at and used * 100 >= at then
@@ -658,10 +654,10 @@ if ARGV[24] and ARGV[24] ~= '' and monthly > 0 then
   end
   if pending then
     call('HSET', string.sub(client_key, 1, #client_key - 6) .. 'notify', unpack(pending))
-    reply[13] = crossed
   end
 end
-local out = packed(reply)
+-- The requests beyond `admitted` are refused, as the next call would refuse them.
+local out = state(admitted == wanted and ADMITTED or refusal, admitted, crossed)
 if session then
   -- The session's record, in the same write as the monthly counter (see
   -- the header): the reply, then its period (and day).

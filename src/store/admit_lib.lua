@@ -20,10 +20,6 @@ local RECORD_PERIOD = 20
 local RECORD_DAY = 21
 -- A session record: the reply's 13 slots as little-endian doubles, then text.
 local RECORD_FORMAT = '<ddddddddddddd'
--- A reply of the state's 13 slots, packed (see the header).
-local function packed(r)
-  return struct.pack(RECORD_FORMAT, unpack(r, 1, 13))
-end
 -- The counters (field `ctr`): the window's total, oldest second, newest
 -- second and that second's count, the period, used.
 local COUNTERS = '<dddddd'
