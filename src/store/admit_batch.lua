@@ -28,10 +28,7 @@
 --
 -- Returns one reply per admission, in order: admit.lua's reply, or
 -- {"E", message} for an admission that raised an error (its data corrupt, a
--- bad argument); the others are not affected. When every reply is a packed
--- state (a string) of one length, the common case, they come as one string,
--- one after the other (tollgate cuts it into n equal pieces): one bulk reply
--- for Redis to write and tollgate to parse instead of n in an array.
+-- bad argument); the others are not affected.
 
 local n, nk, na, v = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if n == nil or nk == nil or na == nil or v == nil or n < 1 or v > na
@@ -92,14 +89,5 @@ for i = 1, n do
     -- Redis 7 hands pcall the message of error({ err = ... }) as a string.
     replies[i] = { 'E', tostring(reply) }
   end
-end
-local size = type(replies[1]) == 'string' and #replies[1] > 0 and #replies[1]
-for i = 2, n do
-  if not size or type(replies[i]) ~= 'string' or #replies[i] ~= size then
-    return replies
-  end
-end
-if size then
-  return table.concat(replies)
 end
 return replies

@@ -383,7 +383,7 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
     }
     let script = &store.inner.admit_batch;
     let cmd = batch_command(script, &first.admission, rest);
-    let reply: redis::Value = match store
+    let replies: Vec<redis::Value> = match store
         .call_until(deadline, |mut c| async move {
             invoke(script, &cmd, &mut c).await
         })
@@ -392,29 +392,12 @@ async fn send(store: &RedisStore, batch: &[Pending]) -> Vec<Reply> {
         Ok(r) => r,
         Err(e) => return fail_all(e),
     };
-    match split_replies(reply, batch.len()) {
-        Some(replies) => replies.into_iter().map(|r| decode_one(store, r)).collect(),
-        None => fail_all(CallError::unsent(StoreError::Corrupt(
+    if replies.len() != batch.len() {
+        return fail_all(CallError::unsent(StoreError::Corrupt(
             "unexpected admit reply".into(),
-        ))),
+        )));
     }
-}
-
-/// A batch call's reply as `n` replies, one per admission: an array of
-/// them, or (every reply a packed state of one length, the common case)
-/// one string of them all, one after the other, cut into `n` equal pieces
-/// (`admit_batch.lua`: one bulk reply to parse instead of `n`). `None` for
-/// anything else.
-fn split_replies(reply: redis::Value, n: usize) -> Option<Vec<redis::Value>> {
-    match reply {
-        redis::Value::Array(items) if items.len() == n => Some(items),
-        redis::Value::BulkString(all) if n > 0 && !all.is_empty() && all.len() % n == 0 => Some(
-            all.chunks(all.len() / n)
-                .map(|one| redis::Value::BulkString(one.to_vec()))
-                .collect(),
-        ),
-        _ => None,
-    }
+    replies.into_iter().map(|r| decode_one(store, r)).collect()
 }
 
 /// The `admit_batch.lua` call of `first` and `rest` (admissions of one
@@ -488,30 +471,4 @@ fn decode_one(store: &RedisStore, reply: redis::Value) -> Reply {
         }
     }
     Ok(redis::Value::Array(items))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_replies;
-    use redis::Value;
-
-    #[test]
-    fn a_batch_reply_is_cut_into_one_reply_per_admission() {
-        let states: Vec<u8> = (0..3 * 104).map(|i| (i / 104) as u8).collect();
-        let pieces = split_replies(Value::BulkString(states), 3).expect("three states");
-        assert_eq!(pieces.len(), 3);
-        for (i, piece) in pieces.iter().enumerate() {
-            assert_eq!(piece, &Value::BulkString(vec![i as u8; 104]));
-        }
-        let mixed = vec![
-            Value::BulkString(vec![0; 104]),
-            Value::Array(vec![Value::Int(1)]),
-        ];
-        assert_eq!(split_replies(Value::Array(mixed.clone()), 2), Some(mixed));
-        // Anything that does not make exactly one reply per admission.
-        assert_eq!(split_replies(Value::BulkString(vec![0; 209]), 2), None);
-        assert_eq!(split_replies(Value::BulkString(Vec::new()), 2), None);
-        assert_eq!(split_replies(Value::Array(vec![Value::Nil]), 2), None);
-        assert_eq!(split_replies(Value::Int(0), 1), None);
-    }
 }
