@@ -1,6 +1,7 @@
 -- tollgate: several admissions in one script call (src/store/redis/batch.rs).
 --
--- Not a script by itself: the store prepends
+-- Not a script by itself: the store prepends admit_lib.lua (run once per
+-- call) and
 --   local function admit_one(KEYS, ARGV) <admit.lua, verbatim> end
 -- so each admission runs exactly admit.lua, with its own KEYS and ARGV
 -- (its own session and sequence number), and its own reply.
