@@ -27,9 +27,9 @@ driver), or, given as DRIVER+ADMIT (`/tmp/driver.lua+src/store/admit.lua`),
 in that driver; the figures stay per admission. Every script runs after
 src/store/admit_lib.lua (LIB=path for another, LIB=/dev/null for none).
 """
-import datetime, glob, os, subprocess, sys, tempfile, time
+import glob, os, subprocess, sys, tempfile, time
 
-from redis_pipe import batch_call, cli, cpu, free_port, resp, start
+from redis_pipe import batch_call, billing_args, cli, cpu, free_port, resp, start, wrapped
 from redis_pipe import used as used_of
 
 CLIENTS = int(os.environ.get("CLIENTS", "16"))
@@ -44,19 +44,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.environ.get("LIB", os.path.join(ROOT, "src/store/admit_lib.lua"))
 
 
-def billing_args():
-    """ARGV[17..23] and the day key's date: the UTC month and today (UTC)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = day.replace(day=1)
-    next_month = (month + datetime.timedelta(days=32)).replace(day=1)
-    ms = lambda d: str(int(d.timestamp() * 1000))
-    return day.date().isoformat(), ["1", "UTC", ms(month), ms(next_month), ms(day),
-                                    ms(day + datetime.timedelta(days=1)), "400"]
-
-
 SEQ = [0]
-DAY, BILLING = billing_args()
+DAY, BILLING = billing_args(400)
 
 
 def admission(i):
@@ -122,8 +111,7 @@ def source(arg):
         return lib + open(arg).read()
     driver, _, admit = arg.rpartition("+")
     driver = driver or os.path.join(ROOT, "src/store/admit_batch.lua")
-    return (lib + "\nlocal function admit_one(KEYS, ARGV)\n" + open(admit).read() + "\nend\n"
-            + open(driver).read())
+    return wrapped(lib, open(admit).read(), open(driver).read())
 
 
 def main():

@@ -21,10 +21,9 @@ cost, the plans, the billing cycle, its period and day, the day's history
 key); BILLING=0 sends the first 12 only (the script's non-billing path,
 which tollgate never takes: it always sends the cycle).
 """
-import datetime as dt
 import os, subprocess, sys, tempfile, time
 
-from redis_pipe import batch_call, cli, cpu, free_port, resp, start, used
+from redis_pipe import batch_call, billing_args, cli, cpu, free_port, resp, start, used, wrapped
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = int(os.environ.get("CLIENTS", "1000"))
@@ -40,19 +39,14 @@ STRIPPED = "return {0, 1, 2, 3, 4, 5, 6, -1, 1}"
 
 
 def batch_script(admit):
-    return LIB + "\nlocal function admit_one(KEYS, ARGV)\n" + admit + "\nend\n" + DRIVER
+    return wrapped(LIB, admit, DRIVER)
 
 
 SEQ = [0]
 BILLING = os.environ.get("BILLING", "1") == "1"
-_NOW = dt.datetime.now(dt.timezone.utc)
-_DAY = _NOW.replace(hour=0, minute=0, second=0, microsecond=0)
-_MONTH = _DAY.replace(day=1)
-_MS = lambda d: str(int(d.timestamp() * 1000))
 # ARGV[13..23] as tollgate sends them (src/store/redis/mod.rs, billing.rs).
-BILLING_ARGV = ["1", "", "", "", "1", "UTC", _MS(_MONTH),
-                _MS((_MONTH + dt.timedelta(days=32)).replace(day=1)),
-                _MS(_DAY), _MS(_DAY + dt.timedelta(days=1)), "90"]
+DAY, CYCLE = billing_args(90)
+BILLING_ARGV = ["1", "", "", ""] + CYCLE
 
 
 def admission(i):
@@ -64,7 +58,7 @@ def admission(i):
     argv = ["admit", cid, "k1", "1", "+read", "1000000000", "1000000000000", "", "1",
             f"s:{sess}", str(SEQ[0]), f"r:{sess}"]
     if BILLING:
-        keys.append(f"tg:{{c:{cid}}}:h:{_DAY:%Y-%m-%d}")
+        keys.append(f"tg:{{c:{cid}}}:h:{DAY}")
         argv += BILLING_ARGV
     return keys, argv
 

@@ -18,10 +18,9 @@ to L (how the profile in bench/results/2026-11-28-round5-experiments.md was
 made). Each line printed ends with the client's `used` afterwards, which
 grows by 5 N + 100 per file when every admission counted.
 """
-import datetime as dt
 import os, sys, tempfile, time
 
-from redis_pipe import cli, free_port, start, used
+from redis_pipe import billing_args, cli, free_port, start, used, wrapped
 
 N = int(os.environ.get("N", "20000"))
 TIME_ONCE = os.environ.get("TIME_ONCE", "1") == "1"
@@ -34,28 +33,22 @@ LIB = open(os.environ.get("LIB", os.path.join(ROOT, "src/store/admit_lib.lua")))
 
 def driver(body):
     """The loop around `body`: ARGV[1] admissions, sequence numbers from ARGV[2] + 1."""
-    now = dt.datetime.now(dt.timezone.utc)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = day.replace(day=1)
-    ms = lambda d: str(int(d.timestamp() * 1000))
+    day, cycle = billing_args(90)
     args = ["admit", "c1", "k1", "1", "+read", "1000000000", "1000000000000", "", "1",
-            "s:0000000000000007", "0", "r:0000000000000007", "1", "", "", "",
-            "1", "UTC", ms(month), ms((month + dt.timedelta(days=32)).replace(day=1)),
-            ms(day), ms(day + dt.timedelta(days=1)), "90"]
-    keys = ["tg:{c:c1}:client", "tg:{c:c1}:key:k1", "tg:{c:c1}:win",
-            f"tg:{{c:c1}}:h:{day:%Y-%m-%d}"]
+            "s:0000000000000007", "0", "r:0000000000000007", "1", "", "", ""] + cycle
+    keys = ["tg:{c:c1}:client", "tg:{c:c1}:key:k1", "tg:{c:c1}:win", f"tg:{{c:c1}}:h:{day}"]
     lua = lambda xs: "{" + ", ".join(f"'{x}'" for x in xs) + "}"
     time_once = ("local t = redis.call('TIME')\n"
                  "argv[8] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
                  if TIME_ONCE else "")
-    return (f"{LIB}\nlocal function admit_one(KEYS, ARGV)\n{body}\nend\n"
-            f"local keys, argv = {lua(keys)}, {lua(args)}\n{time_once}"
-            "local base = tonumber(ARGV[2])\n"
-            "for i = 1, tonumber(ARGV[1]) do\n"
-            "  argv[11] = tostring(base + i)\n"
-            "  admit_one(keys, argv)\n"
-            "end\n"
-            "return 1\n")
+    return wrapped(LIB, body,
+                   f"local keys, argv = {lua(keys)}, {lua(args)}\n{time_once}"
+                   "local base = tonumber(ARGV[2])\n"
+                   "for i = 1, tonumber(ARGV[1]) do\n"
+                   "  argv[11] = tostring(base + i)\n"
+                   "  admit_one(keys, argv)\n"
+                   "end\n"
+                   "return 1\n")
 
 
 def main():

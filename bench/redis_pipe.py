@@ -2,7 +2,7 @@
 bench/ that measure admit.lua on Redis alone (admit-cost.py,
 admit-compare.py): RESP encoding, a free port, the server started and
 seeded with clients, its CPU, a client's `used`."""
-import os, socket, struct, subprocess, time
+import datetime, os, socket, struct, subprocess, time
 
 
 def resp(*args):
@@ -11,6 +11,25 @@ def resp(*args):
         a = a if isinstance(a, bytes) else str(a).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(a), a))
     return b"".join(out)
+
+
+def billing_args(history_days):
+    """ARGV[17..23] as tollgate sends them for a client on the UTC calendar
+    month, now: the cycle (day 1, UTC), the month's and today's [start, end)
+    in Unix ms, `history_days`; and today's date, the day key's suffix."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = (month + datetime.timedelta(days=32)).replace(day=1)
+    ms = lambda d: str(int(d.timestamp() * 1000))
+    return day.date().isoformat(), ["1", "UTC", ms(month), ms(next_month), ms(day),
+                                    ms(day + datetime.timedelta(days=1)), str(history_days)]
+
+
+def wrapped(lib, admit, driver):
+    """A batch script as tollgate builds it (src/store/redis/batch.rs):
+    `lib`, then `admit` as `admit_one(KEYS, ARGV)`, then `driver`."""
+    return f"{lib}\nlocal function admit_one(KEYS, ARGV)\n{admit}\nend\n{driver}"
 
 
 def batch_call(sha, admissions):
