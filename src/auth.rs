@@ -129,9 +129,10 @@ pub struct Principal {
     pub client_id: Arc<str>,
     /// The secret generation that verified.
     pub gen: u64,
-    pub scopes: Arc<[String]>,
     /// The identity as forwarded upstream, made once per verification
-    /// (the cache hands out clones), not once per request.
+    /// (the cache hands out clones), not once per request; also where the
+    /// key's scopes are kept (no list of its own: the verification cache
+    /// holds one principal per key).
     identity: Identity,
 }
 
@@ -184,16 +185,22 @@ impl Identity {
     fn value(&self, range: std::ops::Range<usize>) -> Option<HeaderValue> {
         HeaderValue::from_maybe_shared(self.buf.slice(range)).ok()
     }
+
+    /// The scopes (none contains a space: see `config::values::check_scope`).
+    fn scopes(&self) -> impl Iterator<Item = &[u8]> {
+        self.buf[self.scopes_at..]
+            .split(|&b| b == b' ')
+            .filter(|s| !s.is_empty())
+    }
 }
 
 impl Principal {
-    pub fn new(key_id: Arc<str>, client_id: Arc<str>, gen: u64, scopes: Arc<[String]>) -> Self {
-        let identity = Identity::new(&client_id, &key_id, &scopes);
+    pub fn new(key_id: Arc<str>, client_id: Arc<str>, gen: u64, scopes: &[String]) -> Self {
+        let identity = Identity::new(&client_id, &key_id, scopes);
         Principal {
             key_id,
             client_id,
             gen,
-            scopes,
             identity,
         }
     }
@@ -210,7 +217,7 @@ impl Principal {
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
+        self.identity.scopes().any(|s| s == scope.as_bytes())
     }
 }
 
@@ -453,7 +460,7 @@ impl Authenticator {
             Arc::from(record.id.as_str()),
             Arc::from(record.client_id.as_str()),
             gen,
-            Arc::from(record.scopes.clone()),
+            &record.scopes,
         );
         self.remember(digest, &principal);
         Ok(principal)
@@ -517,13 +524,16 @@ mod tests {
 
     #[test]
     fn identity_headers_are_slices_of_one_buffer() {
-        let scopes: Arc<[String]> = Arc::from(vec!["read:x".to_string(), "write:x".into()]);
-        let p = Principal::new(Arc::from("key_1"), Arc::from("acme"), 1, scopes);
+        let scopes = ["read:x".to_string(), "write:x".into()];
+        let p = Principal::new(Arc::from("key_1"), Arc::from("acme"), 1, &scopes);
         let id = p.identity();
         assert_eq!(id.client_id.unwrap(), "acme");
         assert_eq!(id.key_id.unwrap(), "key_1");
         assert_eq!(id.scopes.unwrap(), "read:x write:x");
-        let none = Principal::new(Arc::from("k"), Arc::from("c"), 1, Arc::from(vec![]));
+        assert!(p.has_scope("read:x") && p.has_scope("write:x"));
+        assert!(!p.has_scope("read") && !p.has_scope("x") && !p.has_scope(""));
+        let none = Principal::new(Arc::from("k"), Arc::from("c"), 1, &[]);
+        assert!(!none.has_scope("") && !none.has_scope("read:x"));
         assert_eq!(none.identity().scopes.unwrap(), "");
         assert_eq!(none.identity().key_id.unwrap(), "k");
     }

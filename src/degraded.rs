@@ -202,12 +202,7 @@ mod tests {
     const T0: i64 = 1_770_717_600_000;
 
     fn principal() -> Principal {
-        Principal::new(
-            Arc::from("k"),
-            Arc::from("acme"),
-            0,
-            Arc::from(vec!["read:x".to_owned()]),
-        )
+        Principal::new(Arc::from("k"), Arc::from("acme"), 0, &["read:x".to_owned()])
     }
 
     #[test]

@@ -547,7 +547,7 @@ mod tests {
             Arc::from("key_abc"),
             Arc::from("acme"),
             1,
-            Arc::from(vec!["read:x".to_string(), "write:x".to_string()]),
+            &["read:x".to_string(), "write:x".to_string()],
         );
         set_identity(&mut h, &p);
         let all: Vec<_> = h.get_all(&X_TOLLGATE_CLIENT_ID).iter().collect();
@@ -557,7 +557,7 @@ mod tests {
         assert_eq!(all, ["read:x write:x"]);
 
         // A value that cannot be sent is not, and neither is the client's copy.
-        let p = Principal::new(Arc::from("key\n"), Arc::from("acme"), 1, Arc::from(vec![]));
+        let p = Principal::new(Arc::from("key\n"), Arc::from("acme"), 1, &[]);
         h.append(X_TOLLGATE_KEY_ID.clone(), HeaderValue::from_static("evil"));
         set_identity(&mut h, &p);
         assert!(h.get(&X_TOLLGATE_KEY_ID).is_none());
