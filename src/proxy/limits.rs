@@ -157,7 +157,10 @@ pub struct LimitedBody<B> {
     seen: u64,
     max: Option<u64>,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Made at the first wait: a body that never keeps the consumer waiting
+    /// (most requests: none at all, or already read with the head) costs
+    /// no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     /// The consumer is waiting for the next frame (the timer is armed).
     waiting: bool,
     failed: bool,
@@ -170,7 +173,7 @@ impl<B> LimitedBody<B> {
             seen: 0,
             max,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
             waiting: false,
             failed: false,
         }
@@ -191,11 +194,6 @@ where
         let this = self.get_mut();
         if this.failed {
             return Poll::Ready(None);
-        }
-        if !this.waiting {
-            let deadline = Instant::now() + this.timeout;
-            this.sleep.as_mut().reset(deadline);
-            this.waiting = true;
         }
         let fail = |this: &mut Self, e: BodyError| {
             this.failed = true;
@@ -218,9 +216,21 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.sleep.as_mut().poll(cx).is_ready() {
-                    let timeout = this.timeout;
-                    return fail(this, BodyError::Timeout(timeout));
+                if !this.waiting {
+                    // The wait starts now: the timer is armed (made, the
+                    // first time) for one idle timeout from here.
+                    this.waiting = true;
+                    let deadline = Instant::now() + this.timeout;
+                    match &mut this.sleep {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if let Some(sleep) = &mut this.sleep {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        let timeout = this.timeout;
+                        return fail(this, BodyError::Timeout(timeout));
+                    }
                 }
                 Poll::Pending
             }
