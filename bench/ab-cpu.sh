@@ -21,6 +21,10 @@
 #                       (deterministic within ~1 %: for changes smaller than
 #                       the wall-clock noise; use CONNS=8 DURATION=10)
 #   PIN=0               no pinning
+#   RATE=N              latency instead: bench-tool rate, open loop at N req/s
+#                       for DURATION s over CONNS connections (as bench/run.sh's
+#                       fixed-rate pass); prints its percentiles, no CPU
+#   REDIS_CORE=N        pin redis-server to core N (default: tollgate's core)
 # Needs nginx, wrk, curl, redis-server (STORE=redis), h2load (GRPC=1),
 # valgrind (CALLGRIND=1); builds bench-tool if missing.
 set -euo pipefail
@@ -28,12 +32,15 @@ cd "$(dirname "$0")/.."
 ROUNDS=$1; shift
 STORE=${STORE:-memory} KEYS=${KEYS:-1} DURATION=${DURATION:-8} CONNS=${CONNS:-32}
 GRPC=${GRPC:-0} GRPC_N=${GRPC_N:-100000} CALLGRIND=${CALLGRIND:-0} PIN=${PIN:-1}
+RATE=${RATE:-}
 [ -x target/release/examples/bench-tool ] || cargo build --release --quiet --example bench-tool
 TOOL=$PWD/target/release/examples/bench-tool
 export TOLLGATE_ADMIN_TOKEN=ab-cpu-token # tollgate's and bench-tool mint's
 ROTATE=$PWD/bench/rotate.lua
 LOAD=() SUT=()
 [ "$PIN" = 1 ] && LOAD=(taskset -c 0) SUT=(taskset -c 1)
+REDIS_SUT=("${SUT[@]}")
+[ -n "${REDIS_CORE:-}" ] && REDIS_SUT=(taskset -c "$REDIS_CORE")
 W=$(mktemp -d /tmp/tollgate-ab-cpu.XXXXXX)
 PIDS=()
 cleanup() {
@@ -77,7 +84,7 @@ run() { # round bin
   if [ "$STORE" = redis ]; then
     local rp
     rp=$("$TOOL" free-port)
-    "${SUT[@]}" redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
+    "${REDIS_SUT[@]}" redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
       --logfile "$W/redis.log" &
     redis_pid=$!
     PIDS+=("$redis_pid")
@@ -131,6 +138,10 @@ TOML
     c1=$(cpu "$pid")
     n=$(awk '/^status codes:/ {print $3}' <<<"$out")
     what="calls_2xx=$n $(grep -o '[0-9.]* req/s' <<<"$out" | tr -d ' ')"
+  elif [ -n "$RATE" ]; then
+    "$TOOL" touch --url "$pub/api/v1/charge_points" --keys "$W/keys.txt" >/dev/null
+    out=$("${LOAD[@]}" "$TOOL" rate --url "$pub/api/v1/charge_points" --rate "$RATE" \
+      --duration "$DURATION" --connections "$CONNS" --keys "$W/keys.txt")
   else
     "${LOAD[@]}" wrk -t1 -c"$CONNS" -d2s -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt" >/dev/null
     [ "$CALLGRIND" = 1 ] && callgrind_control -z "$pid" >/dev/null
@@ -142,17 +153,21 @@ TOML
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     what="requests=$n non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' <<<"$out") req_per_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   fi
-  local extra
-  extra="us_per_req=$(python3 -c "print(f'{($c1-$c0)/$TCK/$n*1e6:.2f}')")"
-  [ -n "$redis_pid" ] && [ -n "$rc1" ] &&
-    extra="$extra redis_us_per_req=$(python3 -c "print(f'{($rc1-$rc0)/$TCK/$n*1e6:.2f}')")"
+  local extra=
+  if [ -n "$RATE" ]; then
+    what="rate=$RATE $out"
+  else
+    extra="us_per_req=$(python3 -c "print(f'{($c1-$c0)/$TCK/$n*1e6:.2f}')")"
+    [ -n "$redis_pid" ] && [ -n "$rc1" ] &&
+      extra="$extra redis_us_per_req=$(python3 -c "print(f'{($rc1-$rc0)/$TCK/$n*1e6:.2f}')")"
+  fi
   if [ "$CALLGRIND" = 1 ]; then
     callgrind_control -d "$pid" >/dev/null
     # The request thread is the runtime's (main) thread: bcrypt and the log
     # writer run on threads of their own and are left out.
     local ir
     ir=$(callgrind_annotate --inclusive=yes --threshold=100 "$cg".1 2>/dev/null |
-      awk '/tollgate::server::serve_blocking/ && !ir { gsub(",", "", $1); ir = $1 } END { print ir + 0 }')
+      awk '/tollgate::server::serve_blocking/ && !ir { gsub(",", "", $1); ir = $1 } END { printf "%.0f\n", ir + 0 }')
     extra="instructions_per_req=$((ir / n)) (under valgrind: CPU figures meaningless)"
     rm -f "$cg"*
   fi
