@@ -208,6 +208,9 @@ impl Server {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
+            // One write(2) per response, of one buffer (see
+            // proxy::pool::UPSTREAM_READ_BUFFER, which bounds its growth).
+            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(boot.header_read_timeout)
             .max_headers(MAX_HEADERS)

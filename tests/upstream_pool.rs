@@ -21,11 +21,12 @@ use serde_json::json;
 /// tollgate in front of a fresh raw upstream with `pool` lines added to
 /// `[upstream]`, and a key.
 async fn setup(pool: &str) -> (RawUpstream, Tollgate, Http, String) {
-    let raw = RawUpstream::start(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
-        After::KeepOpen,
-    )
-    .await;
+    setup_with(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", pool).await
+}
+
+/// The same, the upstream's first answer being `first`.
+async fn setup_with(first: &[u8], pool: &str) -> (RawUpstream, Tollgate, Http, String) {
+    let raw = RawUpstream::start(first, After::KeepOpen).await;
     let store = memory_store();
     let mut parts = Parts::new(&raw.url(), &store);
     parts.upstream = format!("{}\n{pool}", parts.upstream);
@@ -56,6 +57,30 @@ async fn idle_connections_are_reused_unless_none_may_be_kept() {
         assert_eq!(http.get_key(&tg.url("/x"), &key).await.status, 200);
     }
     assert_eq!(conns(&raw), [0, 1, 2, 3, 4]);
+}
+
+/// An upstream response head is read into a buffer of 64 KiB at most (the
+/// upstream connection's, `proxy::pool::UPSTREAM_READ_BUFFER`; hyper checks
+/// between reads, so a head a little over it may still pass): a 60 KiB
+/// header is passed on whole, a 200 KiB one (which hyper's default buffer,
+/// up to 400 KiB, took) is a 502 and its connection is not used again; the
+/// next request is answered either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_response_head_far_over_64_kib_is_a_502() {
+    for (size, want, next_conn) in [(60 * 1024, 200, 0), (200 * 1024, 502, 1)] {
+        let value = "v".repeat(size);
+        let first = format!("HTTP/1.1 200 OK\r\nX-Big: {value}\r\nContent-Length: 5\r\n\r\nfirst");
+        let (raw, tg, http, key) = setup_with(first.as_bytes(), "").await;
+        let r = http.get_key(&tg.url("/x"), &key).await;
+        assert_eq!(r.status, want, "a {size}-byte header");
+        if want == 200 {
+            assert_eq!(r.headers.get("x-big").map(|v| v.len()), Some(size));
+            assert_eq!(&r.body[..], b"first");
+        }
+        let r = http.get_key(&tg.url("/x"), &key).await;
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok:2"[..]));
+        assert_eq!(conns(&raw), [0, next_conn], "a {size}-byte header");
+    }
 }
 
 /// A connection idle longer than `pool_idle_timeout_ms` is not used again.

@@ -35,6 +35,18 @@ use crate::body::BoxError;
 use crate::proxy::limits::LimitedBody;
 use crate::proxy::replay::{unprocessed, Replay, ReplayBody};
 
+/// The largest read buffer of an HTTP/1.1 upstream connection: a response
+/// head is refused (the request fails, 502) once this much of it has been
+/// read without its end (hyper checks between reads), and one read hands on
+/// at most this much of a response body. Both sides write
+/// flattened (each message copied into the connection's one write buffer,
+/// then one `write(2)`: 3 % less CPU per small request than `writev(2)` of
+/// hyper's queued buffers, bench/results/2026-11-28-round7-experiments.md),
+/// so this also bounds what a client connection's write buffer grows to
+/// when it relays a large body (hyper's default read buffer goes up to
+/// 400 KiB, which a flattening writer would then keep for its lifetime).
+pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+
 pub type Connector = HttpsConnector<HttpConnector>;
 type H1Sender = http1::SendRequest<LimitedBody<Incoming>>;
 type H2Sender = http2::SendRequest<ReplayBody>;
@@ -191,6 +203,8 @@ impl Http1Pool {
     async fn open(&self) -> Result<H1Sender, UpstreamError> {
         let io = connect(&self.inner.connector, &self.inner.target).await?;
         let (tx, conn) = http1::Builder::new()
+            .writev(false)
+            .max_buf_size(UPSTREAM_READ_BUFFER)
             .handshake(io)
             .await
             .map_err(UpstreamError::Send)?;
