@@ -33,6 +33,10 @@ ROUNDS=$1; shift
 STORE=${STORE:-memory} KEYS=${KEYS:-1} DURATION=${DURATION:-8} CONNS=${CONNS:-32}
 GRPC=${GRPC:-0} GRPC_N=${GRPC_N:-100000} CALLGRIND=${CALLGRIND:-0} PIN=${PIN:-1}
 RATE=${RATE:-}
+if [ -n "$RATE" ] && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
+  echo "ab-cpu.sh: RATE measures latency over HTTP/1 only: not with GRPC=1 or CALLGRIND=1" >&2
+  exit 2
+fi
 [ -x target/release/examples/bench-tool ] || cargo build --release --quiet --example bench-tool
 TOOL=$PWD/target/release/examples/bench-tool
 export TOLLGATE_ADMIN_TOKEN=ab-cpu-token # tollgate's and bench-tool mint's

@@ -59,6 +59,11 @@ def admission(i):
     return keys, argv
 
 
+def used_by_all(port):
+    """The clients' monthly `used`, summed."""
+    return sum(used_of(port, f"c{i}") or 0 for i in range(CLIENTS))
+
+
 def row(port, pid, name, sha, outdir):
     cli(port, "CONFIG", "RESETSTAT")
     buf = bytearray()
@@ -72,7 +77,7 @@ def row(port, pid, name, sha, outdir):
             buf += resp("EVALSHA", sha, len(keys), *keys, *argv)
     path = tempfile.mktemp(suffix=".resp")
     open(path, "wb").write(buf)
-    counted = sum(used_of(port, f"c{i}") or 0 for i in range(CLIENTS))
+    counted = used_by_all(port)
     if CALLGRIND:
         subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True)
     before, t = cpu(pid), time.time()
@@ -97,7 +102,7 @@ def row(port, pid, name, sha, outdir):
     errors = out.split("errors: ")[1].split(",")[0] if "errors: " in out else "?"
     # An admission that failed inside a batch call is a reply, not an error:
     # count the admissions that were not counted too.
-    missed = CALLS - (sum(used_of(port, f"c{i}") or 0 for i in range(CLIENTS)) - counted)
+    missed = CALLS - (used_by_all(port) - counted)
     errors = f"{errors} ({missed} not counted)"
     print(f"| {name} | {usec / CALLS:.2f} | {used * 1e6 / CALLS:.2f} | {CALLS / wall:.0f} | "
           f"{errors} |{extra}", flush=True)
