@@ -8,6 +8,12 @@
 # measured run (STORE=redis: redis-server's too, as redis_us_per_req).
 #
 # Usage: bench/ab-cpu.sh ROUNDS BIN_A BIN_B ...   (one line per run)
+# A BIN given as the word `nginx` is the peer instead: nginx as the plain
+# reverse proxy of bench/run.sh's nginx-proxy row (keep-alive pool, the
+# X-Forwarded-* headers, an access line per request), on the same core and
+# under the same load (the API key header is sent and ignored): the same
+# sitting's ratio. Each line gives user_us and sys_us, the process's user and
+# kernel CPU per request, besides their sum us_per_req.
 # Knobs (environment):
 #   STORE=memory|redis  the store (redis: a fresh redis-server per run)
 #   KEYS=N              clients with one key each, rotated by wrk (1)
@@ -37,6 +43,12 @@ if [ -n "$RATE" ] && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
   echo "ab-cpu.sh: RATE measures latency over HTTP/1 only: not with GRPC=1 or CALLGRIND=1" >&2
   exit 2
 fi
+for bin in "$@"; do
+  if [ "$bin" = nginx ] && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
+    echo "ab-cpu.sh: the nginx peer is an HTTP/1 proxy: not with GRPC=1 or CALLGRIND=1" >&2
+    exit 2
+  fi
+done
 [ -x target/release/examples/bench-tool ] || cargo build --release --quiet --example bench-tool
 TOOL=$PWD/target/release/examples/bench-tool
 export TOLLGATE_ADMIN_TOKEN=ab-cpu-token # tollgate's and bench-tool mint's
@@ -54,6 +66,8 @@ cleanup() {
 }
 trap cleanup EXIT
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime and stime, in ticks.
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
 mkdir -p "$W/up/tmp"
@@ -85,7 +99,7 @@ until curl -fsS "http://127.0.0.1:$UP/" >/dev/null 2>&1; do sleep 0.1; done
 run() { # round bin
   local r=$1 bin=$2 store redis_pid=
   store='backend = "memory"'
-  if [ "$STORE" = redis ]; then
+  if [ "$STORE" = redis ] && [ "$bin" != nginx ]; then
     local rp
     rp=$("$TOOL" free-port)
     "${REDIS_SUT[@]}" redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
@@ -120,18 +134,42 @@ path = "/bench.Bench"
 methods = ["POST"]
 scope = "read:charge_points"
 TOML
-  local log=$W/access-$r-$(basename "$bin").log vg=() cg=$W/callgrind.out
-  [ "$CALLGRIND" = 1 ] && vg=(valgrind --tool=callgrind "--callgrind-out-file=$cg")
-  TOKIO_WORKER_THREADS=1 "${SUT[@]}" "${vg[@]}" "$bin" serve \
-    --config "$W/t.toml" 2>"$log" &
-  local pid=$!
-  PIDS+=("$pid")
-  until grep -q 'listening public=' "$log"; do sleep 0.1; done
-  local pub adm
-  pub=http://$(grep -o 'public=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
-  adm=http://$(grep -o 'admin=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
-  "$TOOL" mint --admin "$adm" --prefix ab --clients "$KEYS" --out "$W/keys.txt" >/dev/null
-  local c0 c1 rc0= rc1= n out what
+  local log=$W/access-$r-$(basename "$bin").log vg=() cg=$W/callgrind.out pid pub
+  if [ "$bin" = nginx ]; then
+    local px
+    px=$("$TOOL" free-port)
+    mkdir -p "$W/px/tmp"
+    cat >"$W/px/nginx.conf" <<NG
+worker_processes 1; master_process off; daemon off; pid $W/px/nginx.pid;
+events { worker_connections 4096; }
+http { access_log $log; client_body_temp_path $W/px/tmp; proxy_temp_path $W/px/tmp;
+  fastcgi_temp_path $W/px/tmp; uwsgi_temp_path $W/px/tmp; scgi_temp_path $W/px/tmp;
+  keepalive_requests 10000000; keepalive_timeout 75s;
+  upstream api { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$px; location / { proxy_pass http://api; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; } } }
+NG
+    "${SUT[@]}" nginx -p "$W/px" -c "$W/px/nginx.conf" -e "$W/px/error.log" &
+    pid=$!
+    PIDS+=("$pid")
+    pub=http://127.0.0.1:$px
+    until curl -fsS "$pub/" >/dev/null 2>&1; do sleep 0.1; done
+    seq "$KEYS" | sed 's/^/tg_unused_/' >"$W/keys.txt"
+  else
+    [ "$CALLGRIND" = 1 ] && vg=(valgrind --tool=callgrind "--callgrind-out-file=$cg")
+    TOKIO_WORKER_THREADS=1 "${SUT[@]}" "${vg[@]}" "$bin" serve \
+      --config "$W/t.toml" 2>"$log" &
+    pid=$!
+    PIDS+=("$pid")
+    until grep -q 'listening public=' "$log"; do sleep 0.1; done
+    local adm
+    pub=http://$(grep -o 'public=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
+    adm=http://$(grep -o 'admin=[0-9.:]*' "$log" | head -1 | cut -d= -f2)
+    "$TOOL" mint --admin "$adm" --prefix ab --clients "$KEYS" --out "$W/keys.txt" >/dev/null
+  fi
+  local c0 c1 rc0= rc1= u0= s0= u1= s1= n out what
   if [ "$GRPC" = 1 ]; then
     local args=(-t1 -c"$CONNS" -m4 -d "$W/empty.bin" -H "content-type: application/grpc"
       -H "te: trailers" -H "x-api-key: $(head -1 "$W/keys.txt")")
@@ -149,10 +187,12 @@ TOML
   else
     "${LOAD[@]}" wrk -t1 -c"$CONNS" -d2s -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt" >/dev/null
     [ "$CALLGRIND" = 1 ] && callgrind_control -z "$pid" >/dev/null
-    c0=$(cpu "$pid")
+    read -r u0 s0 < <(cpu_split "$pid")
+    c0=$((u0 + s0))
     [ -n "$redis_pid" ] && rc0=$(cpu "$redis_pid")
     out=$("${LOAD[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt")
-    c1=$(cpu "$pid")
+    read -r u1 s1 < <(cpu_split "$pid")
+    c1=$((u1 + s1))
     [ -n "$redis_pid" ] && rc1=$(cpu "$redis_pid")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     what="requests=$n non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' <<<"$out") req_per_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
@@ -162,6 +202,7 @@ TOML
     what="rate=$RATE $out"
   else
     extra="us_per_req=$(python3 -c "print(f'{($c1-$c0)/$TCK/$n*1e6:.2f}')")"
+    [ -n "$u1" ] && extra="$extra user_us=$(python3 -c "print(f'{($u1-$u0)/$TCK/$n*1e6:.2f}')") sys_us=$(python3 -c "print(f'{($s1-$s0)/$TCK/$n*1e6:.2f}')")"
     [ -n "$redis_pid" ] && [ -n "$rc1" ] &&
       extra="$extra redis_us_per_req=$(python3 -c "print(f'{($rc1-$rc0)/$TCK/$n*1e6:.2f}')")"
   fi
@@ -183,6 +224,6 @@ TOML
 
 for r in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
-    run "$r" "$(realpath "$bin")"
+    if [ "$bin" = nginx ]; then run "$r" nginx; else run "$r" "$(realpath "$bin")"; fi
   done
 done
