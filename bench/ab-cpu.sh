@@ -31,16 +31,26 @@
 #                       for DURATION s over CONNS connections (as bench/run.sh's
 #                       fixed-rate pass); prints its percentiles, no CPU
 #   REDIS_CORE=N        pin redis-server to core N (default: tollgate's core)
+#   PERF=1              also sample the proxy's user space (perf record -e
+#                       cpu-clock:u, 10 kHz) over the measured run and print
+#                       the share of each crate (libc split into malloc,
+#                       memcpy, clock and the rest): where user time goes,
+#                       with the CPU the CPU has (SHA-NI, no valgrind); the
+#                       sampling itself adds a little CPU
 # Needs nginx, wrk, curl, redis-server (STORE=redis), h2load (GRPC=1),
-# valgrind (CALLGRIND=1); builds bench-tool if missing.
+# valgrind (CALLGRIND=1), perf (PERF=1); builds bench-tool if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=$1; shift
 STORE=${STORE:-memory} KEYS=${KEYS:-1} DURATION=${DURATION:-8} CONNS=${CONNS:-32}
 GRPC=${GRPC:-0} GRPC_N=${GRPC_N:-100000} CALLGRIND=${CALLGRIND:-0} PIN=${PIN:-1}
-RATE=${RATE:-}
+RATE=${RATE:-} PERF=${PERF:-0}
 if [ -n "$RATE" ] && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
   echo "ab-cpu.sh: RATE measures latency over HTTP/1 only: not with GRPC=1 or CALLGRIND=1" >&2
+  exit 2
+fi
+if [ "$PERF" = 1 ] && { [ -n "$RATE" ] || [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
+  echo "ab-cpu.sh: PERF samples the HTTP/1 wrk run only: not with RATE, GRPC=1 or CALLGRIND=1" >&2
   exit 2
 fi
 for bin in "$@"; do
@@ -190,6 +200,12 @@ NG
     read -r u0 s0 < <(cpu_split "$pid")
     c0=$((u0 + s0))
     [ -n "$redis_pid" ] && rc0=$(cpu "$redis_pid")
+    local sampler=
+    if [ "$PERF" = 1 ]; then
+      "${LOAD[@]}" perf record -q -F 10000 -e cpu-clock:u -p "$pid" -o "$W/perf.data" \
+        -- sleep "$DURATION" 2>/dev/null &
+      sampler=$!
+    fi
     out=$("${LOAD[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt")
     read -r u1 s1 < <(cpu_split "$pid")
     c1=$((u1 + s1))
@@ -220,6 +236,12 @@ NG
   wait "$pid" 2>/dev/null || true
   [ -n "$redis_pid" ] && { kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; }
   echo "round=$r bin=$(basename "$bin") store=$STORE keys=$KEYS $what $extra load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+  if [ -n "${sampler:-}" ]; then
+    wait "$sampler" || true
+    echo "  user space by crate: $(perf report -i "$W/perf.data" --no-children --sort dso,sym \
+      --stdio -g none 2>/dev/null | python3 "$PWD/bench/by-crate.py")"
+    rm -f "$W/perf.data"
+  fi
 }
 
 for r in $(seq 1 "$ROUNDS"); do
