@@ -1,6 +1,6 @@
 """Sums `perf report --no-children --sort dso,sym --stdio -g none` (on stdin)
 by crate: the first path segment of a Rust symbol (a C symbol counts for its
-binary: nginx as a whole); libc and the vDSO split
+binary: nginx as a whole; mimalloc's as mimalloc); libc and the vDSO split
 into malloc (allocation and free), memcpy (memmove/memcpy/memset), clock
 (clock_gettime) and the rest. Prints one line: the shares, largest first,
 down to 0.5 %. Used by bench/ab-cpu.sh PERF=1."""
@@ -23,6 +23,9 @@ def part(dso: str, sym: str) -> str:
         return "libc:other"
     if dso.startswith("[kernel"):
         return "kernel"
+    if sym.startswith(("mi_", "_mi_")):
+        # The binary's allocator (src/main.rs), linked in.
+        return "mimalloc"
     if "::" not in sym:
         # C (nginx, HAProxy) or an unnamed address: the binary's own.
         return dso

@@ -68,3 +68,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// mimalloc, not the system allocator: the request path allocates and frees
+/// dozens of small objects per request (hyper's buffers and header maps, the
+/// admission call), where glibc's malloc spent ~18 % of tollgate's user time
+/// at 1,000 keys on Redis (docs/operations.md, "Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
