@@ -12,8 +12,10 @@
 # reverse proxy of bench/run.sh's nginx-proxy row (keep-alive pool, the
 # X-Forwarded-* headers, an access line per request), on the same core and
 # under the same load (the API key header is sent and ignored): the same
-# sitting's ratio. Each line gives user_us and sys_us, the process's user and
-# kernel CPU per request, besides their sum us_per_req.
+# sitting's ratio. The word `hyper` is `bench-tool hyper-proxy`, a bare
+# pass-through on hyper 1.x and tokio (nothing but forwarding): the floor
+# of any proxy built on them. Each line gives user_us and sys_us, the
+# process's user and kernel CPU per request, besides their sum us_per_req.
 # Knobs (environment):
 #   STORE=memory|redis  the store (redis: a fresh redis-server per run)
 #   KEYS=N              clients with one key each, rotated by wrk (1)
@@ -54,12 +56,13 @@ if [ "$PERF" = 1 ] && { [ -n "$RATE" ] || [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 
   exit 2
 fi
 for bin in "$@"; do
-  if [ "$bin" = nginx ] && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
-    echo "ab-cpu.sh: the nginx peer is an HTTP/1 proxy: not with GRPC=1 or CALLGRIND=1" >&2
+  if { [ "$bin" = nginx ] || [ "$bin" = hyper ]; } && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
+    echo "ab-cpu.sh: the $bin peer is an HTTP/1 proxy: not with GRPC=1 or CALLGRIND=1" >&2
     exit 2
   fi
 done
-[ -x target/release/examples/bench-tool ] || cargo build --release --quiet --example bench-tool
+# (Built every time: the `hyper` peer must be this tree's.)
+cargo build --release --quiet --example bench-tool
 TOOL=$PWD/target/release/examples/bench-tool
 export TOLLGATE_ADMIN_TOKEN=ab-cpu-token # tollgate's and bench-tool mint's
 ROTATE=$PWD/bench/rotate.lua
@@ -109,7 +112,7 @@ until curl -fsS "http://127.0.0.1:$UP/" >/dev/null 2>&1; do sleep 0.1; done
 run() { # round bin
   local r=$1 bin=$2 store redis_pid=
   store='backend = "memory"'
-  if [ "$STORE" = redis ] && [ "$bin" != nginx ]; then
+  if [ "$STORE" = redis ] && [ "$bin" != nginx ] && [ "$bin" != hyper ]; then
     local rp
     rp=$("$TOOL" free-port)
     "${REDIS_SUT[@]}" redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
@@ -165,6 +168,15 @@ NG
     pid=$!
     PIDS+=("$pid")
     pub=http://127.0.0.1:$px
+    until curl -fsS "$pub/" >/dev/null 2>&1; do sleep 0.1; done
+    seq "$KEYS" | sed 's/^/tg_unused_/' >"$W/keys.txt"
+  elif [ "$bin" = hyper ]; then
+    local hp
+    hp=$("$TOOL" free-port)
+    "${SUT[@]}" "$TOOL" hyper-proxy --port "$hp" --upstream "127.0.0.1:$UP" 2>"$log" &
+    pid=$!
+    PIDS+=("$pid")
+    pub=http://127.0.0.1:$hp
     until curl -fsS "$pub/" >/dev/null 2>&1; do sleep 0.1; done
     seq "$KEYS" | sed 's/^/tg_unused_/' >"$W/keys.txt"
   else
@@ -246,6 +258,9 @@ NG
 
 for r in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
-    if [ "$bin" = nginx ]; then run "$r" nginx; else run "$r" "$(realpath "$bin")"; fi
+    case $bin in
+      nginx | hyper) run "$r" "$bin" ;;
+      *) run "$r" "$(realpath "$bin")" ;;
+    esac
   done
 done

@@ -19,6 +19,12 @@
 //!   200, `application/grpc`, the upstream's message, `grpc-status: 0` in
 //!   trailers (h2load counts only HTTP statuses, and a gRPC refusal is a 200).
 //!
+//! - `hyper-proxy`: the floor of any proxy built on hyper 1.x and tokio, for
+//!   `bench/ab-cpu.sh hyper`: an HTTP/1.1 pass-through on one current-thread
+//!   runtime, each client connection with one upstream connection of its own
+//!   (no pool), every request and response forwarded as they are: no
+//!   authentication, limits, header rewriting or log line.
+//!
 //! Only for benchmarking on loopback: every run is bounded in count and time.
 
 use std::path::PathBuf;
@@ -108,6 +114,13 @@ enum Cmd {
         #[arg(long)]
         port: u16,
     },
+    /// An HTTP/1.1 pass-through proxy on 127.0.0.1:PORT to --upstream (HOST:PORT), nothing else.
+    HyperProxy {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        upstream: String,
+    },
     /// Send --calls unary gRPC calls over h2c to --url; each must end with the upstream's message and grpc-status 0.
     GrpcCheck {
         /// Full URL of the method, e.g. http://127.0.0.1:8080/bench.Bench/Unary
@@ -183,6 +196,7 @@ fn main() -> anyhow::Result<()> {
                 rate_pass(&url, rate, duration, warmup, connections, keys).await
             }
             Cmd::GrpcUpstream { port } => grpc_upstream(port).await,
+            Cmd::HyperProxy { port, upstream } => hyper_proxy(port, &upstream).await,
             Cmd::GrpcCheck { url, key, calls } => grpc_check(&url, key.as_deref(), calls).await,
         }
     })
@@ -551,6 +565,46 @@ async fn grpc_upstream(port: u16) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .max_concurrent_streams(1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `hyper-proxy`: accepts HTTP/1.1 connections and forwards each one's
+/// requests over an upstream connection of its own, with hyper's HTTP/1
+/// server and client connections and tollgate's settings for them (one
+/// `write(2)` per message). The upstream's answer is the answer.
+async fn hyper_proxy(port: u16, upstream: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("bind 127.0.0.1:{port}"))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let up = TcpStream::connect(upstream)
+            .await
+            .with_context(|| format!("connect {upstream}"))?;
+        up.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(up))
+            .await?;
+        tokio::spawn(conn);
+        // One request at a time on an HTTP/1 connection: the lock is never
+        // contended, and it is held until the answer's head is in.
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let sender = sender.clone();
+            async move {
+                let mut sender = sender.lock().await;
+                sender.ready().await?;
+                sender.send_request(req).await
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .writev(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
