@@ -40,7 +40,7 @@
 #                       with the CPU the CPU has (SHA-NI, no valgrind); the
 #                       sampling itself adds a little CPU
 # Needs nginx, wrk, curl, redis-server (STORE=redis), h2load (GRPC=1),
-# valgrind (CALLGRIND=1), perf (PERF=1); builds bench-tool if missing.
+# valgrind (CALLGRIND=1), perf (PERF=1); builds bench-tool (and its hyper-proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=$1; shift
