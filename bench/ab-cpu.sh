@@ -83,17 +83,11 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
-mkdir -p "$W/up/tmp"
+# nginx_conf, static_upstream, nginx_proxy: run.sh's configurations.
+# shellcheck source=bench/nginx.sh
+. bench/nginx.sh
 UP=$("$TOOL" free-port)
-cat >"$W/up/nginx.conf" <<NG
-worker_processes 1; master_process off; daemon off; pid $W/up/nginx.pid;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $W/up/tmp; proxy_temp_path $W/up/tmp;
-  fastcgi_temp_path $W/up/tmp; uwsgi_temp_path $W/up/tmp; scgi_temp_path $W/up/tmp;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP; location / { default_type application/json;
-    return 200 '{"id":"CP-1","status":"Available","connectors":2}\n'; } } }
-NG
+nginx_conf "$W/up" "$UP" "$(static_upstream "$UP")"
 "${LOAD[@]}" nginx -p "$W/up" -c "$W/up/nginx.conf" -e "$W/up/error.log" &
 PIDS+=($!)
 UPSTREAM="url = \"http://127.0.0.1:$UP\""
@@ -151,19 +145,7 @@ TOML
   if [ "$bin" = nginx ]; then
     local px
     px=$("$TOOL" free-port)
-    mkdir -p "$W/px/tmp"
-    cat >"$W/px/nginx.conf" <<NG
-worker_processes 1; master_process off; daemon off; pid $W/px/nginx.pid;
-events { worker_connections 4096; }
-http { access_log $log; client_body_temp_path $W/px/tmp; proxy_temp_path $W/px/tmp;
-  fastcgi_temp_path $W/px/tmp; uwsgi_temp_path $W/px/tmp; scgi_temp_path $W/px/tmp;
-  keepalive_requests 10000000; keepalive_timeout 75s;
-  upstream api { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$px; location / { proxy_pass http://api; proxy_http_version 1.1;
-    proxy_set_header Connection ""; proxy_set_header Host \$host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; } } }
-NG
+    nginx_conf "$W/px" "$px" "$(nginx_proxy "$px" "$UP" "$log")"
     "${SUT[@]}" nginx -p "$W/px" -c "$W/px/nginx.conf" -e "$W/px/error.log" &
     pid=$!
     PIDS+=("$pid")

@@ -157,38 +157,13 @@ per10k() { calc "($2 - $1) / $CLK_TCK / $3 * 10000" 3; }
 client_cpu() { awk 'END { print $1 + $2 }' "$1"; }
 
 # --- processes -------------------------------------------------------------
-nginx_conf() { # dir port body-of-http-block
-  mkdir -p "$1/tmp"
-  cat >"$1/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $1/nginx.pid;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $1/tmp/body;
-  proxy_temp_path $1/tmp/proxy;
-  fastcgi_temp_path $1/tmp/fastcgi;
-  uwsgi_temp_path $1/tmp/uwsgi;
-  scgi_temp_path $1/tmp/scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 75s;
-$3
-}
-EOF
-}
+# nginx_conf, static_upstream, nginx_proxy and PROXY_LOCATION.
+# shellcheck source=bench/nginx.sh
+. bench/nginx.sh
 
 UP_PORT=$(free_port)
 UP_URL=http://127.0.0.1:$UP_PORT
-nginx_conf "$WORK/upstream" "$UP_PORT" "
-  access_log off;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location / {
-      default_type application/json;
-      return 200 '{\"id\":\"CP-1\",\"status\":\"Available\",\"connectors\":2}\n';
-    }
-  }"
+nginx_conf "$WORK/upstream" "$UP_PORT" "$(static_upstream "$UP_PORT")"
 "${LOAD[@]}" "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" &
 UP_PID=$!
 PIDS+=("$UP_PID")
@@ -196,26 +171,7 @@ wait_for "upstream nginx" curl -fsS "$UP_URL/"
 
 PX_PORT=$(free_port)
 PX_URL=http://127.0.0.1:$PX_PORT
-# A plain reverse proxy doing what tollgate does to headers (X-Forwarded-*),
-# with an access log line per request as tollgate writes one.
-# The proxying both nginx peers do (plain and TLS): a keep-alive pool to the
-# upstream and the X-Forwarded-* headers tollgate sets.
-PROXY_LOCATION="    location / {
-      proxy_pass http://api;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-    }"
-nginx_conf "$WORK/proxy" "$PX_PORT" "
-  access_log $WORK/proxy/access.log;
-  upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PX_PORT;
-$PROXY_LOCATION
-  }"
+nginx_conf "$WORK/proxy" "$PX_PORT" "$(nginx_proxy "$PX_PORT" "$UP_PORT" "$WORK/proxy/access.log")"
 "${SUT[@]}" "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" &
 PX_PID=$!
 PIDS+=("$PX_PID")
