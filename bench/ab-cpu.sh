@@ -39,6 +39,14 @@
 #                       memcpy, clock and the rest): where user time goes,
 #                       with the CPU the CPU has (SHA-NI, no valgrind); the
 #                       sampling itself adds a little CPU
+#   SYSCALLS=1          also count the proxy's system calls over the measured
+#                       run (strace -c -f, every thread) and print each one's
+#                       calls per request (strace slows the proxy: its CPU
+#                       figures are then meaningless, the counts are not)
+#   KEEP=DIR            keep each run's profile there for a closer look:
+#                       PERF=1: perf-<round>-<bin>.data (`perf report -i`);
+#                       CALLGRIND=1: callgrind-<round>-<bin>.out
+#                       (`callgrind_annotate --tree=caller`)
 # Needs nginx, wrk, curl, redis-server (STORE=redis), h2load (GRPC=1),
 # valgrind (CALLGRIND=1), perf (PERF=1); builds bench-tool (and its hyper-proxy).
 set -euo pipefail
@@ -46,13 +54,13 @@ cd "$(dirname "$0")/.."
 ROUNDS=$1; shift
 STORE=${STORE:-memory} KEYS=${KEYS:-1} DURATION=${DURATION:-8} CONNS=${CONNS:-32}
 GRPC=${GRPC:-0} GRPC_N=${GRPC_N:-100000} CALLGRIND=${CALLGRIND:-0} PIN=${PIN:-1}
-RATE=${RATE:-} PERF=${PERF:-0}
+RATE=${RATE:-} PERF=${PERF:-0} SYSCALLS=${SYSCALLS:-0}
 if [ -n "$RATE" ] && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
   echo "ab-cpu.sh: RATE measures latency over HTTP/1 only: not with GRPC=1 or CALLGRIND=1" >&2
   exit 2
 fi
-if [ "$PERF" = 1 ] && { [ -n "$RATE" ] || [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
-  echo "ab-cpu.sh: PERF samples the HTTP/1 wrk run only: not with RATE, GRPC=1 or CALLGRIND=1" >&2
+if { [ "$PERF" = 1 ] || [ "$SYSCALLS" = 1 ]; } && { [ -n "$RATE" ] || [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
+  echo "ab-cpu.sh: PERF and SYSCALLS watch the HTTP/1 wrk run only: not with RATE, GRPC=1 or CALLGRIND=1" >&2
   exit 2
 fi
 for bin in "$@"; do
@@ -200,9 +208,17 @@ TOML
         -- sleep "$DURATION" 2>/dev/null &
       sampler=$!
     fi
+    local tracer=
+    if [ "$SYSCALLS" = 1 ]; then
+      strace -c -f -q -o "$W/strace.txt" -p "$pid" &
+      tracer=$!
+      # Attached once the proxy has a tracer (then strace takes its threads).
+      until grep -Eq '^TracerPid:[[:space:]]*[1-9]' "/proc/$pid/status"; do sleep 0.05; done
+    fi
     out=$("${LOAD[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$ROTATE" "$pub/api/v1/charge_points" -- "$W/keys.txt")
     read -r u1 s1 < <(cpu_split "$pid")
     c1=$((u1 + s1))
+    [ -n "$tracer" ] && { kill -INT "$tracer"; wait "$tracer" || true; }
     [ -n "$redis_pid" ] && rc1=$(cpu "$redis_pid")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
     what="requests=$n non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' <<<"$out") req_per_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
@@ -224,17 +240,30 @@ TOML
     ir=$(callgrind_annotate --inclusive=yes --threshold=100 "$cg".1 2>/dev/null |
       awk '/tollgate::server::serve_blocking/ && !ir { gsub(",", "", $1); ir = $1 } END { printf "%.0f\n", ir + 0 }')
     extra="instructions_per_req=$((ir / n)) (under valgrind: CPU figures meaningless)"
+    if [ -n "${KEEP:-}" ]; then
+      mkdir -p "$KEEP"
+      mv "$cg".1 "$KEEP/callgrind-$r-$(basename "$bin").out"
+    fi
     rm -f "$cg"*
   fi
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
   [ -n "$redis_pid" ] && { kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; }
   echo "round=$r bin=$(basename "$bin") store=$STORE keys=$KEYS $what $extra load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+  if [ -n "${tracer:-}" ]; then
+    echo "  system calls per request: $(awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
+      printf "%s%s %.2f", sep, $NF, $4 / n; sep = ", " }' "$W/strace.txt")"
+  fi
   if [ -n "${sampler:-}" ]; then
     wait "$sampler" || true
     echo "  user space by crate: $(perf report -i "$W/perf.data" --no-children --sort dso,sym \
       --stdio -g none 2>/dev/null | python3 "$PWD/bench/by-crate.py")"
-    rm -f "$W/perf.data"
+    if [ -n "${KEEP:-}" ]; then
+      mkdir -p "$KEEP"
+      mv "$W/perf.data" "$KEEP/perf-$r-$(basename "$bin").data"
+    else
+      rm -f "$W/perf.data"
+    fi
   fi
 }
 
