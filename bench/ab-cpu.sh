@@ -14,8 +14,12 @@
 # under the same load (the API key header is sent and ignored): the same
 # sitting's ratio. The word `hyper` is `bench-tool hyper-proxy`, a bare
 # pass-through on hyper 1.x and tokio (nothing but forwarding): the floor
-# of any proxy built on them. Each line gives user_us and sys_us, the
-# process's user and kernel CPU per request, besides their sum us_per_req.
+# of any proxy built on them. The word `gate` is `bench-tool gate-floor`:
+# that floor plus the least work tollgate's contract makes a request cost
+# (key hash and lookup, a window count, the headers tollgate sets, two
+# timers, an access line; bench/gate_floor.rs). Each line gives user_us
+# and sys_us, the process's user and kernel CPU per request, besides their
+# sum us_per_req.
 # Knobs (environment):
 #   STORE=memory|redis  the store (redis: a fresh redis-server per run)
 #   KEYS=N              clients with one key each, rotated by wrk (1)
@@ -64,7 +68,7 @@ if { [ "$PERF" = 1 ] || [ "$SYSCALLS" = 1 ]; } && { [ -n "$RATE" ] || [ "$GRPC" 
   exit 2
 fi
 for bin in "$@"; do
-  if { [ "$bin" = nginx ] || [ "$bin" = hyper ]; } && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
+  if { [ "$bin" = nginx ] || [ "$bin" = hyper ] || [ "$bin" = gate ]; } && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
     echo "ab-cpu.sh: the $bin peer is an HTTP/1 proxy: not with GRPC=1 or CALLGRIND=1" >&2
     exit 2
   fi
@@ -114,7 +118,7 @@ until curl -fsS "http://127.0.0.1:$UP/" >/dev/null 2>&1; do sleep 0.1; done
 run() { # round bin
   local r=$1 bin=$2 store redis_pid=
   store='backend = "memory"'
-  if [ "$STORE" = redis ] && [ "$bin" != nginx ] && [ "$bin" != hyper ]; then
+  if [ "$STORE" = redis ] && [ "$bin" != nginx ] && [ "$bin" != hyper ] && [ "$bin" != gate ]; then
     local rp
     rp=$("$TOOL" free-port)
     "${REDIS_SUT[@]}" redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
@@ -160,14 +164,15 @@ TOML
     pub=http://127.0.0.1:$px
     until curl -fsS "$pub/" >/dev/null 2>&1; do sleep 0.1; done
     seq "$KEYS" | sed 's/^/tg_unused_/' >"$W/keys.txt"
-  elif [ "$bin" = hyper ]; then
-    local hp
+  elif [ "$bin" = hyper ] || [ "$bin" = gate ]; then
+    local hp cmd=hyper-proxy
+    [ "$bin" = gate ] && cmd=gate-floor
     hp=$("$TOOL" free-port)
-    "${SUT[@]}" "$TOOL" hyper-proxy --port "$hp" --upstream "127.0.0.1:$UP" 2>"$log" &
+    "${SUT[@]}" "$TOOL" "$cmd" --port "$hp" --upstream "127.0.0.1:$UP" 2>"$log" &
     pid=$!
     PIDS+=("$pid")
     pub=http://127.0.0.1:$hp
-    until curl -fsS "$pub/" >/dev/null 2>&1; do sleep 0.1; done
+    until curl -fsS -H "X-API-Key: tg_ready" "$pub/" >/dev/null 2>&1; do sleep 0.1; done
     seq "$KEYS" | sed 's/^/tg_unused_/' >"$W/keys.txt"
   else
     [ "$CALLGRIND" = 1 ] && vg=(valgrind --tool=callgrind "--callgrind-out-file=$cg")
@@ -270,7 +275,7 @@ TOML
 for r in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
     case $bin in
-      nginx | hyper) run "$r" "$bin" ;;
+      nginx | hyper | gate) run "$r" "$bin" ;;
       *) run "$r" "$(realpath "$bin")" ;;
     esac
   done

@@ -25,7 +25,14 @@
 //!   (no pool), every request and response forwarded as they are: no
 //!   authentication, limits, header rewriting or log line.
 //!
+//! - `gate-floor`: `hyper-proxy` plus the least work tollgate's contract
+//!   makes each admitted request cost (bench/gate_floor.rs), for
+//!   `bench/ab-cpu.sh gate`.
+//!
 //! Only for benchmarking on loopback: every run is bounded in count and time.
+
+#[path = "gate_floor.rs"]
+mod gate_floor;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,6 +121,13 @@ enum Cmd {
         #[arg(long)]
         port: u16,
     },
+    /// hyper-proxy plus a gateway's least work per request (bench/gate_floor.rs).
+    GateFloor {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        upstream: String,
+    },
     /// An HTTP/1.1 pass-through proxy on 127.0.0.1:PORT to --upstream (HOST:PORT), nothing else.
     HyperProxy {
         #[arg(long)]
@@ -197,6 +211,7 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::GrpcUpstream { port } => grpc_upstream(port).await,
             Cmd::HyperProxy { port, upstream } => hyper_proxy(port, &upstream).await,
+            Cmd::GateFloor { port, upstream } => gate_floor::run(port, &upstream).await,
             Cmd::GrpcCheck { url, key, calls } => grpc_check(&url, key.as_deref(), calls).await,
         }
     })
