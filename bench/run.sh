@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh: tollgate's load benchmark, on loopback, bounded in time.
 #
-# Starts a static nginx upstream, nginx as a plain reverse proxy, tollgate on
-# the memory store and tollgate on Redis; runs the same wrk load against each;
+# Starts a static nginx upstream, nginx as a plain reverse proxy, HAProxy as
+# a second peer, two floors built on hyper and tokio (bench-tool hyper-proxy
+# and gate-floor), tollgate on the memory store and tollgate on Redis; runs
+# the same wrk load against each;
 # adds gRPC rows (h2load: direct, nginx grpc_pass, tollgate over HTTP/2) and
 # TLS rows (s_time full handshakes, wrk over https: nginx vs tollgate);
 # runs a fixed-rate latency pass; measures CPU, RSS, Redis commands per
@@ -329,6 +331,28 @@ EOF
 HA_PID=$!
 PIDS+=("$HA_PID")
 wait_for "haproxy" curl -fsS -H "X-API-Key: $(sed -n 1p "$WORK/keys-memory-1.txt")" "$HA_URL$PATH_UNDER_TEST"
+
+# Two floors, not peers (bench-tool, bench/gate_floor.rs), on the stack
+# tollgate is built on (hyper 1.x, tokio, one current-thread runtime; glibc's
+# allocator): hyper-proxy forwards and does nothing else; gate-floor adds the
+# least per-request work of tollgate's contract (the key hashed and looked
+# up, a window count, the X-Forwarded-*, X-Tollgate-* and X-RateLimit-*
+# headers, an upstream and a header-read timer, an access line written in
+# batches). Each client connection has an upstream connection of its own
+# (no pool). What tollgate costs above gate-floor is its own overhead; what
+# gate-floor costs above nginx-proxy is the stack's and the contract's.
+HY_PORT=$(free_port)
+HY_URL=http://127.0.0.1:$HY_PORT
+"${SUT[@]}" "$TOOL" hyper-proxy --port "$HY_PORT" --upstream "127.0.0.1:$UP_PORT" 2>"$WORK/hyper-proxy.log" &
+HY_PID=$!
+PIDS+=("$HY_PID")
+GF_PORT=$(free_port)
+GF_URL=http://127.0.0.1:$GF_PORT
+"${SUT[@]}" "$TOOL" gate-floor --port "$GF_PORT" --upstream "127.0.0.1:$UP_PORT" 2>"$WORK/gate-floor.log" &
+GF_PID=$!
+PIDS+=("$GF_PID")
+wait_for "hyper-proxy" curl -fsS "$HY_URL$PATH_UNDER_TEST"
+wait_for "gate-floor" curl -fsS -H "X-API-Key: $(sed -n 1p "$WORK/keys-memory-1.txt")" "$GF_URL$PATH_UNDER_TEST"
 
 # --- gRPC targets ----------------------------------------------------------------
 # GRPC=1: an h2c gRPC upstream (bench-tool grpc-upstream: every call answered
@@ -660,27 +684,30 @@ run_stime() {
   log "$label round $round: ${RPS[$k]} full handshakes/s ($n in $secs s), proxy ${SUTCPU[$k]} CPU s/10k, load side ${LOADSIDE[$k]}% of a core, cores ${CORES[$k]}% busy"
 }
 
-ROWS=(direct nginx hap1 hapN mem1 memN red1 redN)
+ROWS=(direct nginx hap1 hapN hyper gate1 mem1 memN red1 redN)
 declare -A NAME=(
   [direct]="upstream (direct)"
   [nginx]="nginx-proxy"
   [hap1]="haproxy (map + stick table), 1 key"
   [hapN]="haproxy (map + stick table), $ROTATE_KEYS keys"
+  [hyper]="floor: hyper-proxy (forwarding only)"
+  [gate1]="floor: gate-floor (forwarding + the contract's least work), 1 key"
   [mem1]="tollgate-memory, 1 key"
   [memN]="tollgate-memory, $ROTATE_KEYS keys"
   [red1]="tollgate-redis, 1 key"
   [redN]="tollgate-redis, $ROTATE_KEYS keys"
 )
-declare -A URL=([direct]=$UP_URL [nginx]=$PX_URL [hap1]=$HA_URL [hapN]=$HA_URL [mem1]=$MEM_PUBLIC [memN]=$MEM_PUBLIC [red1]=$RED_PUBLIC [redN]=$RED_PUBLIC)
-declare -A PID=([direct]=$UP_PID [nginx]=$PX_PID [hap1]=$HA_PID [hapN]=$HA_PID [mem1]=$MEM_PID [memN]=$MEM_PID [red1]=$RED_PID [redN]=$RED_PID)
-declare -A ADMIN=([direct]=- [nginx]=- [hap1]=- [hapN]=- [mem1]=$MEM_ADMIN [memN]=$MEM_ADMIN [red1]=$RED_ADMIN [redN]=$RED_ADMIN)
+declare -A URL=([direct]=$UP_URL [nginx]=$PX_URL [hap1]=$HA_URL [hapN]=$HA_URL [hyper]=$HY_URL [gate1]=$GF_URL [mem1]=$MEM_PUBLIC [memN]=$MEM_PUBLIC [red1]=$RED_PUBLIC [redN]=$RED_PUBLIC)
+declare -A PID=([direct]=$UP_PID [nginx]=$PX_PID [hap1]=$HA_PID [hapN]=$HA_PID [hyper]=$HY_PID [gate1]=$GF_PID [mem1]=$MEM_PID [memN]=$MEM_PID [red1]=$RED_PID [redN]=$RED_PID)
+declare -A ADMIN=([direct]=- [nginx]=- [hap1]=- [hapN]=- [hyper]=- [gate1]=- [mem1]=$MEM_ADMIN [memN]=$MEM_ADMIN [red1]=$RED_ADMIN [redN]=$RED_ADMIN)
 declare -A KEYS=(
   [direct]=$WORK/keys-plain.txt [nginx]=$WORK/keys-plain.txt
   [hap1]=$WORK/keys-memory-1.txt [hapN]=$WORK/keys-memory-many.txt
+  [hyper]=$WORK/keys-plain.txt [gate1]=$WORK/keys-memory-1.txt
   [mem1]=$WORK/keys-memory-1.txt [memN]=$WORK/keys-memory-many.txt
   [red1]=$WORK/keys-redis-1.txt [redN]=$WORK/keys-redis-many.txt
 )
-declare -A ROTATE=([direct]=0 [nginx]=0 [hap1]=0 [hapN]=1 [mem1]=0 [memN]=1 [red1]=0 [redN]=1)
+declare -A ROTATE=([direct]=0 [nginx]=0 [hap1]=0 [hapN]=1 [hyper]=0 [gate1]=0 [mem1]=0 [memN]=1 [red1]=0 [redN]=1)
 if [ "$REDIS_TLS" = 1 ]; then
   # 1 key: group commit shares a script call among concurrent requests;
   # many keys: about one call (one TLS record each way) per request.
@@ -945,7 +972,8 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
     echo "| ${NAME[$r]} | $(v RPS "$r") | $(ratio "$(v RPS "$r")" "$N_RPS") | $(v P50 "$r") | $(v P99 "$r") | $(ratio "$(v P99 "$r")" "$N_P99") | $(v SUTCPU "$r") | $(v REDISCPU "$r") | $(percpu "$r") | $(ratio "$(percpu "$r")" "$(percpu nginx)") | $(calc "$(v RSSKB "$r") / 1024" 1) | $(v NON2XX "$r") | ${ALLRPS[$r]}| $(v LOADSIDE "$r") | $(v CORES "$r") |"
   done
   echo
-  echo "\"proxy\" is the process under test: the upstream nginx for the direct row, the nginx proxy, or tollgate."
+  echo "\"proxy\" is the process under test: the upstream nginx for the direct row, the nginx proxy, HAProxy, bench-tool (the floor rows), or tollgate."
+  echo "The floor rows are not peers: bench-tool's hyper-proxy forwards on hyper 1.x and tokio and does nothing else; its gate-floor adds the least per-request work of tollgate's contract (the key hashed and looked up, a window count, the X-Forwarded-*, X-Tollgate-* and X-RateLimit-* headers, an upstream and a header-read timer, an access line written in batches; bench/gate_floor.rs). Both give each client connection an upstream connection of its own (no pool) and use glibc's allocator."
   echo "\"load side\" is wrk's CPU plus the upstream nginx's, over the run: near 100 % with pinning, the load core limits the row."
   echo "\"core busy\" counts every process on the core, ours and the machine's other work."
   echo
@@ -1029,6 +1057,10 @@ percpu() { calc "10000 / ($(v SUTCPU "$1") + $(v REDISCPU "$1"))" 0; }
   m=$(ratio "$(v RPS mem1)" "$(v RPS hap1)"); echo "| tollgate-memory ≥ 1.0× haproxy req/s, 1 key | ${m}× | $(ok "$m >= 1.0") |"
   m=$(ratio "$(v RPS memN)" "$(v RPS hapN)"); echo "| tollgate-memory ≥ 1.0× haproxy req/s, $ROTATE_KEYS keys | ${m}× | $(ok "$m >= 1.0") |"
   m=$(ratio "$(percpu memN)" "$(percpu hapN)"); echo "| the same, per CPU-second | ${m}× | $(ok "$m >= 1.0") |"
+  m=$(ratio "$(v RPS gate1)" "$N_RPS"); echo "| floor: gate-floor vs nginx-proxy, req/s (the contract's least work on hyper and tokio, written as directly as we could) | ${m}× | measured |"
+  m=$(ratio "$(percpu gate1)" "$(percpu nginx)"); echo "| the same, per CPU-second | ${m}× | measured |"
+  m=$(ratio "$(v RPS mem1)" "$(v RPS gate1)"); echo "| tollgate-memory vs gate-floor, req/s, 1 key (tollgate's own overhead) | ${m}× | measured |"
+  m=$(ratio "$(percpu mem1)" "$(percpu gate1)"); echo "| the same, per CPU-second | ${m}× | measured |"
   m=$(ratio "$(v RPS red1)" "$N_RPS"); echo "| tollgate-redis ≥ 0.8× nginx-proxy req/s | ${m}× | $(ok "$m >= 0.8") |"
   m=$(ratio "$(v RPS redN)" "$N_RPS"); echo "| tollgate-redis, $ROTATE_KEYS clients × 1 key ≥ 0.6× nginx-proxy req/s | ${m}× | $(ok "$m >= 0.6") |"
   m=$(ratio "$(percpu redN)" "$(percpu nginx)"); echo "| the same, per CPU-second (tollgate + redis-server) | ${m}× | $(ok "$m >= 0.6") |"
