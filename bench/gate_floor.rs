@@ -33,13 +33,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
 
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -201,45 +198,21 @@ pub async fn run(port: u16, upstream: &str) -> anyhow::Result<()> {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("bind 127.0.0.1:{port}"))?;
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        let up = TcpStream::connect(upstream)
-            .await
-            .with_context(|| format!("connect {upstream}"))?;
-        up.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(up))
-            .await?;
-        tokio::spawn(conn);
-        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+    crate::serve_pairs(port, upstream, Some(HEADER_READ_TIMEOUT), |sender, peer| {
         let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())?;
         let (gate, reset, limit) = (gate.clone(), reset.clone(), limit.clone());
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        Ok(hyper::service::service_fn(move |req: Request<Incoming>| {
             let (sender, gate, reset) = (sender.clone(), gate.clone(), reset.clone());
             let (forwarded_for, limit) = (forwarded_for.clone(), limit.clone());
             async move { serve(req, &sender, &gate, &reset, forwarded_for, limit).await }
-        });
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .writev(false)
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        }))
+    })
+    .await
 }
-
-type Sender = tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>;
 
 async fn serve(
     mut req: Request<Incoming>,
-    sender: &Sender,
+    sender: &crate::UpstreamSender,
     gate: &Gate,
     reset: &ResetValue,
     forwarded_for: HeaderValue,

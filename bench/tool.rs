@@ -586,16 +586,34 @@ async fn grpc_upstream(port: u16) -> anyhow::Result<()> {
     }
 }
 
-/// `hyper-proxy`: accepts HTTP/1.1 connections and forwards each one's
-/// requests over an upstream connection of its own, with hyper's HTTP/1
-/// server and client connections and tollgate's settings for them (one
-/// `write(2)` per message). The upstream's answer is the answer.
-async fn hyper_proxy(port: u16, upstream: &str) -> anyhow::Result<()> {
+/// The upstream side of one client connection of `hyper-proxy` or
+/// `gate-floor`. One request at a time on an HTTP/1 connection: the lock is
+/// never contended, and it is held until the answer's head is in.
+type UpstreamSender = Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>>;
+
+/// The accept loop of `hyper-proxy` and `gate-floor`: HTTP/1.1 connections
+/// on 127.0.0.1:PORT, each given an upstream connection of its own to
+/// UPSTREAM (HOST:PORT) and served by the service `make` returns for it,
+/// with hyper's HTTP/1 server and client connections and tollgate's
+/// settings for them (one `write(2)` per message; with
+/// `header_read_timeout`, a timer per request as tollgate's listener has).
+async fn serve_pairs<F, S>(
+    port: u16,
+    upstream: &str,
+    header_read_timeout: Option<Duration>,
+    mut make: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(UpstreamSender, std::net::SocketAddr) -> anyhow::Result<S>,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Incoming>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("bind 127.0.0.1:{port}"))?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let up = TcpStream::connect(upstream)
             .await
@@ -606,24 +624,34 @@ async fn hyper_proxy(port: u16, upstream: &str) -> anyhow::Result<()> {
             .handshake(TokioIo::new(up))
             .await?;
         tokio::spawn(conn);
-        // One request at a time on an HTTP/1 connection: the lock is never
-        // contended, and it is held until the answer's head is in.
-        let sender = Arc::new(tokio::sync::Mutex::new(sender));
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let service = make(Arc::new(tokio::sync::Mutex::new(sender)), peer)?;
+        tokio::spawn(async move {
+            let mut server = hyper::server::conn::http1::Builder::new();
+            server.writev(false);
+            if let Some(timeout) = header_read_timeout {
+                server
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(timeout);
+            }
+            let _ = server.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// `hyper-proxy`: forwards each client connection's requests over an
+/// upstream connection of its own; the upstream's answer is the answer.
+async fn hyper_proxy(port: u16, upstream: &str) -> anyhow::Result<()> {
+    serve_pairs(port, upstream, None, |sender, _| {
+        Ok(hyper::service::service_fn(move |req: Request<Incoming>| {
             let sender = sender.clone();
             async move {
                 let mut sender = sender.lock().await;
                 sender.ready().await?;
                 sender.send_request(req).await
             }
-        });
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .writev(false)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        }))
+    })
+    .await
 }
 
 async fn grpc_check(url: &str, key: Option<&str>, calls: u64) -> anyhow::Result<()> {
