@@ -52,7 +52,8 @@
 #                       CALLGRIND=1: callgrind-<round>-<bin>.out
 #                       (`callgrind_annotate --tree=caller`)
 # Needs nginx, wrk, curl, redis-server (STORE=redis), h2load (GRPC=1),
-# valgrind (CALLGRIND=1), perf (PERF=1); builds bench-tool (and its hyper-proxy).
+# valgrind (CALLGRIND=1), perf (PERF=1), strace (SYSCALLS=1); builds bench-tool
+# (its hyper-proxy and gate-floor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=$1; shift

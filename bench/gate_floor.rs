@@ -210,6 +210,8 @@ pub async fn run(port: u16, upstream: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// One request: the key, the count, the headers both ways, the upstream
+/// call under its timeout, the latency histogram and the access line.
 async fn serve(
     mut req: Request<Incoming>,
     sender: &crate::UpstreamSender,
