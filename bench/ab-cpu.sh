@@ -68,8 +68,16 @@ if { [ "$PERF" = 1 ] || [ "$SYSCALLS" = 1 ]; } && { [ -n "$RATE" ] || [ "$GRPC" 
   echo "ab-cpu.sh: PERF and SYSCALLS watch the HTTP/1 wrk run only: not with RATE, GRPC=1 or CALLGRIND=1" >&2
   exit 2
 fi
+# Whether a BIN argument is one of the peers' words rather than a build.
+is_peer() { case $1 in nginx | hyper | gate) return 0 ;; *) return 1 ;; esac; }
+# Moves FILE into $KEEP as NAME; fails (leaving FILE) when KEEP is unset.
+keep() { # file name
+  [ -n "${KEEP:-}" ] || return 1
+  mkdir -p "$KEEP"
+  mv "$1" "$KEEP/$2"
+}
 for bin in "$@"; do
-  if { [ "$bin" = nginx ] || [ "$bin" = hyper ] || [ "$bin" = gate ]; } && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
+  if is_peer "$bin" && { [ "$GRPC" = 1 ] || [ "$CALLGRIND" = 1 ]; }; then
     echo "ab-cpu.sh: the $bin peer is an HTTP/1 proxy: not with GRPC=1 or CALLGRIND=1" >&2
     exit 2
   fi
@@ -119,7 +127,7 @@ until curl -fsS "http://127.0.0.1:$UP/" >/dev/null 2>&1; do sleep 0.1; done
 run() { # round bin
   local r=$1 bin=$2 store redis_pid=
   store='backend = "memory"'
-  if [ "$STORE" = redis ] && [ "$bin" != nginx ] && [ "$bin" != hyper ] && [ "$bin" != gate ]; then
+  if [ "$STORE" = redis ] && ! is_peer "$bin"; then
     local rp
     rp=$("$TOOL" free-port)
     "${REDIS_SUT[@]}" redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
@@ -246,10 +254,7 @@ TOML
     ir=$(callgrind_annotate --inclusive=yes --threshold=100 "$cg".1 2>/dev/null |
       awk '/tollgate::server::serve_blocking/ && !ir { gsub(",", "", $1); ir = $1 } END { printf "%.0f\n", ir + 0 }')
     extra="instructions_per_req=$((ir / n)) (under valgrind: CPU figures meaningless)"
-    if [ -n "${KEEP:-}" ]; then
-      mkdir -p "$KEEP"
-      mv "$cg".1 "$KEEP/callgrind-$r-$(basename "$bin").out"
-    fi
+    keep "$cg".1 "callgrind-$r-$(basename "$bin").out" || true
     rm -f "$cg"*
   fi
   kill -TERM "$pid"
@@ -264,20 +269,16 @@ TOML
     wait "$sampler" || true
     echo "  user space by crate: $(perf report -i "$W/perf.data" --no-children --sort dso,sym \
       --stdio -g none 2>/dev/null | python3 "$PWD/bench/by-crate.py")"
-    if [ -n "${KEEP:-}" ]; then
-      mkdir -p "$KEEP"
-      mv "$W/perf.data" "$KEEP/perf-$r-$(basename "$bin").data"
-    else
-      rm -f "$W/perf.data"
-    fi
+    keep "$W/perf.data" "perf-$r-$(basename "$bin").data" || rm -f "$W/perf.data"
   fi
 }
 
 for r in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
-    case $bin in
-      nginx | hyper | gate) run "$r" "$bin" ;;
-      *) run "$r" "$(realpath "$bin")" ;;
-    esac
+    if is_peer "$bin"; then
+      run "$r" "$bin"
+    else
+      run "$r" "$(realpath "$bin")"
+    fi
   done
 done

@@ -116,12 +116,12 @@ impl Gate {
         keys.entry(digest)
             .or_insert_with(|| {
                 let id = format!("c{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2]);
+                let key_id = format!("k{id}");
                 Arc::new(Identity {
                     client: HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("c")),
-                    key: HeaderValue::from_str(&format!("k{id}"))
-                        .unwrap_or(HeaderValue::from_static("k")),
+                    key: HeaderValue::from_str(&key_id).unwrap_or(HeaderValue::from_static("k")),
                     scopes: HeaderValue::from_static("read:charge_points"),
-                    key_id: Arc::from(format!("k{id}")),
+                    key_id: Arc::from(key_id),
                     client_id: Arc::from(id),
                 })
             })
